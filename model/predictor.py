@@ -1,0 +1,202 @@
+"""Batched whole-image inference: load an artifact once, predict many times."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from model.artifact import Manifest, load_artifact
+from model.bucketing import make_batches, padding_waste
+from model.network import stride_multiple
+from model.postprocessing import to_mask
+from model.preprocessing import resample
+
+log = logging.getLogger(__name__)
+
+# Above this many padded pixels per image, fall back to sliding-window inference.
+MAX_WHOLE_IMAGE_PIXELS = 2048 * 2048
+SLIDING_WINDOW_ROI = (512, 512)
+
+
+@dataclass(frozen=True)
+class PredictStats:
+    """What the last `predict` call did."""
+
+    n_images: int
+    n_batches: int
+    seconds: float
+    padding_waste: float
+
+
+def resolve_device(device: str) -> torch.device:
+    """'auto' means CUDA when available, else CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def bf16_supported(device: torch.device) -> bool:
+    """Whether bf16 autocast runs natively here (CUDA, or a CPU with AVX-512 BF16 / AMX)."""
+    if device.type == "cuda":
+        return bool(torch.cuda.is_bf16_supported())
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for 'auto' | 'bf16' | 'fp16' | 'fp32'; None means fp32."""
+    if precision == "auto":
+        return torch.bfloat16 if bf16_supported(device) else None
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}[precision]
+
+
+class Predictor:
+    """A loaded network plus its manifest's post-processing, ready to segment batches.
+
+    Build it with `Predictor.from_artifact`; every attribute is set by the constructor.
+    """
+
+    def __init__(
+        self,
+        manifest: Manifest,
+        network: torch.nn.Module,
+        device: torch.device,
+        batch_size: int = 8,
+        autocast_dtype: torch.dtype | None = None,
+        compile: bool = False,
+    ) -> None:
+        self.manifest = manifest
+        self.device = device
+        self.batch_size = batch_size
+        self.autocast_dtype = autocast_dtype
+        self.multiple = stride_multiple(manifest.architecture)
+        self.threshold = float(manifest.threshold)
+        self.min_component_px = int(manifest.postprocessing.get("min_component_px", 0))
+        self.flip_tta = bool(manifest.postprocessing.get("flip_tta", False))
+        self.input_scale = float(manifest.preprocessing.get("input_scale", 1.0))
+        net = network.to(device).eval()
+        if device.type == "cpu":
+            net = net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        self.network: torch.nn.Module = torch.compile(net) if compile else net  # type: ignore[assignment]
+        self.last_run = PredictStats(0, 0, 0.0, 0.0)
+
+    @classmethod
+    def from_artifact(
+        cls,
+        path: Path | str | None = None,
+        device: str = "auto",
+        batch_size: int = 8,
+        precision: str = "auto",
+        compile: bool = False,
+    ) -> Predictor:
+        """Load an artifact (None = the bundled default) and build a ready predictor.
+
+        Args:
+            path: Artifact directory.
+            device: 'auto', 'cpu', 'cuda', 'cuda:1', ...
+            batch_size: Images per forward pass.
+            precision: 'auto' (bf16 where native, else fp32), 'bf16', 'fp16' or 'fp32'.
+            compile: Wrap the network in `torch.compile`.
+
+        Raises:
+            model.artifact.ArtifactError: The artifact is missing or corrupt.
+        """
+        manifest, network = load_artifact(Path(path) if path is not None else None)
+        dev = resolve_device(device)
+        return cls(manifest, network, dev, batch_size, resolve_precision(precision, dev), compile)
+
+    @property
+    def version(self) -> str:
+        return self.manifest.version
+
+    @property
+    def trained(self) -> bool:
+        return bool(self.manifest.trained)
+
+    def _forward(self, batch: torch.Tensor) -> torch.Tensor:
+        """Logits for a (B, 1, H, W) float batch already on the device."""
+        if self.device.type == "cpu":
+            batch = batch.contiguous(memory_format=torch.channels_last)
+        h, w = batch.shape[-2:]
+        with torch.autocast(
+            device_type=self.device.type,
+            dtype=self.autocast_dtype or torch.float32,
+            enabled=self.autocast_dtype is not None,
+        ):
+            if h * w > MAX_WHOLE_IMAGE_PIXELS:
+                from monai.inferers import sliding_window_inference
+
+                out = sliding_window_inference(
+                    batch,
+                    SLIDING_WINDOW_ROI,
+                    sw_batch_size=self.batch_size,
+                    predictor=self.network,
+                    overlap=0.25,
+                )
+                assert isinstance(out, torch.Tensor)
+                logits = out
+            else:
+                logits = self.network(batch)
+        return logits.float()
+
+    def _probabilities_batch(self, batch: torch.Tensor) -> torch.Tensor:
+        if not self.flip_tta:
+            return torch.sigmoid(self._forward(batch))
+        both = torch.cat([batch, torch.flip(batch, dims=[-1])])
+        logits = self._forward(both)
+        n = batch.shape[0]
+        return 0.5 * (torch.sigmoid(logits[:n]) + torch.sigmoid(torch.flip(logits[n:], dims=[-1])))
+
+    @torch.inference_mode()
+    def probabilities(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Tumor probability maps, one per image, each the size of its input.
+
+        Args:
+            images: float32 (H, W) arrays from `model.preprocessing.decode_image`.
+
+        Returns:
+            float32 (H, W) arrays in [0, 1].
+        """
+        start = time.perf_counter()
+        for img in images:
+            if img.ndim != 2:
+                raise ValueError(f"expected (H, W) images, got shape {img.shape}")
+        full_shapes = [img.shape for img in images]
+        images = [resample(img, self.input_scale) for img in images]
+        shapes = [tuple(img.shape) for img in images]
+        batches = make_batches(shapes, self.batch_size, self.multiple)  # type: ignore[arg-type]
+        out: list[np.ndarray | None] = [None] * len(images)
+        pin = self.device.type == "cuda"
+        for b in batches:
+            host = torch.zeros((len(b.indices), 1, b.height, b.width), dtype=torch.float32)
+            for j, i in enumerate(b.indices):
+                h, w = shapes[i]
+                host[j, 0, :h, :w] = torch.from_numpy(np.ascontiguousarray(images[i]))
+            if pin:
+                host = host.pin_memory()
+            prob = self._probabilities_batch(host.to(self.device, non_blocking=pin)).cpu()
+            for j, i in enumerate(b.indices):
+                h, w = shapes[i]
+                p = prob[j, 0, :h, :w].numpy()
+                out[i] = np.clip(resample(p, 1.0, full_shapes[i]), 0.0, 1.0)
+        self.last_run = PredictStats(
+            len(images),
+            len(batches),
+            time.perf_counter() - start,
+            padding_waste(batches, shapes),  # type: ignore[arg-type]
+        )
+        return [p for p in out if p is not None]
+
+    def predict(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Binary tumor masks (bool, input size) after threshold and post-processing."""
+        return [
+            to_mask(p, self.threshold, self.min_component_px) for p in self.probabilities(images)
+        ]

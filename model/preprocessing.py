@@ -1,0 +1,210 @@
+"""One preprocessing path shared by training, evaluation and the service.
+
+A study is a whole-body MIP-PET PNG. The DM i AI 2023 images are inverted (high uptake is
+dark); the network sees one float channel in [0, 1] where high uptake is high.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+class ImageDecodeError(ValueError):
+    """An upload is not a usable study image. The message says why, for a human."""
+
+
+@dataclass(frozen=True)
+class ImageLimits:
+    """Bounds on what a study may be.
+
+    Attributes:
+        max_side: Largest accepted width or height in pixels.
+        max_pixels: Largest accepted width x height (guards against decompression bombs).
+        min_side: Smallest accepted width or height.
+    """
+
+    max_side: int = 4096
+    max_pixels: int = 8_000_000
+    min_side: int = 16
+
+
+def _open_png(data: bytes, limits: ImageLimits, what: str) -> Image.Image:
+    if not data:
+        raise ImageDecodeError(f"{what} is empty (0 bytes)")
+    if not data.startswith(PNG_MAGIC):
+        raise ImageDecodeError(f"{what} is not a PNG file (wrong magic bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data), formats=["PNG"])
+            width, height = img.size
+            if width == 0 or height == 0:
+                raise ImageDecodeError(f"{what} has zero size ({width}x{height})")
+            if width * height > limits.max_pixels or max(width, height) > limits.max_side:
+                raise ImageDecodeError(
+                    f"{what} is {width}x{height} pixels, over the limit of "
+                    f"{limits.max_side} px per side and {limits.max_pixels} px in all"
+                )
+            if min(width, height) < limits.min_side:
+                raise ImageDecodeError(
+                    f"{what} is {width}x{height} pixels, under the minimum of "
+                    f"{limits.min_side} px per side"
+                )
+            frames = int(getattr(img, "n_frames", 1))
+            if frames > 1:
+                raise ImageDecodeError(f"{what} is an animated PNG ({frames} frames)")
+            img.verify()  # chunk CRCs and the IEND chunk: catches truncated files
+            img = Image.open(io.BytesIO(data), formats=["PNG"])
+            img.load()
+    except ImageDecodeError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageDecodeError(f"{what} is a decompression bomb: {exc}") from exc
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise ImageDecodeError(f"{what} is a corrupt or truncated PNG: {exc}") from exc
+    return img
+
+
+def to_gray(img: Image.Image) -> np.ndarray:
+    """Convert a decoded PNG of any supported mode to one float channel in [0, 1].
+
+    Supported: L, LA, RGB, RGBA, P (palette), 1, I;16 / I (16 bit). Colour images are
+    reduced to luminance; alpha is dropped.
+
+    Args:
+        img: A loaded Pillow image.
+
+    Returns:
+        float32 array of shape (H, W), 0 = black, 1 = white.
+    """
+    mode = img.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if mode.startswith("I;16") or arr.max() > 255 else 255.0
+        return np.clip(arr / top, 0.0, 1.0).astype(np.float32)
+    if mode == "F":
+        arr = np.asarray(img, dtype=np.float32)
+        hi = float(arr.max()) if arr.size else 1.0
+        return np.clip(arr / (hi if hi > 1.0 else 1.0), 0.0, 1.0)
+    if mode in ("RGB", "RGBA", "P", "PA", "CMYK", "YCbCr"):
+        img = img.convert("RGB")
+        rgb = np.asarray(img, dtype=np.float32)
+        if np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2]):
+            gray = rgb[..., 0]
+        else:
+            gray = rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+        return gray / 255.0
+    if mode in ("LA", "1"):
+        img = img.convert("L")
+    elif mode != "L":
+        raise ImageDecodeError(f"unsupported PNG mode {mode!r}")
+    return np.asarray(img, dtype=np.float32) / 255.0
+
+
+def normalize(gray: np.ndarray) -> np.ndarray:
+    """Invert a [0, 1] grayscale MIP so that high uptake is high (the network's input)."""
+    return (1.0 - gray).astype(np.float32, copy=False)
+
+
+def decode_image(data: bytes, limits: ImageLimits | None = None) -> np.ndarray:
+    """Decode PNG bytes into the network's input array.
+
+    Args:
+        data: The PNG file's bytes.
+        limits: Size limits; defaults to `ImageLimits()`.
+
+    Returns:
+        float32 array (H, W) in [0, 1], high uptake high.
+
+    Raises:
+        ImageDecodeError: The bytes are not a usable study image.
+    """
+    img = _open_png(data, limits or ImageLimits(), "image")
+    return normalize(to_gray(img))
+
+
+def decode_mask(data: bytes, expected_shape: tuple[int, int] | None = None) -> np.ndarray:
+    """Decode a label mask PNG (white = tumor) into a bool array.
+
+    Args:
+        data: The PNG file's bytes.
+        expected_shape: (H, W) of the matching image; a mismatch is an error.
+
+    Returns:
+        bool array (H, W).
+
+    Raises:
+        ImageDecodeError: Not a PNG, or its size differs from the image's.
+    """
+    img = _open_png(data, ImageLimits(min_side=1), "label")
+    mask = to_gray(img) > 0.5
+    if expected_shape is not None and mask.shape != tuple(expected_shape):
+        raise ImageDecodeError(
+            f"label is {mask.shape[1]}x{mask.shape[0]} but its image is "
+            f"{expected_shape[1]}x{expected_shape[0]}"
+        )
+    return mask
+
+
+def pad_to_multiple(arr: np.ndarray, multiple: int, height: int | None = None) -> np.ndarray:
+    """Zero-pad a (H, W) array at the bottom and right.
+
+    Args:
+        arr: (H, W) array.
+        multiple: The padded height and width are multiples of this (the network stride).
+        height: Pad to at least this height (for batching images of one bucket).
+
+    Returns:
+        The padded array; crop the output back with `[:H, :W]`.
+    """
+    h, w = arr.shape
+    target_h = max(h, height or 0)
+    target_h = -(-target_h // multiple) * multiple
+    target_w = -(-w // multiple) * multiple
+    if (target_h, target_w) == (h, w):
+        return arr
+    out = np.zeros((target_h, target_w), dtype=arr.dtype)
+    out[:h, :w] = arr
+    return out
+
+
+def resample(arr: np.ndarray, scale: float, size: tuple[int, int] | None = None) -> np.ndarray:
+    """Resize a (H, W) float array by `scale` (area averaging when shrinking).
+
+    The network runs at `manifest.preprocessing["input_scale"]` of the PNG's resolution:
+    the PNGs are upsampled from PET voxels, so half resolution keeps the information at a
+    quarter of the cost. Training and inference both go through this function.
+
+    Args:
+        arr: (H, W) array.
+        scale: Factor; 1.0 returns `arr` unchanged.
+        size: Exact (H, W) output instead of `scale` (used to go back to full size).
+
+    Returns:
+        float32 (H', W') array.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    if size is None:
+        if scale == 1.0:
+            return arr.astype(np.float32, copy=False)
+        size = (max(1, round(arr.shape[0] * scale)), max(1, round(arr.shape[1] * scale)))
+    if tuple(size) == arr.shape:
+        return arr.astype(np.float32, copy=False)
+    t = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))[None, None]
+    shrinking = size[0] < arr.shape[0]
+    out = F.interpolate(
+        t,
+        size=size,
+        mode="area" if shrinking else "bilinear",
+        **({} if shrinking else {"align_corners": False}),
+    )
+    return out[0, 0].numpy()
