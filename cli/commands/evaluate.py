@@ -1,0 +1,72 @@
+"""`tumorseg evaluate`: score an artifact (or the threshold baseline) on a labelled folder."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", type=Path, required=True, help="folder in the DM i AI layout")
+    parser.add_argument(
+        "--artifact", type=Path, default=None, help="artifact folder (default: the released one)"
+    )
+    parser.add_argument(
+        "--baseline",
+        choices=["threshold"],
+        default=None,
+        help="score the competition's gray < 50 baseline instead of a model",
+    )
+    parser.add_argument(
+        "--csv",
+        type=Path,
+        default=Path("out/evaluation.csv"),
+        help="per-study CSV (default out/evaluation.csv)",
+    )
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--precision", default="auto", help="auto | bf16 | fp16 | fp32")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from model.artifact import ArtifactError
+    from model.dataset import find_studies
+    from model.evaluation import evaluate_folder, summarize, threshold_baseline, write_csv
+
+    try:
+        n = len(find_studies(args.data))
+    except FileNotFoundError as exc:
+        print(f"tumorseg evaluate: {exc}")
+        return 2
+    if args.baseline == "threshold":
+        name = "threshold baseline (gray < 50)"
+
+        def predict(images: list) -> list:
+            return [threshold_baseline(i) for i in images]
+    else:
+        from model.predictor import Predictor
+
+        try:
+            predictor = Predictor.from_artifact(
+                args.artifact, args.device, args.batch_size, args.precision
+            )
+        except ArtifactError as exc:
+            print(f"tumorseg evaluate: {exc}")
+            return 2
+        name = predictor.version
+        predict = predictor.predict
+    with tqdm(total=n, desc="evaluate", unit="study", disable=args.json) as bar:
+        scores = evaluate_folder(args.data, predict, progress=bar.update)
+    summary = {"model": name, **summarize(scores), "csv": str(args.csv)}
+    write_csv(scores, args.csv)
+    if args.json:
+        print(json.dumps(summary))
+        return 0
+    for key, value in summary.items():
+        shown = f"{value:.4f}" if isinstance(value, float) else value
+        print(f"{key:>24}: {shown}")
+    return 0

@@ -1,0 +1,68 @@
+"""`tumorseg train`: train an Attention U-Net and write a new artifact version."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data",
+        type=Path,
+        required=True,
+        help="folder in the DM i AI layout (patients/imgs, patients/labels, controls/imgs)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help="parent folder; the artifact goes to OUT/<version>/, checkpoints to OUT/runs/",
+    )
+    parser.add_argument("--epochs", type=int, default=24, help="epochs of --steps-per-epoch steps")
+    parser.add_argument("--steps-per-epoch", type=int, default=100)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument(
+        "--time-budget",
+        type=float,
+        default=None,
+        help="stop after this many seconds (keeps the best checkpoint)",
+    )
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    parser.add_argument("--precision", default="auto", help="auto | bf16 | fp16 | fp32")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--folds", type=int, default=5, help="k of the patient-level k-fold split")
+    parser.add_argument("--fold", type=int, default=0, help="which fold is the validation set")
+    parser.add_argument(
+        "--limit", type=int, default=None, help="use only this many patients (smoke runs)"
+    )
+    parser.add_argument("--resume", action="store_true", help="continue from OUT/runs/ checkpoint")
+
+
+def run(args: argparse.Namespace) -> int:
+    from model.training.trainer import TrainConfig, train
+
+    if not args.data.is_dir():
+        print(f"tumorseg train: {args.data} is not a folder")
+        return 2
+    cfg = TrainConfig(
+        data=args.data,
+        out=args.out,
+        epochs=args.epochs,
+        steps_per_epoch=args.steps_per_epoch,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        time_budget_s=args.time_budget,
+        device=args.device,
+        precision=args.precision,
+        seed=args.seed,
+        folds=args.folds,
+        fold=args.fold,
+        limit=args.limit,
+        resume=args.resume,
+        warmup_steps=min(100, max(1, args.epochs * args.steps_per_epoch // 10)),
+    )
+    artifact = train(cfg)
+    print(f"artifact: {artifact}")
+    return 0

@@ -1,0 +1,116 @@
+"""Scoring masks the way the competition does, and the `evaluate` report."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from model.metrics import dice, mean_or_none, precision_recall
+
+
+@dataclass
+class StudyScore:
+    """One row of the per-study CSV."""
+
+    name: str
+    is_patient: bool
+    dice: float | None
+    precision: float | None
+    recall: float | None
+    predicted_px: int
+    true_px: int
+
+
+def score_study(name: str, pred: np.ndarray, truth: np.ndarray, is_patient: bool) -> StudyScore:
+    p, r = precision_recall(pred, truth)
+    return StudyScore(
+        name,
+        is_patient,
+        dice(pred, truth) if is_patient else None,
+        p,
+        r,
+        int(np.count_nonzero(pred)),
+        int(np.count_nonzero(truth)),
+    )
+
+
+def summarize(scores: Sequence[StudyScore]) -> dict[str, float | int | None]:
+    """Competition Dice (mean over patients) and the control figures.
+
+    Precision and recall are pooled over all patient pixels. `controls_clean_fraction` is
+    the share of controls with no predicted tumor pixel.
+    """
+    patients = [s for s in scores if s.is_patient]
+    controls = [s for s in scores if not s.is_patient]
+    tp = sum((s.recall or 0.0) * s.true_px for s in patients)
+    pred_px = sum(s.predicted_px for s in patients)
+    true_px = sum(s.true_px for s in patients)
+    return {
+        "dice": mean_or_none(s.dice for s in patients),
+        "precision": tp / pred_px if pred_px else None,
+        "recall": tp / true_px if true_px else None,
+        "controls_clean_fraction": (
+            sum(s.predicted_px == 0 for s in controls) / len(controls) if controls else None
+        ),
+        "controls_mean_fp_px": (
+            float(np.mean([s.predicted_px for s in controls])) if controls else None
+        ),
+        "n_patients": len(patients),
+        "n_controls": len(controls),
+    }
+
+
+def write_csv(scores: Sequence[StudyScore], path: Path) -> None:
+    """Write the per-study scores."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(StudyScore.__dataclass_fields__))
+        writer.writeheader()
+        for s in scores:
+            writer.writerow(asdict(s))
+
+
+# The official DM i AI 2023 baseline: a pixel is tumor when its PNG gray value is < 50.
+BASELINE_GRAY_LEVEL = 50
+
+
+def threshold_baseline(image: np.ndarray) -> np.ndarray:
+    """The competition's threshold baseline on a network-input array (inverted [0, 1])."""
+    return (1.0 - image) * 255.0 < BASELINE_GRAY_LEVEL - 0.5
+
+
+def evaluate_folder(
+    data_dir: Path,
+    predict: Callable[[list[np.ndarray]], list[np.ndarray]],
+    chunk: int = 64,
+    progress: Callable[[int], None] | None = None,
+) -> list[StudyScore]:
+    """Score a predictor on a folder in the DM i AI layout, `chunk` studies at a time.
+
+    Args:
+        data_dir: Folder with patients/imgs, patients/labels and controls/imgs.
+        predict: Batched predictor: images in, bool masks out.
+        chunk: Studies decoded and predicted together (bounds memory).
+        progress: Called with the number of studies done after each chunk.
+
+    Returns:
+        One score per study.
+    """
+    from model.dataset import find_studies, load_study
+
+    files = find_studies(data_dir)
+    scores: list[StudyScore] = []
+    for start in range(0, len(files), chunk):
+        studies = [load_study(f) for f in files[start : start + chunk]]
+        masks = predict([s.image for s in studies])
+        scores += [
+            score_study(s.name, m, s.label, s.is_patient)
+            for s, m in zip(studies, masks, strict=True)
+        ]
+        if progress is not None:
+            progress(len(studies))
+    return scores

@@ -1,0 +1,1 @@
+"""Training: crops, augmentation, the loop, and post-processing tuning."""

@@ -1,0 +1,120 @@
+"""Training crops biased towards tumors, with MIP-appropriate augmentation."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from model.dataset import Study
+from model.preprocessing import resample
+
+
+@dataclass(frozen=True)
+class CropConfig:
+    """How training batches are drawn.
+
+    Attributes:
+        height: Crop height in network pixels (at the manifest's input scale); at half
+            scale 192 px is 384 PNG px, wide enough to see the whole body's width.
+        width: Crop width in network pixels.
+        p_tumor: Share of crops centred (with jitter) on a tumor pixel.
+        p_control: Share of crops from healthy controls; the rest are random patient crops.
+        scale: Range of random zoom factors.
+        intensity: Range of random intensity gains.
+        gamma: Range of random gamma exponents.
+    """
+
+    height: int = 192
+    width: int = 192
+    p_tumor: float = 0.5
+    p_control: float = 0.25
+    scale: tuple[float, float] = (0.85, 1.15)
+    intensity: tuple[float, float] = (0.85, 1.15)
+    gamma: tuple[float, float] = (0.8, 1.25)
+
+
+class CropSampler:
+    """Draws augmented (image, label) crop batches from decoded studies, reproducibly."""
+
+    def __init__(
+        self, studies: Sequence[Study], config: CropConfig, seed: int, input_scale: float = 1.0
+    ) -> None:
+        self.config = config
+        self.rng = np.random.default_rng(seed)
+        scaled = [
+            Study(
+                s.name,
+                resample(s.image, input_scale),
+                resample(s.label.astype(np.float32), input_scale),
+                s.is_patient,
+            )
+            for s in studies
+        ]
+        self.patients = [s for s in scaled if s.is_patient]
+        self.controls = [s for s in scaled if not s.is_patient]
+        if not self.patients:
+            raise ValueError("training needs at least one patient with a label")
+        self.tumor_pixels = [np.argwhere(s.label > 0.5) for s in self.patients]
+
+    def _window(
+        self, study: Study, h: int, w: int, center: tuple[int, int] | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Cut an h x w window, zero-padded where it leaves the image."""
+        H, W = study.image.shape
+        if center is None:
+            y0 = int(self.rng.integers(min(0, H - h), max(0, H - h) + 1))
+            x0 = int(self.rng.integers(min(0, W - w), max(0, W - w) + 1))
+        else:
+            jy, jx = self.rng.integers(-h // 3, h // 3 + 1), self.rng.integers(-w // 3, w // 3 + 1)
+            y0, x0 = int(center[0] - h // 2 + jy), int(center[1] - w // 2 + jx)
+        img = np.zeros((h, w), dtype=np.float32)
+        lab = np.zeros((h, w), dtype=np.float32)
+        sy, sx = max(y0, 0), max(x0, 0)
+        ey, ex = min(y0 + h, H), min(x0 + w, W)
+        if ey > sy and ex > sx:
+            img[sy - y0 : ey - y0, sx - x0 : ex - x0] = study.image[sy:ey, sx:ex]
+            lab[sy - y0 : ey - y0, sx - x0 : ex - x0] = study.label[sy:ey, sx:ex]
+        return img, lab
+
+    def _one(self) -> tuple[torch.Tensor, torch.Tensor]:
+        c = self.config
+        s = float(self.rng.uniform(*c.scale))
+        h, w = int(round(c.height * s)), int(round(c.width * s))
+        u = self.rng.random()
+        if u < c.p_tumor:
+            k = int(self.rng.integers(len(self.patients)))
+            pix = self.tumor_pixels[k]
+            center = tuple(pix[int(self.rng.integers(len(pix)))]) if len(pix) else None
+            img, lab = self._window(self.patients[k], h, w, center)  # type: ignore[arg-type]
+        elif u < c.p_tumor + c.p_control and self.controls:
+            k = int(self.rng.integers(len(self.controls)))
+            img, lab = self._window(self.controls[k], h, w, None)
+        else:
+            k = int(self.rng.integers(len(self.patients)))
+            img, lab = self._window(self.patients[k], h, w, None)
+        if self.rng.random() < 0.5:
+            img, lab = img[:, ::-1], lab[:, ::-1]
+        gain = float(self.rng.uniform(*c.intensity))
+        gamma = float(self.rng.uniform(*c.gamma))
+        img = np.clip(np.power(np.clip(img, 0.0, 1.0), gamma) * gain, 0.0, 1.0)
+        ti = torch.from_numpy(np.ascontiguousarray(img))[None, None]
+        tl = torch.from_numpy(np.ascontiguousarray(lab))[None, None]
+        if (h, w) != (c.height, c.width):
+            ti = F.interpolate(ti, size=(c.height, c.width), mode="bilinear", align_corners=False)
+            tl = F.interpolate(tl, size=(c.height, c.width), mode="bilinear", align_corners=False)
+        return ti[0], tl[0]
+
+    def batch(self, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """A (size, 1, H, W) image batch and its label batch."""
+        pairs = [self._one() for _ in range(size)]
+        return torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
+
+    def state(self) -> dict:
+        return dict(self.rng.bit_generator.state)
+
+    def restore(self, state: dict) -> None:
+        self.rng.bit_generator.state = state

@@ -1,0 +1,311 @@
+"""The training loop: crops in, a versioned artifact out.
+
+Deterministic for a given seed (single-process sampling, seeded torch), resumable from a
+checkpoint, validated on whole images with the competition Dice, and ends by tuning the
+post-processing on the validation split.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from monai.losses import DiceFocalLoss
+from tqdm import tqdm
+
+from model.artifact import Manifest, save_artifact
+from model.dataset import Study, find_studies, fingerprint, load_study, split
+from model.network import DEFAULT_ARCHITECTURE, build_network
+from model.predictor import Predictor, resolve_device, resolve_precision
+from model.training import tuning
+from model.training.sampling import CropConfig, CropSampler
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run (recorded in the manifest)."""
+
+    data: Path
+    out: Path
+    epochs: int = 30
+    steps_per_epoch: int = 100
+    batch_size: int = 8
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    warmup_steps: int = 100
+    lambda_dice: float = 1.0
+    lambda_focal: float = 10.0
+    time_budget_s: float | None = None
+    device: str = "auto"
+    precision: str = "auto"
+    seed: int = 0
+    folds: int = 5
+    fold: int = 0
+    val_controls_during_training: int = 40
+    limit: int | None = None
+    resume: bool = False
+    input_scale: float = 0.5
+    crop: CropConfig = field(default_factory=CropConfig)
+    architecture: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_ARCHITECTURE))
+
+    @property
+    def total_steps(self) -> int:
+        return self.epochs * self.steps_per_epoch
+
+
+def lr_factor(step: int, total: int, warmup: int) -> float:
+    """Linear warm-up, then cosine decay to 2 % of the peak."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return 0.02 + 0.98 * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def _load(files: list, limit: int | None) -> list[Study]:
+    if limit is not None:
+        pats = [f for f in files if f.is_patient][:limit]
+        ctrls = [f for f in files if not f.is_patient][: max(1, limit // 2)]
+        files = pats + ctrls
+    return [load_study(f) for f in files]
+
+
+def _validate(
+    net: torch.nn.Module,
+    device: torch.device,
+    dtype: torch.dtype | None,
+    studies: list[Study],
+    input_scale: float,
+    flip_tta: bool = False,
+) -> list[np.ndarray]:
+    manifest = Manifest(
+        version="validation",
+        trained=False,
+        postprocessing={"min_component_px": 0, "flip_tta": flip_tta},
+    )
+    manifest.preprocessing["input_scale"] = input_scale
+    pred = Predictor(manifest, net, device, batch_size=4, autocast_dtype=dtype)
+    probs = pred.probabilities([s.image for s in studies])
+    net.train()
+    return probs
+
+
+def train(cfg: TrainConfig) -> Path:
+    """Run a training and write a new artifact directory under `cfg.out`.
+
+    Returns:
+        The artifact directory.
+    """
+    started = time.monotonic()
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    device = resolve_device(cfg.device)
+    dtype = resolve_precision(cfg.precision, device)
+    if device.type == "cpu":
+        torch.set_num_threads(os.cpu_count() or 1)
+    files = find_studies(cfg.data)
+    train_files, val_files = split(files, cfg.seed, cfg.folds, cfg.fold)
+    log.info("data: %d train / %d validation studies", len(train_files), len(val_files))
+    train_set = _load(train_files, cfg.limit)
+    val_set = _load(val_files, cfg.limit)
+    val_patients = [s for s in val_set if s.is_patient]
+    val_quick = (
+        val_patients + [s for s in val_set if not s.is_patient][: cfg.val_controls_during_training]
+    )
+
+    net = build_network(cfg.architecture).to(device)
+    if device.type == "cpu":
+        net = net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: lr_factor(s, cfg.total_steps, cfg.warmup_steps)
+    )
+    loss_fn = DiceFocalLoss(
+        sigmoid=True, batch=True, lambda_dice=cfg.lambda_dice, lambda_focal=cfg.lambda_focal
+    )
+    sampler = CropSampler(train_set, cfg.crop, cfg.seed, cfg.input_scale)
+    run_dir = Path(cfg.out) / "runs" / f"seed{cfg.seed}-fold{cfg.fold}of{cfg.folds}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_path = run_dir / "checkpoint.pt"
+    step, best_dice, best_state, history = 0, -1.0, None, []
+    elapsed_before = 0.0
+    if cfg.resume and ckpt_path.is_file():
+        ck = torch.load(ckpt_path, weights_only=False)
+        net.load_state_dict(ck["net"])
+        opt.load_state_dict(ck["opt"])
+        sched.load_state_dict(ck["sched"])
+        sampler.restore(ck["sampler"])
+        torch.set_rng_state(ck["torch_rng"])
+        step, best_dice, best_state = ck["step"], ck["best_dice"], ck["best_state"]
+        history, elapsed_before = ck["history"], ck["elapsed"]
+        log.info("resumed from %s at step %d", ckpt_path, step)
+
+    net.train()
+    bar = tqdm(total=cfg.total_steps, initial=step, desc="train", unit="step")
+    out_of_time = False
+    while step < cfg.total_steps and not out_of_time:
+        x, y = sampler.batch(cfg.batch_size)
+        x, y = x.to(device), y.to(device)
+        if device.type == "cpu":
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            logits = net(x)
+        loss = loss_fn(logits.float(), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        step += 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss.item():.3f}", best=f"{best_dice:.3f}")
+        elapsed = elapsed_before + time.monotonic() - started
+        out_of_time = cfg.time_budget_s is not None and elapsed > cfg.time_budget_s
+        if step % cfg.steps_per_epoch == 0 or step == cfg.total_steps or out_of_time:
+            probs = _validate(net, device, dtype, val_quick, cfg.input_scale)
+            best_t = max(
+                tuning.THRESHOLDS, key=lambda t: tuning.score(val_quick, probs, t, 0)["dice"] or 0.0
+            )
+            summary = tuning.score(val_quick, probs, best_t, 0)
+            vd = float(summary["dice"] or 0.0)
+            history.append(
+                {
+                    "step": step,
+                    "loss": float(loss.item()),
+                    "val_dice": vd,
+                    "threshold": best_t,
+                    "elapsed_s": round(elapsed, 1),
+                    "controls_clean": summary["controls_clean_fraction"],
+                }
+            )
+            log.info("step %d: val dice %.4f at threshold %.2f", step, vd, best_t)
+            tqdm.write(
+                f"step {step}: val dice {vd:.4f} (t={best_t}) "
+                f"clean controls {summary['controls_clean_fraction']}"
+            )
+            if vd > best_dice:
+                best_dice, best_state = vd, copy.deepcopy(net.state_dict())
+            torch.save(
+                {
+                    "net": net.state_dict(),
+                    "opt": opt.state_dict(),
+                    "sched": sched.state_dict(),
+                    "sampler": sampler.state(),
+                    "torch_rng": torch.get_rng_state(),
+                    "step": step,
+                    "best_dice": best_dice,
+                    "best_state": best_state,
+                    "history": history,
+                    "elapsed": elapsed,
+                },
+                ckpt_path,
+            )
+    bar.close()
+    if best_state is not None:
+        net.load_state_dict(best_state)
+    train_seconds = elapsed_before + time.monotonic() - started
+    post, effects = _tune(net, device, dtype, val_set, cfg.input_scale)
+    manifest = Manifest(
+        version="pending",
+        trained=True,
+        architecture=dict(cfg.architecture),
+        threshold=post.threshold,
+        postprocessing={"min_component_px": post.min_component_px, "flip_tta": post.flip_tta},
+        training={
+            "data_fingerprint": fingerprint(files),
+            "n_train": len(train_set),
+            "n_validation": len(val_set),
+            "seed": cfg.seed,
+            "folds": cfg.folds,
+            "fold": cfg.fold,
+            "steps": step,
+            "epochs": step / cfg.steps_per_epoch,
+            "seconds": round(train_seconds, 1),
+            "device": str(device),
+            "precision": str(dtype or "fp32"),
+            "torch": torch.__version__,
+            "config": _jsonable(asdict(cfg)),
+            "history": history,
+            "stopped_by_time_budget": out_of_time,
+        },
+        metrics=effects,
+    )
+    manifest.preprocessing["input_scale"] = cfg.input_scale
+    target = save_artifact(net, manifest, Path(cfg.out))
+    log.info("wrote artifact %s", target)
+    return target
+
+
+def _tune(
+    net: torch.nn.Module,
+    device: torch.device,
+    dtype: torch.dtype | None,
+    val: list[Study],
+    input_scale: float,
+) -> tuple[tuning.Setting, dict[str, Any]]:
+    """Pick threshold / min component / TTA on validation and record each one's effect."""
+    plain = _validate(net, device, dtype, val, input_scale, flip_tta=False)
+    tta = _validate(net, device, dtype, val, input_scale, flip_tta=True)
+    settings = tuning.grid(val, plain, False) + tuning.grid(val, tta, True)
+    chosen = tuning.choose(settings)
+    probs = tta if chosen.flip_tta else plain
+    summary = tuning.score(val, probs, chosen.threshold, chosen.min_component_px)
+
+    def at(t: float, m: int, f: bool) -> dict[str, Any]:
+        r = tuning.score(val, tta if f else plain, t, m)
+        return {"threshold": t, "min_component_px": m, "flip_tta": f, **r}
+
+    best_plain = max(tuning.THRESHOLDS, key=lambda t: tuning.score(val, plain, t, 0)["dice"] or 0)
+    effects = {
+        "validation": summary,
+        "chosen": asdict(chosen),
+        "effects": [
+            {"step": "threshold 0.5, no post-processing", **at(0.5, 0, False)},
+            {"step": "tuned threshold", **at(best_plain, 0, False)},
+            {
+                "step": "tuned threshold + min component",
+                **at(chosen.threshold, chosen.min_component_px, False),
+            },
+            {
+                "step": "chosen (with flip TTA if it helps)",
+                **at(chosen.threshold, chosen.min_component_px, chosen.flip_tta),
+            },
+        ],
+        "crossfit_dice": _crossfit(val, plain, tta),
+    }
+    return chosen, effects
+
+
+def _crossfit(val: list[Study], plain: list[np.ndarray], tta: list[np.ndarray]) -> float:
+    """Tune on one half of the validation studies, score on the other, and average: an
+    estimate of the Dice without the optimism of tuning and scoring on the same data."""
+    halves = [[i for i in range(len(val)) if i % 2 == k] for k in (0, 1)]
+    scores = []
+    for a, b in ((0, 1), (1, 0)):
+        va = [val[i] for i in halves[a]]
+        vb = [val[i] for i in halves[b]]
+        sa = tuning.grid(va, [plain[i] for i in halves[a]], False) + tuning.grid(
+            va, [tta[i] for i in halves[a]], True
+        )
+        c = tuning.choose(sa)
+        pb = [(tta if c.flip_tta else plain)[i] for i in halves[b]]
+        scores.append(float(tuning.score(vb, pb, c.threshold, c.min_component_px)["dice"] or 0.0))
+    return float(np.mean(scores))
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
