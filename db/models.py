@@ -1,0 +1,198 @@
+"""Typed SQLAlchemy 2 ORM models of the service.
+
+A *job* is one submission; it owns *studies* (one input image each, plus an optional
+label). A *result* is the output of one model version for one study; ``(study_id,
+model_version)`` is unique, so a redelivered task updates rather than duplicates.
+*Model versions* record the artifacts known to the service and which one is promoted.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Enum,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
+
+
+def utcnow() -> datetime:
+    """Current time, timezone-aware UTC."""
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite drops the zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return value
+
+
+class JobStatus(enum.StrEnum):
+    """Lifecycle of a job."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    PARTIALLY_FAILED = "partially_failed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class StudyStatus(enum.StrEnum):
+    """Lifecycle of one study."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+UNFINISHED_STUDY = (StudyStatus.QUEUED, StudyStatus.RUNNING)
+
+
+class Base(DeclarativeBase):
+    """Declarative base of all tables."""
+
+
+def _enum(cls: type[enum.Enum], name: str) -> Enum:
+    return Enum(
+        cls,
+        name=name,
+        native_enum=False,
+        length=32,
+        values_callable=lambda e: [m.value for m in e],
+        validate_strings=True,
+    )
+
+
+class Job(Base):
+    """One submission of studies."""
+
+    __tablename__ = "jobs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    status: Mapped[JobStatus] = mapped_column(
+        _enum(JobStatus, "job_status"), default=JobStatus.QUEUED, index=True
+    )
+    queue: Mapped[str] = mapped_column(String(64))
+    error: Mapped[str | None] = mapped_column(Text)
+    model_version: Mapped[str | None] = mapped_column(String(128))
+    model_trained: Mapped[bool | None] = mapped_column(Boolean)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    studies: Mapped[list[Study]] = relationship(
+        back_populates="job", order_by="Study.position", cascade="all, delete-orphan"
+    )
+
+
+class Study(Base):
+    """One input image of a job (bytes kept in the DB) and its processing state."""
+
+    __tablename__ = "studies"
+    __table_args__ = (Index("ix_studies_job_status", "job_id", "status"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    position: Mapped[int] = mapped_column(Integer)
+    filename: Mapped[str] = mapped_column(String(255))
+    label_filename: Mapped[str | None] = mapped_column(String(255))
+    input_png: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)
+    label_png: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)
+    status: Mapped[StudyStatus] = mapped_column(
+        _enum(StudyStatus, "study_status"), default=StudyStatus.QUEUED
+    )
+    error: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    job: Mapped[Job] = relationship(back_populates="studies")
+    results: Mapped[list[Result]] = relationship(
+        back_populates="study", cascade="all, delete-orphan", order_by="Result.id"
+    )
+
+
+class Result(Base):
+    """The output of one model version for one study."""
+
+    __tablename__ = "results"
+    __table_args__ = (UniqueConstraint("study_id", "model_version", name="uq_results_study_model"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"))
+    model_version: Mapped[str] = mapped_column(String(128))
+    mask_png: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)
+    overlay_png: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)
+    height: Mapped[int] = mapped_column(Integer)
+    width: Mapped[int] = mapped_column(Integer)
+    tumor_pixels: Mapped[int] = mapped_column(Integer)
+    tumor_fraction: Mapped[float | None] = mapped_column(Float)
+    lesions: Mapped[int] = mapped_column(Integer)
+    largest_lesion_px: Mapped[int] = mapped_column(Integer)
+    uptake_mean: Mapped[float | None] = mapped_column(Float)
+    uptake_max: Mapped[float | None] = mapped_column(Float)
+    dice: Mapped[float | None] = mapped_column(Float)
+    precision: Mapped[float | None] = mapped_column(Float)
+    recall: Mapped[float | None] = mapped_column(Float)
+    inference_seconds: Mapped[float | None] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+
+    study: Mapped[Study] = relationship(back_populates="results")
+
+
+class ModelVersion(Base):
+    """A model artifact known to the service; at most one is promoted."""
+
+    __tablename__ = "model_versions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    version: Mapped[str] = mapped_column(String(128), unique=True)
+    path: Mapped[str] = mapped_column(Text)
+    manifest: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    trained: Mapped[bool] = mapped_column(Boolean, default=False)
+    promoted: Mapped[bool] = mapped_column(Boolean, default=False, index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+#: Metric columns of ``Result``, in the order reports show them.
+METRIC_FIELDS: tuple[str, ...] = (
+    "tumor_pixels",
+    "tumor_fraction",
+    "lesions",
+    "largest_lesion_px",
+    "uptake_mean",
+    "uptake_max",
+    "dice",
+    "precision",
+    "recall",
+)

@@ -1,0 +1,1 @@
+"""Repositories: query and change rows, flush only; the caller's unit of work commits."""
