@@ -1,0 +1,67 @@
+"""One predictor per worker process, loaded lazily and reloaded on promotion.
+
+The parent Celery process never calls into here, so torch (and CUDA) are first touched
+in the forked child that runs the task.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from model.predictor import Predictor
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """Which artifact a task should use: the promoted DB version or the default."""
+
+    path: Path | None  # None = bundled default artifact
+    version: str | None  # the promoted version's name, None when nothing is promoted
+
+
+class PredictorCache:
+    """Holds this process's predictor and the choice it was loaded for."""
+
+    def __init__(self, device: str, batch_size: int) -> None:
+        self._device = device
+        self._batch_size = batch_size
+        self._lock = threading.Lock()
+        self._pid: int | None = None
+        self._choice: ModelChoice | None = None
+        self._predictor: Predictor | None = None
+
+    def get(self, choice: ModelChoice) -> Predictor:
+        """Return the predictor for ``choice``, loading it when the choice changed.
+
+        Args:
+            choice: The artifact the current task must use.
+
+        Returns:
+            A ready predictor.
+        """
+        with self._lock:
+            stale = self._pid != os.getpid() or self._choice != choice
+            if self._predictor is None or stale:
+                from model.predictor import Predictor  # lazy: keep torch out of the parent
+
+                old = self._predictor.version if self._predictor is not None else None
+                self._predictor = Predictor.from_artifact(
+                    choice.path, device=self._device, batch_size=self._batch_size
+                )
+                self._choice, self._pid = choice, os.getpid()
+                logger.info(
+                    "loaded model %s (trained=%s) from %s; was %s",
+                    self._predictor.version,
+                    self._predictor.trained,
+                    choice.path or "bundled default",
+                    old,
+                )
+            return self._predictor

@@ -1,0 +1,310 @@
+"""The service logic of one chunk: decode, predict in batches, measure, store.
+
+A chunk is handled in three steps so that no database transaction stays open while the
+model runs:
+
+1. *claim* (one transaction): skip studies that are cancelled, failed or already done
+   with the current model version; fail those past the delivery cap; mark the rest
+   running.
+2. *compute* (no transaction): decode each study (a bad one is failed with a clear
+   message and the others go on), predict the good ones as true batches, compute metrics
+   and encode the mask and overlay PNGs.
+3. *store* (one transaction): upsert every result of the chunk and update the job.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from config.settings import Settings
+from db.models import METRIC_FIELDS, Study, StudyStatus, utcnow
+from db.repositories import jobs as jobs_repo
+from db.repositories import model_versions as models_repo
+from db.repositories import studies as studies_repo
+from db.session import session_scope
+from worker.predictor_cache import ModelChoice, PredictorCache
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from model.predictor import Predictor
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ClaimedStudy:
+    """A study this delivery will segment, with its bytes."""
+
+    id: int
+    job_id: int
+    filename: str
+    input_png: bytes
+    label_png: bytes | None
+
+
+@dataclass
+class Outcome:
+    """What happened to one claimed study."""
+
+    study_id: int
+    error: str | None = None
+    values: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ChunkReport:
+    """Summary of one chunk, returned by the task (and logged)."""
+
+    model_version: str
+    succeeded: list[int] = field(default_factory=list)
+    failed: list[int] = field(default_factory=list)
+    skipped: list[int] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-friendly form."""
+        return {
+            "model_version": self.model_version,
+            "succeeded": self.succeeded,
+            "failed": self.failed,
+            "skipped": self.skipped,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+class SegmentationService:
+    """Segments chunks of studies against one database with a cached predictor."""
+
+    def __init__(self, settings: Settings, cache: PredictorCache | None = None) -> None:
+        self.settings = settings
+        self.db_url = settings.sqlalchemy_url
+        self.cache = cache or PredictorCache(settings.device, settings.batch_size)
+
+    # -- model ---------------------------------------------------------------------
+    def current_predictor(self) -> Predictor:
+        """The predictor of the promoted version (reloaded when the promotion changed)."""
+        with session_scope(self.db_url) as session:
+            promoted = models_repo.get_promoted(session)
+            if promoted is not None:
+                choice = ModelChoice(Path(promoted.path), promoted.version)
+            else:
+                choice = ModelChoice(self.settings.artifact_dir, None)
+        return self.cache.get(choice)
+
+    # -- the chunk -----------------------------------------------------------------
+    def run_chunk(self, study_ids: Sequence[int]) -> ChunkReport:
+        """Segment the studies with these ids; safe to call again for the same ids.
+
+        Args:
+            study_ids: Ids of studies (normally of one job) to segment.
+
+        Returns:
+            Which studies succeeded, failed or were skipped.
+        """
+        started = time.perf_counter()
+        predictor = self.current_predictor()
+        report = ChunkReport(model_version=predictor.version)
+        claimed = self._claim(study_ids, predictor, report)
+        if claimed:
+            outcomes = self._compute(predictor, claimed)
+            self._store(claimed, outcomes, report)
+        report.seconds = time.perf_counter() - started
+        logger.info("chunk %s: %s", list(study_ids), report.as_dict())
+        return report
+
+    def fail_unfinished(self, study_ids: Sequence[int], message: str) -> int:
+        """Fail the studies among ``study_ids`` that are still queued or running.
+
+        Used when a task dies in a way it can report (soft time limit, internal error),
+        so that no job is left waiting for ever.
+        """
+        with session_scope(self.db_url) as session:
+            job_ids = self._job_ids(session, study_ids)
+            for job_id in job_ids:
+                jobs_repo.lock_job(session, job_id)
+            n = 0
+            for study in studies_repo.load_studies(session, study_ids):
+                if study.status in (StudyStatus.QUEUED, StudyStatus.RUNNING):
+                    study.status, study.error, study.finished_at = (
+                        StudyStatus.FAILED,
+                        message,
+                        utcnow(),
+                    )
+                    n += 1
+            self._refresh_jobs(session, job_ids)
+        return n
+
+    # -- steps ---------------------------------------------------------------------
+    @staticmethod
+    def _job_ids(session: Session, study_ids: Sequence[int]) -> list[int]:
+        stmt = select(Study.job_id).where(Study.id.in_(list(study_ids))).distinct()
+        return sorted(session.scalars(stmt))
+
+    @staticmethod
+    def _refresh_jobs(session: Session, job_ids: Sequence[int]) -> None:
+        for job_id in job_ids:
+            job = jobs_repo.get_job(session, job_id)
+            if job is not None:
+                jobs_repo.refresh_job_status(session, job)
+
+    def _claim(
+        self, study_ids: Sequence[int], predictor: Predictor, report: ChunkReport
+    ) -> list[ClaimedStudy]:
+        max_deliveries = self.settings.max_deliveries
+        claimed: list[ClaimedStudy] = []
+        with session_scope(self.db_url) as session:
+            job_ids = self._job_ids(session, study_ids)
+            now = utcnow()
+            for job_id in job_ids:
+                job = jobs_repo.lock_job(session, job_id)
+                if job is not None:
+                    job.started_at = job.started_at or now
+                    job.model_version, job.model_trained = predictor.version, predictor.trained
+            studies = studies_repo.load_studies(session, study_ids, with_bytes=True)
+            done = studies_repo.studies_with_result(
+                session, [s.id for s in studies], predictor.version
+            )
+            for study in studies:
+                finished = study.status in (StudyStatus.FAILED, StudyStatus.CANCELLED)
+                if finished or (study.status is StudyStatus.SUCCEEDED and study.id in done):
+                    report.skipped.append(study.id)
+                    continue
+                if study.attempts >= max_deliveries:
+                    study.status, study.finished_at = StudyStatus.FAILED, now
+                    study.error = (
+                        f"gave up after {study.attempts} deliveries: the worker died or hit "
+                        f"the {self.settings.task_time_limit}s time limit each time"
+                    )
+                    report.failed.append(study.id)
+                    continue
+                study.attempts += 1
+                study.status, study.started_at, study.error = StudyStatus.RUNNING, now, None
+                claimed.append(
+                    ClaimedStudy(
+                        study.id, study.job_id, study.filename, study.input_png, study.label_png
+                    )
+                )
+            self._refresh_jobs(session, job_ids)
+        return claimed
+
+    def _compute(self, predictor: Predictor, claimed: Sequence[ClaimedStudy]) -> list[Outcome]:
+        from model.preprocessing import ImageDecodeError, ImageLimits, decode_image, decode_mask
+
+        limits = ImageLimits(
+            max_side=self.settings.max_image_side, max_pixels=self.settings.max_image_pixels
+        )
+        outcomes: dict[int, Outcome] = {}
+        good: list[tuple[ClaimedStudy, np.ndarray, np.ndarray | None]] = []
+        for item in claimed:
+            try:
+                image = decode_image(item.input_png, limits)
+            except ImageDecodeError as exc:
+                outcomes[item.id] = Outcome(item.id, error=f"{item.filename}: {exc}")
+                continue
+            label = None
+            if item.label_png is not None:
+                try:
+                    label = decode_mask(item.label_png, expected_shape=image.shape)
+                except ImageDecodeError as exc:
+                    outcomes[item.id] = Outcome(item.id, error=f"label of {item.filename}: {exc}")
+                    continue
+            good.append((item, image, label))
+
+        masks, seconds = self._predict(predictor, [img for _, img, _ in good])
+        per_image = seconds / max(len(good), 1)
+        for (item, image, label), mask in zip(good, masks, strict=True):
+            if isinstance(mask, str):
+                outcomes[item.id] = Outcome(item.id, error=mask)
+                continue
+            outcomes[item.id] = self._measure(item, image, label, mask, predictor, per_image)
+        return [outcomes[item.id] for item in claimed]
+
+    @staticmethod
+    def _predict(
+        predictor: Predictor, images: list[np.ndarray]
+    ) -> tuple[list[np.ndarray | str], float]:
+        """Predict all images as batches; if that fails, one by one to isolate the bad one."""
+        if not images:
+            return [], 0.0
+        started = time.perf_counter()
+        try:
+            masks: list[np.ndarray | str] = list(predictor.predict(images))
+        except Exception:
+            logger.exception("batch prediction failed; retrying one image at a time")
+            masks = []
+            for image in images:
+                try:
+                    masks.append(predictor.predict([image])[0])
+                except Exception as exc:  # one image the network cannot take
+                    masks.append(f"inference failed: {type(exc).__name__}: {exc}")
+        return masks, time.perf_counter() - started
+
+    @staticmethod
+    def _measure(
+        item: ClaimedStudy,
+        image: np.ndarray,
+        label: np.ndarray | None,
+        mask: np.ndarray,
+        predictor: Predictor,
+        seconds: float,
+    ) -> Outcome:
+        from model.metrics import study_metrics
+        from model.rendering import encode_mask_png, encode_overlay_png
+
+        try:
+            metrics = {k: _finite(v) for k, v in study_metrics(image, mask, label).items()}
+            values: dict[str, Any] = {
+                "study_id": item.id,
+                "model_version": predictor.version,
+                "mask_png": encode_mask_png(mask),
+                "overlay_png": encode_overlay_png(image, mask),
+                "height": int(image.shape[0]),
+                "width": int(image.shape[1]),
+                "inference_seconds": seconds,
+            }
+        except Exception as exc:
+            logger.exception("metrics/encoding failed for study %s", item.id)
+            return Outcome(item.id, error=f"post-processing failed: {type(exc).__name__}: {exc}")
+        for key in METRIC_FIELDS:
+            values[key] = metrics.get(key)
+        return Outcome(item.id, values=values)
+
+    def _store(
+        self, claimed: Sequence[ClaimedStudy], outcomes: Sequence[Outcome], report: ChunkReport
+    ) -> None:
+        job_ids = sorted({c.job_id for c in claimed})
+        with session_scope(self.db_url) as session:
+            for job_id in job_ids:
+                jobs_repo.lock_job(session, job_id)
+            studies = {s.id: s for s in studies_repo.load_studies(session, [c.id for c in claimed])}
+            now = utcnow()
+            for outcome in outcomes:
+                study = studies.get(outcome.study_id)
+                if study is None or study.status is not StudyStatus.RUNNING:
+                    report.skipped.append(outcome.study_id)  # deleted or finished elsewhere
+                    continue
+                if outcome.error is None:
+                    studies_repo.upsert_result(session, outcome.values)
+                    study.status, study.error = StudyStatus.SUCCEEDED, None
+                    report.succeeded.append(study.id)
+                else:
+                    study.status, study.error = StudyStatus.FAILED, outcome.error
+                    report.failed.append(study.id)
+                study.finished_at = now
+            self._refresh_jobs(session, job_ids)
