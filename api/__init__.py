@@ -1,0 +1,1 @@
+"""HTTP API (FastAPI). Imports only ``db`` and ``config``; never torch or ``model``."""

@@ -1,0 +1,72 @@
+"""The FastAPI application factory."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import SQLAlchemyError
+
+from api.routes import health, jobs, predict, studies
+from api.services.errors import ServiceError
+from api.services.queue import QueueProducer
+from config.embedded import broker_url
+from config.settings import Settings, get_settings
+from db.migrate import upgrade_to_head
+
+logger = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the API.
+
+    At start-up the database is upgraded to the newest schema and the broker (the
+    embedded one when ``TUMORSEG_REDIS_URL`` is unset) is resolved.
+
+    Args:
+        settings: Settings to use; read from the environment when None.
+
+    Returns:
+        The application; serve it with uvicorn or test it with ``TestClient``.
+    """
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        upgrade_to_head(settings.sqlalchemy_url)
+        url = broker_url(settings)
+        app.state.broker_url = url
+        app.state.producer = QueueProducer(settings, url)
+        logger.info("API ready: db=%s broker=%s", settings.sqlalchemy_url, url)
+        try:
+            yield
+        finally:
+            app.state.producer.close()
+
+    app = FastAPI(
+        title="tumorseg",
+        version="1.0",
+        summary="Batch tumor segmentation of whole-body MIP-PET images.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+
+    @app.exception_handler(ServiceError)
+    async def _service_error(_request: Request, exc: ServiceError) -> JSONResponse:
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
+
+    @app.exception_handler(SQLAlchemyError)
+    async def _database_error(_request: Request, exc: SQLAlchemyError) -> JSONResponse:
+        logger.error("database error: %s", exc)
+        return JSONResponse(
+            {"detail": f"database unavailable: {type(exc).__name__}"}, status_code=503
+        )
+
+    app.include_router(health.router)
+    app.include_router(jobs.router, prefix="/v1")
+    app.include_router(studies.router, prefix="/v1")
+    app.include_router(predict.router)
+    return app

@@ -1,0 +1,1 @@
+"""API services: the logic behind the routes (validation, views, queueing)."""

@@ -1,0 +1,227 @@
+"""Job intake, cancellation and the views the routes return."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy.orm import Session
+
+from api import schemas
+from api.services.errors import ServiceError
+from api.services.images import InvalidImage, validate_png
+from api.services.labels import LabelMatchError, match_labels
+from api.services.queue import BrokerUnavailable, QueueProducer, after_commit, chunked
+from config.settings import Settings
+from db.models import METRIC_FIELDS, Job, JobStatus, Result, Study, StudyStatus
+from db.repositories import jobs as jobs_repo
+from db.repositories import studies as studies_repo
+from db.session import session_scope
+
+logger = logging.getLogger(__name__)
+
+UNTRAINED_WARNING = (
+    "MODEL {version} IS UNTRAINED (placeholder artifact): masks and metrics are not "
+    "meaningful. Train and promote a model before trusting any result."
+)
+
+
+@dataclass(frozen=True)
+class Upload:
+    """One uploaded file, read into memory within the size limit."""
+
+    filename: str
+    data: bytes
+
+
+def submit_job(
+    session: Session,
+    settings: Settings,
+    producer: QueueProducer,
+    files: Sequence[Upload],
+    labels: Sequence[Upload] = (),
+    queue: str | None = None,
+) -> Job:
+    """Validate uploads, store the job with its studies, and enqueue chunks after commit.
+
+    A single study that is not a usable PNG refuses the request (4xx). In a job of
+    several studies, a bad one is stored as failed with the reason and the rest run.
+
+    Raises:
+        ServiceError: No files, too many, a file over the size limit, unmatched labels,
+            or a one-study job whose image is unusable.
+    """
+    if not files:
+        raise ServiceError(400, "no files: send one or more PNG studies in the field 'files'")
+    if len(files) > settings.max_studies_per_job:
+        raise ServiceError(
+            413, f"{len(files)} studies is over the limit of {settings.max_studies_per_job}"
+        )
+    for upload in (*files, *labels):
+        if len(upload.data) > settings.max_upload_bytes:
+            raise ServiceError(
+                413, f"{upload.filename} is over the upload limit of {settings.max_upload_bytes} B"
+            )
+    try:
+        pairs = match_labels([f.filename for f in files], [lab.filename for lab in labels])
+    except LabelMatchError as exc:
+        raise ServiceError(422, str(exc)) from exc
+
+    new_studies = []
+    for i, upload in enumerate(files):
+        label = labels[pairs[i]] if i in pairs else None
+        error = _check(upload, settings, single=len(files) == 1)
+        if error is None and label is not None:
+            error = _check(label, settings, single=len(files) == 1, what=f"label {label.filename}")
+        new_studies.append(
+            jobs_repo.NewStudy(
+                filename=upload.filename,
+                input_png=upload.data,
+                label_filename=label.filename if label else None,
+                label_png=label.data if label else None,
+                error=error,
+            )
+        )
+    job = jobs_repo.create_job(session, queue or settings.batch_queue, new_studies)
+    ids = jobs_repo.queued_study_ids(session, job.id)
+    if ids:
+        job_id, chunks = job.id, chunked(ids, settings.chunk_size)
+        after_commit(session, lambda: _enqueue(settings, producer, job_id, chunks, job.queue))
+    logger.info("job %d: %d studies, %d queued", job.id, len(files), len(ids))
+    return job
+
+
+def _check(upload: Upload, settings: Settings, single: bool, what: str | None = None) -> str | None:
+    try:
+        validate_png(
+            upload.data, what or upload.filename, settings.max_image_side, settings.max_image_pixels
+        )
+    except InvalidImage as exc:
+        if single:
+            raise ServiceError(exc.status_code, str(exc)) from exc
+        return str(exc)
+    return None
+
+
+def _enqueue(
+    settings: Settings, producer: QueueProducer, job_id: int, chunks: list[list[int]], queue: str
+) -> None:
+    try:
+        producer.send_chunks(chunks, queue)
+    except BrokerUnavailable as exc:
+        message = f"broker unavailable, job not queued: {exc}"
+        logger.error("job %d: %s", job_id, message)
+        with session_scope(settings.sqlalchemy_url) as session:
+            jobs_repo.lock_job(session, job_id)
+            jobs_repo.fail_queued_studies(session, job_id, message)
+        raise ServiceError(503, message) from exc
+
+
+def cancel_job(session: Session, job_id: int) -> Job:
+    """Cancel the studies of a job that have not started; 404 when there is no such job."""
+    if jobs_repo.get_job(session, job_id) is None:
+        raise ServiceError(404, f"job {job_id} not found")
+    n = jobs_repo.cancel_job(session, job_id)
+    logger.info("job %d: %d studies cancelled", job_id, n)
+    return get_job_or_404(session, job_id)
+
+
+def get_job_or_404(session: Session, job_id: int) -> Job:
+    """The job, or a 404 service error."""
+    job = jobs_repo.get_job(session, job_id)
+    if job is None:
+        raise ServiceError(404, f"job {job_id} not found")
+    return job
+
+
+# -- views -------------------------------------------------------------------------
+def _seconds(a: object, b: object) -> float | None:
+    if a is None or b is None:
+        return None
+    return round((b - a).total_seconds(), 3)  # type: ignore[operator]
+
+
+def metrics_view(result: Result | None) -> schemas.StudyMetrics | None:
+    """The metrics schema of a result (None without one)."""
+    if result is None:
+        return None
+    values = {name: getattr(result, name) for name in METRIC_FIELDS}
+    return schemas.StudyMetrics(
+        model_version=result.model_version,
+        height=result.height,
+        width=result.width,
+        inference_seconds=result.inference_seconds,
+        **values,
+    )
+
+
+def study_view(study: Study, result: Result | None) -> schemas.StudyOut:
+    """The study schema; mask and overlay URLs only once it succeeded."""
+    done = study.status is StudyStatus.SUCCEEDED and result is not None
+    return schemas.StudyOut(
+        id=study.id,
+        job_id=study.job_id,
+        position=study.position,
+        filename=study.filename,
+        label_filename=study.label_filename,
+        status=study.status.value,
+        error=study.error,
+        attempts=study.attempts,
+        metrics=metrics_view(result),
+        mask_url=f"/v1/studies/{study.id}/mask.png" if done else None,
+        overlay_url=f"/v1/studies/{study.id}/overlay.png" if done else None,
+    )
+
+
+def job_summary(job: Job, counts: dict[StudyStatus, int]) -> schemas.JobSummary:
+    """The job schema without studies or aggregates."""
+    total = sum(counts.values())
+    finished = sum(counts[s] for s in (StudyStatus.SUCCEEDED, StudyStatus.FAILED,
+                                       StudyStatus.CANCELLED))  # fmt: skip
+    untrained = job.model_trained is False
+    return schemas.JobSummary(
+        id=job.id,
+        status=job.status.value,
+        total=total,
+        counts={s.value: n for s, n in counts.items()},
+        progress=round(finished / total, 4) if total else 1.0,
+        model_version=job.model_version,
+        model_trained=job.model_trained,
+        warning=UNTRAINED_WARNING.format(version=job.model_version) if untrained else None,
+        error=job.error,
+        timings=schemas.JobTimings(
+            created_at=job.created_at,
+            started_at=job.started_at,
+            finished_at=job.finished_at,
+            queued_seconds=_seconds(job.created_at, job.started_at),
+            running_seconds=_seconds(job.started_at, job.finished_at),
+            total_seconds=_seconds(job.created_at, job.finished_at),
+        ),
+    )
+
+
+def job_view(session: Session, job: Job) -> schemas.JobOut:
+    """The full job schema with counts, aggregates and every study."""
+    counts = jobs_repo.study_counts(session, job.id)
+    labelled, mean_dice = jobs_repo.dice_summary(session, job.id)
+    studies = list(job.studies)
+    results = studies_repo.latest_results(session, [s.id for s in studies])
+    return schemas.JobOut(
+        **job_summary(job, counts).model_dump(),
+        aggregates=schemas.JobAggregates(labelled_studies=labelled, mean_dice=mean_dice),
+        studies=[study_view(s, results.get(s.id)) for s in studies],
+    )
+
+
+def list_jobs(session: Session, limit: int, offset: int) -> schemas.JobPage:
+    """One page of job summaries, newest first."""
+    jobs, total = jobs_repo.list_jobs(session, limit, offset)
+    counts = jobs_repo.counts_for_jobs(session, [j.id for j in jobs])
+    items = [job_summary(j, counts[j.id]) for j in jobs]
+    return schemas.JobPage(items=items, total=total, limit=limit, offset=offset)
+
+
+def is_finished(status: JobStatus) -> bool:
+    """Whether a job status is terminal."""
+    return status not in (JobStatus.QUEUED, JobStatus.RUNNING)

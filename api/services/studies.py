@@ -1,0 +1,43 @@
+"""Study views and stored images."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from sqlalchemy.orm import Session
+
+from api import schemas
+from api.services.errors import ServiceError
+from api.services.jobs import study_view
+from db.models import Study, StudyStatus
+from db.repositories import studies as studies_repo
+
+
+def get_study_or_404(session: Session, study_id: int) -> Study:
+    """The study, or a 404 service error."""
+    study = studies_repo.get_study(session, study_id)
+    if study is None:
+        raise ServiceError(404, f"study {study_id} not found")
+    return study
+
+
+def study_out(session: Session, study_id: int) -> schemas.StudyOut:
+    """The study schema with its newest result's metrics."""
+    study = get_study_or_404(session, study_id)
+    return study_view(study, studies_repo.latest_result(session, study_id))
+
+
+def image(session: Session, study_id: int, kind: Literal["mask", "overlay"]) -> bytes:
+    """PNG bytes of the study's newest mask or overlay; 409 while it has none."""
+    study = get_study_or_404(session, study_id)
+    result = studies_repo.latest_result(session, study_id, with_bytes=True)
+    if study.status is not StudyStatus.SUCCEEDED or result is None:
+        raise ServiceError(
+            409,
+            f"study {study_id} is {study.status.value}: no {kind} yet"
+            + (f" ({study.error})" if study.error else ""),
+        )
+    data = result.mask_png if kind == "mask" else result.overlay_png
+    if data is None:
+        raise ServiceError(404, f"study {study_id} has no stored {kind}")
+    return data
