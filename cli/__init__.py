@@ -1,0 +1,1 @@
+"""The ``tumorseg`` console command."""

@@ -1,0 +1,147 @@
+"""HTTP client helpers shared by ``submit``, ``status`` and ``demo``: CLI output lives here."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from api.services.labels import LabelMatchError, match_labels
+
+IMAGE_SUFFIXES = {".png"}
+FINISHED = {"succeeded", "partially_failed", "failed", "cancelled"}
+
+
+class ClientError(RuntimeError):
+    """The API refused a request or could not be reached."""
+
+
+def collect_images(paths: Sequence[Path]) -> list[Path]:
+    """Files named on the command line; a directory means all of its PNG images."""
+    out: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            out.extend(sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES))
+        elif path.is_file():
+            out.append(path)
+        else:
+            raise ClientError(f"{path} does not exist")
+    if not out:
+        raise ClientError("no PNG images found in " + ", ".join(map(str, paths)))
+    return out
+
+
+def select_labels(images: Sequence[Path], labels_dir: Path | None) -> list[Path]:
+    """The labels in ``labels_dir`` that match one of ``images`` by name or number."""
+    if labels_dir is None:
+        return []
+    names = [p.name for p in images]
+    chosen = []
+    for label in collect_images([labels_dir]):
+        try:
+            if match_labels(names, [label.name], allow_order=False):
+                chosen.append(label)
+        except LabelMatchError:
+            continue
+    return chosen
+
+
+def _raise_for(response: httpx.Response) -> None:
+    if response.status_code >= 400:
+        try:
+            detail = response.json().get("detail")
+        except ValueError:
+            detail = response.text
+        raise ClientError(f"HTTP {response.status_code}: {detail}")
+
+
+def submit(url: str, images: Sequence[Path], labels: Sequence[Path]) -> dict[str, Any]:
+    """POST the studies (and labels) as one job; returns the job JSON."""
+    files = [("files", (p.name, p.read_bytes(), "image/png")) for p in images]
+    files += [("labels", (p.name, p.read_bytes(), "image/png")) for p in labels]
+    try:
+        response = httpx.post(f"{url.rstrip('/')}/v1/jobs", files=files, timeout=120)
+    except httpx.HTTPError as exc:
+        raise ClientError(f"cannot reach the API at {url}: {exc}") from exc
+    _raise_for(response)
+    job: dict[str, Any] = response.json()
+    return job
+
+
+def get_job(url: str, job_id: int) -> dict[str, Any]:
+    """GET one job's JSON."""
+    try:
+        response = httpx.get(f"{url.rstrip('/')}/v1/jobs/{job_id}", timeout=30)
+    except httpx.HTTPError as exc:
+        raise ClientError(f"cannot reach the API at {url}: {exc}") from exc
+    _raise_for(response)
+    job: dict[str, Any] = response.json()
+    return job
+
+
+def wait(url: str, job_id: int, timeout: float = 3600, poll: float = 0.5) -> dict[str, Any]:
+    """Poll the job with a progress bar until it finishes; returns the final JSON."""
+    from tqdm import tqdm
+
+    job = get_job(url, job_id)
+    deadline = time.monotonic() + timeout
+    with tqdm(total=job["total"], desc=f"job {job_id}", unit="study", file=sys.stderr) as bar:
+        while True:
+            done = job["total"] - job["counts"]["queued"] - job["counts"]["running"]
+            bar.update(done - bar.n)
+            bar.set_postfix_str(job["status"])
+            if job["status"] in FINISHED:
+                return job
+            if time.monotonic() > deadline:
+                raise ClientError(f"job {job_id} did not finish within {timeout:.0f}s")
+            time.sleep(poll)
+            job = get_job(url, job_id)
+
+
+def _fmt(value: Any, spec: str = "") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def job_table(job: dict[str, Any]) -> str:
+    """A plain-text table of the job's studies and its totals."""
+    rows = [("study", "file", "status", "tumor px", "lesions", "dice", "error")]
+    for s in job["studies"]:
+        m = s.get("metrics") or {}
+        rows.append(
+            (
+                str(s["id"]),
+                s["filename"],
+                s["status"],
+                _fmt(m.get("tumor_pixels")),
+                _fmt(m.get("lesions")),
+                _fmt(m.get("dice"), ".3f"),
+                (s.get("error") or "")[:60],
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    agg = job.get("aggregates") or {}
+    lines.append("")
+    lines.append(
+        f"job {job['id']}: {job['status']}  counts={job['counts']}  model={job['model_version']}"
+        f"  mean dice={_fmt(agg.get('mean_dice'), '.3f')} over {agg.get('labelled_studies', 0)}"
+        f" labelled  time={_fmt(job['timings'].get('total_seconds'))}s"
+    )
+    return "\n".join(lines)
+
+
+def untrained_banner(job: dict[str, Any]) -> str | None:
+    """A loud banner when the job's model is untrained, else None."""
+    if not job.get("warning"):
+        return None
+    bar = "!" * 78
+    return f"\n{bar}\n!!! WARNING: {job['warning']}\n{bar}\n"
+
+
+def exit_code(job: dict[str, Any]) -> int:
+    """0 when every study succeeded, 1 otherwise."""
+    return 0 if job["status"] == "succeeded" else 1

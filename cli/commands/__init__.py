@@ -1,0 +1,1 @@
+"""Subcommands of ``tumorseg``; each keeps heavy imports inside ``run``."""

@@ -1,0 +1,39 @@
+"""``tumorseg ping api|worker``: exit 0 when the target answers (container health checks)."""
+
+from __future__ import annotations
+
+import argparse
+import socket
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add this command's options."""
+    parser.add_argument("target", choices=["api", "worker"])
+    parser.add_argument("--url", default=None, help="API base URL (TUMORSEG_API_URL)")
+    parser.add_argument("--timeout", type=float, default=5.0)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Probe the target; 0 when healthy, 1 otherwise."""
+    from config.settings import get_settings
+
+    settings = get_settings()
+    if args.target == "api":
+        import httpx
+
+        url = (args.url or settings.api_url).rstrip("/")
+        try:
+            ok = httpx.get(f"{url}/readyz", timeout=args.timeout).status_code == 200
+        except httpx.HTTPError:
+            ok = False
+    else:
+        from config.embedded import broker_url
+        from worker.celery_app import create_celery_app
+
+        app = create_celery_app(settings, broker_url(settings), include_tasks=False)
+        replies = app.control.ping(
+            destination=[f"tumorseg@{socket.gethostname()}"], timeout=args.timeout
+        )
+        ok = bool(replies)
+    print("ok" if ok else "not ok")
+    return 0 if ok else 1
