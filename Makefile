@@ -1,0 +1,21 @@
+# Two entry points: `make demo` runs the service end to end, `make test` runs the tests.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test lint
+
+# Created once, when missing (torch is pinned in pyproject.toml).
+$(BIN)/tumorseg:
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -e '.[dev]'
+
+demo: $(BIN)/tumorseg
+	$(BIN)/tumorseg demo
+
+test: $(BIN)/tumorseg
+	$(BIN)/pytest
+
+lint: $(BIN)/tumorseg
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check api cli config db worker tests

@@ -1,0 +1,157 @@
+"""POST/GET/DELETE /v1/jobs: intake, validation, labels, listing, cancellation."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+
+import numpy as np
+import pytest
+import redis
+from fastapi.testclient import TestClient
+
+from config.settings import Settings
+from tests.conftest import PATIENT_IMGS, patient_files, png_bytes
+
+
+def _files(
+    *items: tuple[str, bytes], field: str = "files"
+) -> list[tuple[str, tuple[str, bytes, str]]]:
+    return [(field, (name, data, "image/png")) for name, data in items]
+
+
+def _png_with_header(width: int, height: int) -> bytes:
+    """A PNG whose IHDR claims ``width`` x ``height`` with almost no pixel data."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    idat = zlib.compress(b"\x00" * 64)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+SAMPLE = (PATIENT_IMGS / "patient_000.png").read_bytes()
+
+
+def test_submit_answers_202_with_location_and_queues_the_chunks(
+    client: TestClient, api_settings: Settings
+) -> None:
+    queue_len_before = redis.Redis.from_url(api_settings.redis_url or "").llen(
+        api_settings.batch_queue
+    )
+    response = client.post("/v1/jobs", files=_files(*[(f"s{i}.png", SAMPLE) for i in range(5)]))
+    assert response.status_code == 202, response.text
+    job = response.json()
+    assert response.headers["location"] == f"/v1/jobs/{job['id']}"
+    assert job["status"] == "queued" and job["total"] == 5 and job["progress"] == 0.0
+    assert job["counts"]["queued"] == 5
+    assert [s["filename"] for s in job["studies"]] == [f"s{i}.png" for i in range(5)]
+    # chunks of chunk_size=4 → two tasks, sent after the commit, carrying ids only
+    queued = redis.Redis.from_url(api_settings.redis_url or "").llen(api_settings.batch_queue)
+    assert queued - queue_len_before == 2
+    assert client.get(f"/v1/jobs/{job['id']}").json()["counts"]["queued"] == 5
+
+
+def test_labels_are_matched_by_patient_number(client: TestClient) -> None:
+    (img, label), (img2, _label2) = patient_files(2)
+    response = client.post(
+        "/v1/jobs",
+        files=_files((img.name, img.read_bytes()), (img2.name, img2.read_bytes()))
+        + _files((label.name, label.read_bytes()), field="labels"),
+    )
+    assert response.status_code == 202, response.text
+    studies = response.json()["studies"]
+    assert studies[0]["label_filename"] == label.name and studies[1]["label_filename"] is None
+
+
+def test_unmatched_label_is_refused(client: TestClient) -> None:
+    response = client.post(
+        "/v1/jobs",
+        files=_files(("patient_000.png", SAMPLE), ("patient_001.png", SAMPLE))
+        + _files(("segmentation_777.png", SAMPLE), field="labels"),
+    )
+    assert response.status_code == 422
+    assert "segmentation_777.png" in response.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("data", "status", "words"),
+    [
+        (b"GIF89a not a png at all", 422, "not a PNG"),
+        (SAMPLE[: len(SAMPLE) // 2], 422, "truncated"),
+        (b"", 422, "empty"),
+        (_png_with_header(0, 0), 422, "x.png"),
+        (_png_with_header(40_000, 40_000), 413, "decompression bomb"),
+        (_png_with_header(3000, 100), 413, "over the limit"),
+        (png_bytes(np.zeros((8, 8), np.uint8)), 422, "under the minimum"),
+    ],
+    ids=["non-image", "truncated", "empty", "zero-size", "bomb", "too-wide", "tiny"],
+)
+def test_single_bad_study_gets_a_4xx_naming_the_problem(
+    client: TestClient, data: bytes, status: int, words: str
+) -> None:
+    response = client.post("/v1/jobs", files=_files(("x.png", data)))
+    assert response.status_code == status, response.text
+    detail = response.json()["detail"]
+    assert words in detail and "x.png" in detail
+
+
+def test_request_level_limits(client: TestClient, api_settings: Settings) -> None:
+    no_files = client.post("/v1/jobs", data={"note": "nothing"})
+    assert no_files.status_code == 400 and "no files" in no_files.json()["detail"]
+    too_many = client.post("/v1/jobs", files=_files(*[(f"{i}.png", SAMPLE) for i in range(6)]))
+    assert too_many.status_code == 413 and "over the limit of 5" in too_many.json()["detail"]
+    big = b"\x89PNG\r\n\x1a\n" + b"\x00" * api_settings.max_upload_bytes
+    too_big = client.post("/v1/jobs", files=_files(("big.png", big)))
+    assert too_big.status_code == 413 and "big.png" in too_big.json()["detail"]
+
+
+def test_bad_study_in_a_batch_is_failed_at_intake_and_the_rest_queue(client: TestClient) -> None:
+    response = client.post(
+        "/v1/jobs", files=_files(("good.png", SAMPLE), ("broken.png", SAMPLE[:3000]))
+    )
+    assert response.status_code == 202, response.text
+    job = response.json()
+    assert job["counts"]["queued"] == 1 and job["counts"]["failed"] == 1
+    broken = job["studies"][1]
+    assert broken["status"] == "failed" and "broken.png" in broken["error"]
+    assert client.get(f"/v1/studies/{broken['id']}/mask.png").status_code == 409
+
+
+def test_list_jobs_pages_newest_first(client: TestClient) -> None:
+    ids = [client.post("/v1/jobs", files=_files(("a.png", SAMPLE))).json()["id"] for _ in range(3)]
+    page = client.get("/v1/jobs", params={"limit": 2, "offset": 0}).json()
+    assert [j["id"] for j in page["items"]] == ids[::-1][:2]
+    assert page["total"] >= 3 and page["limit"] == 2
+    second = client.get("/v1/jobs", params={"limit": 2, "offset": 2}).json()
+    assert second["items"][0]["id"] == ids[0]
+    assert client.get("/v1/jobs", params={"limit": 0}).status_code == 422
+
+
+def test_delete_cancels_queued_studies(client: TestClient) -> None:
+    job = client.post("/v1/jobs", files=_files(("a.png", SAMPLE), ("b.png", SAMPLE))).json()
+    response = client.delete(f"/v1/jobs/{job['id']}")
+    assert response.status_code == 200
+    cancelled = response.json()
+    assert cancelled["status"] == "cancelled" and cancelled["counts"]["cancelled"] == 2
+    assert cancelled["progress"] == 1.0 and cancelled["timings"]["finished_at"] is not None
+    study_id = cancelled["studies"][0]["id"]
+    study = client.get(f"/v1/studies/{study_id}").json()
+    assert study["status"] == "cancelled" and study["mask_url"] is None
+
+
+def test_unknown_ids_are_404(client: TestClient) -> None:
+    assert client.get("/v1/jobs/999999").status_code == 404
+    assert client.delete("/v1/jobs/999999").status_code == 404
+    assert client.get("/v1/studies/999999").status_code == 404
+    assert client.get("/v1/studies/999999/mask.png").status_code == 404
+
+
+def test_openapi_documents_the_versioned_routes(client: TestClient) -> None:
+    paths = client.get("/openapi.json").json()["paths"]
+    assert {"/v1/jobs", "/v1/jobs/{job_id}", "/v1/studies/{study_id}/mask.png", "/predict"} <= set(
+        paths
+    )
+    assert client.get("/docs").status_code == 200

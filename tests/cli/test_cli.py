@@ -1,0 +1,93 @@
+"""The ``tumorseg`` command: dispatch, exit codes, client helpers."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cli import client
+from cli.main import COMMANDS, build_parser, main
+from tests.conftest import SAMPLES
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_help_lists_every_command() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "cli", "--help"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert out.returncode == 0
+    for name in ("api", "worker", "submit", "status", "demo", "db"):
+        assert name in COMMANDS and name in out.stdout
+
+
+def test_each_command_parses_its_documented_arguments() -> None:
+    assert build_parser("api").parse_args(["api", "--host", "0.0.0.0", "--port", "9"]).port == 9
+    worker = build_parser("worker").parse_args(["worker", "--queues", "a,b", "--concurrency", "2"])
+    assert worker.queues == "a,b" and worker.concurrency == 2
+    submit = build_parser("submit").parse_args(["submit", "x", "y", "--labels", "l", "--wait"])
+    assert submit.paths == [Path("x"), Path("y")] and submit.wait
+    assert build_parser("status").parse_args(["status", "7", "--json"]).json
+    assert build_parser("db").parse_args(["db", "upgrade"]).action == "upgrade"
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["nope"])
+
+
+def test_db_upgrade_command(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from config.settings import get_settings
+
+    monkeypatch.setenv("TUMORSEG_VAR_DIR", str(tmp_path))
+    get_settings.cache_clear()
+    try:
+        assert main(["db", "upgrade"]) == 0
+        assert "is at revision" in capsys.readouterr().out
+        assert (tmp_path / "tumorseg.db").exists()
+    finally:
+        get_settings.cache_clear()
+
+
+def test_status_against_an_unreachable_api_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["status", "1", "--url", "http://127.0.0.1:9"]) == 2
+    assert "cannot reach the API" in capsys.readouterr().err
+
+
+def test_invalid_settings_exit_2(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from config.settings import get_settings
+
+    monkeypatch.setenv("TUMORSEG_TASK_TIME_LIMIT", "5000")
+    get_settings.cache_clear()
+    try:
+        assert main(["status", "1"]) == 2
+        assert "VISIBILITY_TIMEOUT" in capsys.readouterr().err
+    finally:
+        get_settings.cache_clear()
+
+
+def test_client_collects_images_and_matching_labels() -> None:
+    images = client.collect_images([SAMPLES / "imgs"])
+    assert images and all(p.suffix == ".png" for p in images)
+    labels = client.select_labels(images, SAMPLES / "labels")
+    assert {p.name for p in labels} == {p.name for p in (SAMPLES / "labels").glob("*.png")}
+    with pytest.raises(client.ClientError):
+        client.collect_images([SAMPLES / "missing"])
+
+
+def test_job_table_and_untrained_banner() -> None:
+    job = {
+        "id": 3, "status": "succeeded", "counts": {"succeeded": 1}, "model_version": "v",
+        "warning": "MODEL v IS UNTRAINED", "timings": {"total_seconds": 1.5},
+        "aggregates": {"mean_dice": 0.5, "labelled_studies": 1},
+        "studies": [{"id": 1, "filename": "p.png", "status": "succeeded", "error": None,
+                     "metrics": {"tumor_pixels": 10, "lesions": 2, "dice": 0.5}}],
+    }  # fmt: skip
+    table = client.job_table(job)
+    assert "p.png" in table and "0.500" in table and "job 3: succeeded" in table
+    assert "UNTRAINED" in (client.untrained_banner(job) or "")
+    assert client.exit_code(job) == 0 and client.exit_code({**job, "status": "failed"}) == 1

@@ -1,0 +1,81 @@
+"""Imports point one way: model/ and db/ import no other project package; the API no torch."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PROJECT = {"api", "cli", "config", "db", "model", "worker"}
+ALLOWED = {
+    "model": {"model"},
+    "db": {"db"},
+    "config": {"config"},
+    "api": {"api", "db", "config"},
+    "worker": {"worker", "db", "model", "config"},
+}
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+@pytest.mark.parametrize("package", sorted(ALLOWED))
+def test_package_imports_only_what_it_may(package: str) -> None:
+    sources = sorted((ROOT / package).rglob("*.py"))
+    assert sources, f"{package}/ has no sources"
+    for path in sources:
+        wrong = (_imports(path) & PROJECT) - ALLOWED[package]
+        assert not wrong, f"{path.relative_to(ROOT)} imports {sorted(wrong)}"
+
+
+def test_api_sources_never_import_torch_or_monai() -> None:
+    for path in sorted((ROOT / "api").rglob("*.py")):
+        heavy = _imports(path) & {"torch", "monai", "model", "worker", "numpy"}
+        assert not heavy, f"{path.relative_to(ROOT)} imports {sorted(heavy)}"
+
+
+def test_importing_the_api_and_its_cli_command_loads_no_torch() -> None:
+    code = (
+        "import sys\n"
+        "import api.app\n"
+        "from cli.main import build_parser\n"
+        "build_parser('api').parse_args(['api'])\n"
+        "import cli.commands.submit, cli.commands.status, cli.client\n"
+        "app = api.app.create_app()\n"
+        "assert app.title == 'tumorseg'\n"
+        "print(sorted(m for m in ('torch', 'monai', 'model') if m in sys.modules))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
+def test_worker_parent_process_loads_no_torch_before_fork() -> None:
+    code = (
+        "import sys\n"
+        "from config.settings import Settings\n"
+        "from worker.celery_app import create_celery_app\n"
+        "app = create_celery_app(Settings(), 'redis://127.0.0.1:6379/15')\n"
+        "app.loader.import_default_modules()\n"
+        "assert 'tumorseg.segment_chunk' in app.tasks\n"
+        "print('torch' in sys.modules)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"

@@ -1,0 +1,166 @@
+"""The chunk logic on real databases with the real (bundled) model."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+from PIL import Image
+from sqlalchemy import func, select
+
+from config.settings import Settings
+from db.models import JobStatus, Result, StudyStatus
+from db.repositories import jobs as jobs_repo
+from db.repositories import model_versions as models_repo
+from db.session import session_scope
+from tests.conftest import patient_files, png_bytes
+from worker.predictor_cache import ModelChoice, PredictorCache
+from worker.segmentation import SegmentationService
+
+
+@pytest.fixture(scope="session")
+def predictor_cache() -> PredictorCache:
+    """One predictor for all worker tests (loading costs seconds)."""
+    return PredictorCache(device="cpu", batch_size=4)
+
+
+@pytest.fixture
+def service(settings: Settings, predictor_cache: PredictorCache) -> Iterator[SegmentationService]:
+    yield SegmentationService(settings, predictor_cache)
+
+
+def _make_job(db_url: str, studies: list[jobs_repo.NewStudy]) -> tuple[int, list[int]]:
+    with session_scope(db_url) as session:
+        job = jobs_repo.create_job(session, "test", studies)
+        return job.id, jobs_repo.queued_study_ids(session, job.id)
+
+
+def _labelled(n: int) -> list[jobs_repo.NewStudy]:
+    return [
+        jobs_repo.NewStudy(img.name, img.read_bytes(), label.name, label.read_bytes())
+        for img, label in patient_files(n)
+    ]
+
+
+def _result_count(db_url: str, study_ids: list[int]) -> int:
+    with session_scope(db_url) as session:
+        stmt = select(func.count()).select_from(Result).where(Result.study_id.in_(study_ids))
+        return int(session.scalar(stmt) or 0)
+
+
+def test_chunk_segments_studies_and_stores_competition_masks(
+    service: SegmentationService, settings: Settings
+) -> None:
+    job_id, ids = _make_job(settings.sqlalchemy_url, _labelled(2))
+    report = service.run_chunk(ids)
+    assert sorted(report.succeeded) == ids and not report.failed
+    with session_scope(settings.sqlalchemy_url) as session:
+        job = jobs_repo.get_job(session, job_id)
+        assert job is not None and job.status is JobStatus.SUCCEEDED
+        assert job.model_version == report.model_version and job.model_trained is not None
+        assert job.started_at is not None and job.finished_at is not None
+        for study in job.studies:
+            result = study.results[0]
+            mask = np.asarray(Image.open(io.BytesIO(result.mask_png)))
+            source = Image.open(io.BytesIO(study.input_png))
+            assert mask.shape == (source.height, source.width)
+            assert set(np.unique(mask).tolist()) <= {0, 255}
+            assert result.tumor_pixels == int((mask == 255).sum())
+            assert result.dice is not None and 0.0 <= result.dice <= 1.0
+            assert Image.open(io.BytesIO(result.overlay_png)).size == source.size
+
+
+def test_redelivered_chunk_writes_one_result_row(
+    service: SegmentationService, settings: Settings
+) -> None:
+    _job_id, ids = _make_job(settings.sqlalchemy_url, _labelled(1))
+    service.run_chunk(ids)
+    second = service.run_chunk(ids)  # redelivery after success: skipped
+    assert second.skipped == ids and not second.succeeded
+    assert _result_count(settings.sqlalchemy_url, ids) == 1
+
+    with session_scope(settings.sqlalchemy_url) as session:  # redelivery mid-flight
+        for study in jobs_repo.get_job(session, _job_id).studies:  # type: ignore[union-attr]
+            study.status = StudyStatus.RUNNING
+    third = service.run_chunk(ids)
+    assert third.succeeded == ids
+    assert _result_count(settings.sqlalchemy_url, ids) == 1  # upserted, not duplicated
+
+
+def test_bad_study_fails_alone_and_the_rest_of_the_chunk_goes_on(
+    service: SegmentationService, settings: Settings
+) -> None:
+    good = _labelled(2)
+    truncated = jobs_repo.NewStudy("truncated.png", good[0].input_png[:5000])
+    wrong_label = jobs_repo.NewStudy(
+        "wrong_label.png", good[1].input_png, "tiny.png", png_bytes(np.zeros((20, 20), np.uint8))
+    )
+    job_id, ids = _make_job(settings.sqlalchemy_url, [good[0], truncated, wrong_label, good[1]])
+    report = service.run_chunk(ids)
+    assert len(report.succeeded) == 2 and len(report.failed) == 2
+    with session_scope(settings.sqlalchemy_url) as session:
+        job = jobs_repo.get_job(session, job_id)
+        assert job is not None and job.status is JobStatus.PARTIALLY_FAILED
+        errors = {s.filename: s.error for s in job.studies}
+        assert "truncated" in (errors["truncated.png"] or "")
+        assert "label" in (errors["wrong_label.png"] or "")
+        assert errors[good[0].filename] is None
+
+
+def test_cancelled_studies_are_skipped(service: SegmentationService, settings: Settings) -> None:
+    job_id, ids = _make_job(settings.sqlalchemy_url, _labelled(2))
+    with session_scope(settings.sqlalchemy_url) as session:
+        assert jobs_repo.cancel_job(session, job_id) == 2
+    report = service.run_chunk(ids)
+    assert sorted(report.skipped) == ids and _result_count(settings.sqlalchemy_url, ids) == 0
+    with session_scope(settings.sqlalchemy_url) as session:
+        assert jobs_repo.get_job(session, job_id).status is JobStatus.CANCELLED  # type: ignore[union-attr]
+
+
+def test_study_past_the_delivery_cap_is_failed(
+    service: SegmentationService, settings: Settings
+) -> None:
+    job_id, ids = _make_job(settings.sqlalchemy_url, _labelled(1))
+    with session_scope(settings.sqlalchemy_url) as session:
+        study = jobs_repo.get_job(session, job_id).studies[0]  # type: ignore[union-attr]
+        study.status, study.attempts = StudyStatus.RUNNING, settings.max_deliveries
+    report = service.run_chunk(ids)
+    assert report.failed == ids
+    with session_scope(settings.sqlalchemy_url) as session:
+        study = jobs_repo.get_job(session, job_id).studies[0]  # type: ignore[union-attr]
+        assert study.status is StudyStatus.FAILED and "gave up" in (study.error or "")
+
+
+def test_fail_unfinished_leaves_no_job_waiting(
+    service: SegmentationService, settings: Settings
+) -> None:
+    job_id, ids = _make_job(settings.sqlalchemy_url, _labelled(2))
+    assert service.fail_unfinished(ids, "timed out") == 2
+    with session_scope(settings.sqlalchemy_url) as session:
+        job = jobs_repo.get_job(session, job_id)
+        assert job is not None and job.status is JobStatus.FAILED
+        assert {s.error for s in job.studies} == {"timed out"}
+
+
+def test_worker_follows_the_promoted_model_version(
+    service: SegmentationService, settings: Settings, predictor_cache: PredictorCache
+) -> None:
+    default = service.current_predictor()
+    assert service.current_predictor() is default  # cached between tasks
+    from model.artifact import default_artifact_dir
+
+    artifact = default_artifact_dir()
+    with session_scope(settings.sqlalchemy_url) as session:
+        models_repo.register(session, "promoted-copy", str(artifact), {}, trained=False)
+        models_repo.promote(session, "promoted-copy")
+    try:
+        promoted = service.current_predictor()
+        assert promoted is not default  # reloaded because the promotion changed
+        assert predictor_cache.get(ModelChoice(artifact, "promoted-copy")) is promoted
+    finally:
+        with session_scope(settings.sqlalchemy_url) as session:
+            row = models_repo.get_version(session, "promoted-copy")
+            assert row is not None
+            row.promoted = False
