@@ -1,0 +1,20 @@
+# One image for the API and the workers; the command picks the role.
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
+WORKDIR /app
+
+COPY pyproject.toml README.md ./
+COPY api ./api
+COPY cli ./cli
+COPY config ./config
+COPY db ./db
+COPY model ./model
+COPY worker ./worker
+RUN pip install .
+
+RUN useradd --create-home tumorseg
+USER tumorseg
+ENV TUMORSEG_VAR_DIR=/home/tumorseg/var
+EXPOSE 8000
+CMD ["tumorseg", "api", "--host", "0.0.0.0", "--port", "8000"]
