@@ -14,6 +14,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+PNG_IEND = b"IEND\xaeB`\x82"  # the last chunk of every complete PNG, with its CRC
 
 
 class ImageDecodeError(ValueError):
@@ -60,23 +61,25 @@ def _open_png(data: bytes, limits: ImageLimits, what: str) -> Image.Image:
             frames = int(getattr(img, "n_frames", 1))
             if frames > 1:
                 raise ImageDecodeError(f"{what} is an animated PNG ({frames} frames)")
-            img.verify()  # chunk CRCs and the IEND chunk: catches truncated files
-            img = Image.open(io.BytesIO(data), formats=["PNG"])
-            img.load()
+            img.load()  # Pillow checks chunk CRCs while it reads
     except ImageDecodeError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageDecodeError(f"{what} is a decompression bomb: {exc}") from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise ImageDecodeError(f"{what} is a corrupt or truncated PNG: {exc}") from exc
+    if PNG_IEND not in data[-1024:]:
+        # A truncated file can still decode when its image data happened to be complete.
+        raise ImageDecodeError(f"{what} is a corrupt or truncated PNG: no IEND chunk at the end")
     return img
 
 
 def to_gray(img: Image.Image) -> np.ndarray:
     """Convert a decoded PNG of any supported mode to one float channel in [0, 1].
 
-    Supported: L, LA, RGB, RGBA, P (palette), 1, I;16 / I (16 bit). Colour images are
-    reduced to luminance; alpha is dropped.
+    Supported: L, LA, RGB, RGBA, P (palette), 1, and 16-bit gray (I;16, I). Colour is
+    reduced to ITU-R 601 luminance by Pillow, which is exact for gray replicated in R, G
+    and B (the DM i AI images); alpha is dropped.
 
     Args:
         img: A loaded Pillow image.
@@ -86,26 +89,14 @@ def to_gray(img: Image.Image) -> np.ndarray:
     """
     mode = img.mode
     if mode in ("I;16", "I;16B", "I;16L", "I"):
-        arr = np.asarray(img, dtype=np.float64)
-        top = 65535.0 if mode.startswith("I;16") or arr.max() > 255 else 255.0
-        return np.clip(arr / top, 0.0, 1.0).astype(np.float32)
-    if mode == "F":
         arr = np.asarray(img, dtype=np.float32)
-        hi = float(arr.max()) if arr.size else 1.0
-        return np.clip(arr / (hi if hi > 1.0 else 1.0), 0.0, 1.0)
-    if mode in ("RGB", "RGBA", "P", "PA", "CMYK", "YCbCr"):
-        img = img.convert("RGB")
-        rgb = np.asarray(img, dtype=np.float32)
-        if np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2]):
-            gray = rgb[..., 0]
-        else:
-            gray = rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
-        return gray / 255.0
-    if mode in ("LA", "1"):
-        img = img.convert("L")
-    elif mode != "L":
+        top = 65535.0 if mode.startswith("I;16") or arr.max() > 255 else 255.0
+        return np.clip(arr / top, 0.0, 1.0)
+    if mode not in ("L", "LA", "RGB", "RGBA", "P", "PA", "1"):
         raise ImageDecodeError(f"unsupported PNG mode {mode!r}")
-    return np.asarray(img, dtype=np.float32) / 255.0
+    if mode != "L":
+        img = img.convert("L")
+    return np.asarray(img, dtype=np.float32) * np.float32(1.0 / 255.0)
 
 
 def normalize(gray: np.ndarray) -> np.ndarray:
