@@ -1,0 +1,182 @@
+"""Inference throughput: the seed's path against our batched predictor, in one run.
+
+The seed's path (re-implemented from its description): the PNG's 4 RGBA channels as
+input, an Attention U-Net with 4 input channels, MONAI sliding-window inference over
+96x96 windows (sw_batch 4), one study at a time, fp32. Ours: one channel, whole image at
+the artifact's input scale, bucketed batches, channels_last, bf16 autocast where the
+hardware has it natively.
+
+Both are timed from PNG bytes to a bool mask, on the same development studies, in the
+same process. The agreement column checks that speed was not bought with quality: our
+masks against the fp32, one-study-at-a-time whole-image masks of the same weights.
+
+Usage: .venv/bin/python -m bench.inference [--n 64] [--batch-sizes 1 4 8 16] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from monai.inferers import sliding_window_inference
+from PIL import Image
+
+from bench.memory import PeakRSS
+from model.dataset import find_studies
+from model.metrics import dice
+from model.network import DEFAULT_ARCHITECTURE, build_network
+from model.predictor import Predictor, bf16_supported
+from model.preprocessing import decode_image, decode_mask
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "dmiai2023"
+
+
+def seed_path(net: torch.nn.Module, png: bytes) -> np.ndarray:
+    """One study through the seed's pipeline: RGBA/255 in, sliding window, threshold 0.5."""
+    rgba = np.asarray(Image.open(io.BytesIO(png)).convert("RGBA"), dtype=np.float32) / 255.0
+    x = torch.from_numpy(rgba).permute(2, 0, 1)[None]
+    with torch.inference_mode():
+        logits = sliding_window_inference(x, (96, 96), sw_batch_size=4, predictor=net)
+    assert isinstance(logits, torch.Tensor)
+    return (torch.sigmoid(logits)[0, 0] > 0.5).numpy()
+
+
+def pick(n: int) -> list:
+    """The first n/2 patients and n/2 controls, sorted by name: fixed across runs."""
+    files = find_studies(DATA)
+    pats = [f for f in files if f.is_patient][: n - n // 2]
+    ctrls = [f for f in files if not f.is_patient][: n // 2]
+    return pats + ctrls
+
+
+def machine() -> str:
+    """CPU model, threads, torch version and whether bf16 is native here."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            cpu = next(line.split(":", 1)[1].strip() for line in fh if "model name" in line)
+    except (OSError, StopIteration):
+        pass
+    bf16 = bf16_supported(torch.device("cpu"))
+    return (
+        f"{cpu}, {torch.get_num_threads()} threads, torch {torch.__version__}, bf16 native: {bf16}"
+    )
+
+
+def run(n: int, batch_sizes: list[int], seed_n: int) -> dict:
+    torch.set_num_threads(torch.get_num_threads())
+    files = pick(n)
+    pngs = [f.image.read_bytes() for f in files]
+    shapes = [decode_image(p).shape for p in pngs]
+    rows: list[dict] = []
+
+    seed_net = build_network({**DEFAULT_ARCHITECTURE, "in_channels": 4}).eval()
+    seed_pngs = pngs[:seed_n]
+    seed_path(seed_net, seed_pngs[0])  # warm-up
+    with PeakRSS() as mem:
+        t0 = time.perf_counter()
+        for p in seed_pngs:
+            seed_path(seed_net, p)
+        seed_s = time.perf_counter() - t0
+    baseline = len(seed_pngs) / seed_s
+    rows.append(
+        {
+            "path": "seed: 4ch, sliding window 96x96, sw_batch 4, 1 study",
+            "batch": 1,
+            "precision": "fp32",
+            "studies_per_s": baseline,
+            "peak_rss_mb": mem.peak / 2**20,
+            "agreement_dice": None,
+            "padding_waste": None,
+        }
+    )
+
+    reference = Predictor.from_artifact(None, device="cpu", batch_size=1, precision="fp32")
+    ref_masks = [reference.predict([decode_image(p)])[0] for p in pngs]
+    labels = [
+        decode_mask(f.label.read_bytes(), s) if f.label else None
+        for f, s in zip(files, shapes, strict=True)
+    ]
+    precisions = ["fp32"] + (["bf16"] if bf16_supported(torch.device("cpu")) else [])
+    best = 0.0
+    for precision in precisions:
+        for bs in batch_sizes:
+            pred = Predictor.from_artifact(None, device="cpu", batch_size=bs, precision=precision)
+            pred.predict([decode_image(pngs[0])])  # warm-up
+            with PeakRSS() as mem:
+                t0 = time.perf_counter()
+                masks = pred.predict([decode_image(p) for p in pngs])
+                secs = time.perf_counter() - t0
+            agree = [
+                dice(m, r)
+                for m, r, lab in zip(masks, ref_masks, labels, strict=True)
+                if lab is not None
+            ]
+            rate = len(pngs) / secs
+            best = max(best, rate)
+            rows.append(
+                {
+                    "path": "ours: 1ch, whole image, bucketed",
+                    "batch": bs,
+                    "precision": precision,
+                    "studies_per_s": rate,
+                    "peak_rss_mb": mem.peak / 2**20,
+                    "agreement_dice": float(np.mean(agree)) if agree else None,
+                    "padding_waste": pred.last_run.padding_waste,
+                }
+            )
+    return {
+        "machine": machine(),
+        "model_version": reference.version,
+        "n_studies": len(pngs),
+        "n_seed_studies": len(seed_pngs),
+        "baseline_studies_per_s": baseline,
+        "ours_studies_per_s": best,
+        "ratio": best / baseline,
+        "min_agreement_dice": min(
+            r["agreement_dice"] for r in rows if r["agreement_dice"] is not None
+        ),
+        "rows": rows,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--n", type=int, default=64, help="development studies (half patients)")
+    parser.add_argument("--seed-n", type=int, default=16, help="studies for the slow seed path")
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 4, 8, 16])
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    result = run(args.n, args.batch_sizes, args.seed_n)
+    if args.json:
+        print(json.dumps(result))
+        return
+    print(
+        f"machine: {result['machine']}\nmodel: {result['model_version']}, "
+        f"{result['n_studies']} studies ({result['n_seed_studies']} for the seed path)\n"
+    )
+    print(
+        "| path | batch | precision | studies/s | peak RSS MB | padding waste | "
+        "mask Dice vs fp32 single |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for r in result["rows"]:
+        waste = "" if r["padding_waste"] is None else f"{r['padding_waste']:.1%}"
+        agree = "" if r["agreement_dice"] is None else f"{r['agreement_dice']:.4f}"
+        print(
+            f"| {r['path']} | {r['batch']} | {r['precision']} | {r['studies_per_s']:.2f} | "
+            f"{r['peak_rss_mb']:.0f} | {waste} | {agree} |"
+        )
+    print(f"\nratio (best ours / seed): {result['ratio']:.1f}x")
+
+
+if __name__ == "__main__":
+    main()
