@@ -63,11 +63,16 @@ class TrainConfig:
         return self.epochs * self.steps_per_epoch
 
 
-def lr_factor(step: int, total: int, warmup: int) -> float:
-    """Linear warm-up, then cosine decay to 2 % of the peak."""
+def lr_factor(step: int, total: int, warmup: int, time_progress: float = 0.0) -> float:
+    """Linear warm-up, then cosine decay to 2 % of the peak.
+
+    Progress is the larger of steps done / `total` and `time_progress` (elapsed / time
+    budget), so a run cut short by its time budget still ends annealed. Without a time
+    budget the schedule depends on the step alone, and the run is deterministic.
+    """
     if step < warmup:
         return (step + 1) / warmup
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    progress = min(1.0, max((step - warmup) / max(1, total - warmup), time_progress))
     return 0.02 + 0.98 * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
@@ -126,9 +131,6 @@ def train(cfg: TrainConfig) -> Path:
     if device.type == "cpu":
         net = net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: lr_factor(s, cfg.total_steps, cfg.warmup_steps)
-    )
     loss_fn = DiceFocalLoss(
         sigmoid=True, batch=True, lambda_dice=cfg.lambda_dice, lambda_focal=cfg.lambda_focal
     )
@@ -142,7 +144,6 @@ def train(cfg: TrainConfig) -> Path:
         ck = torch.load(ckpt_path, weights_only=False)
         net.load_state_dict(ck["net"])
         opt.load_state_dict(ck["opt"])
-        sched.load_state_dict(ck["sched"])
         sampler.restore(ck["sampler"])
         torch.set_rng_state(ck["torch_rng"])
         step, best_dice, best_state = ck["step"], ck["best_dice"], ck["best_state"]
@@ -153,6 +154,10 @@ def train(cfg: TrainConfig) -> Path:
     bar = tqdm(total=cfg.total_steps, initial=step, desc="train", unit="step")
     out_of_time = False
     while step < cfg.total_steps and not out_of_time:
+        elapsed = elapsed_before + time.monotonic() - started
+        time_progress = elapsed / cfg.time_budget_s if cfg.time_budget_s else 0.0
+        for group in opt.param_groups:
+            group["lr"] = cfg.lr * lr_factor(step, cfg.total_steps, cfg.warmup_steps, time_progress)
         x, y = sampler.batch(cfg.batch_size)
         x, y = x.to(device), y.to(device)
         if device.type == "cpu":
@@ -163,7 +168,6 @@ def train(cfg: TrainConfig) -> Path:
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        sched.step()
         step += 1
         bar.update(1)
         bar.set_postfix(loss=f"{loss.item():.3f}", best=f"{best_dice:.3f}")
@@ -197,7 +201,6 @@ def train(cfg: TrainConfig) -> Path:
                 {
                     "net": net.state_dict(),
                     "opt": opt.state_dict(),
-                    "sched": sched.state_dict(),
                     "sampler": sampler.state(),
                     "torch_rng": torch.get_rng_state(),
                     "step": step,

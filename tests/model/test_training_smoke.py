@@ -79,3 +79,5 @@ def test_lr_schedule_warms_up_then_decays() -> None:
     assert lr_factor(0, 100, 10) == pytest.approx(0.1)
     assert lr_factor(9, 100, 10) == pytest.approx(1.0)
     assert lr_factor(99, 100, 10) < 0.05
+    # a time budget that is nearly spent anneals the rate whatever the step count
+    assert lr_factor(20, 1000, 10, time_progress=0.999) < 0.05
