@@ -88,6 +88,7 @@ def evaluate_folder(
     predict: Callable[[list[np.ndarray]], list[np.ndarray]],
     chunk: int = 64,
     progress: Callable[[int], None] | None = None,
+    validation_of: tuple[int, int, int] | None = None,
 ) -> list[StudyScore]:
     """Score a predictor on a folder in the DM i AI layout, `chunk` studies at a time.
 
@@ -96,13 +97,18 @@ def evaluate_folder(
         predict: Batched predictor: images in, bool masks out.
         chunk: Studies decoded and predicted together (bounds memory).
         progress: Called with the number of studies done after each chunk.
+        validation_of: (seed, folds, fold) of a training run: score only the studies that
+            run held out for validation (see `model.dataset.split`).
 
     Returns:
         One score per study.
     """
-    from model.dataset import find_studies, load_study
+    from model.dataset import find_studies, load_study, split
 
     files = find_studies(data_dir)
+    if validation_of is not None:
+        seed, folds, fold = validation_of
+        files = split(files, seed, folds, fold)[1]
     scores: list[StudyScore] = []
     for start in range(0, len(files), chunk):
         studies = [load_study(f) for f in files[start : start + chunk]]

@@ -24,6 +24,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=Path("out/evaluation.csv"),
         help="per-study CSV (default out/evaluation.csv)",
     )
+    parser.add_argument(
+        "--split",
+        choices=["all", "validation"],
+        default="all",
+        help="all studies, or only those the artifact's training held out (its seed and fold)",
+    )
     parser.add_argument("--device", default="auto")
     parser.add_argument("--precision", default="auto", help="auto | bf16 | fp16 | fp32")
     parser.add_argument("--batch-size", type=int, default=8)
@@ -31,15 +37,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Score the artifact (or the baseline) and print the summary; 2 on bad input."""
     from tqdm import tqdm
 
-    from model.artifact import ArtifactError
-    from model.dataset import find_studies
+    from model.artifact import ArtifactError, default_artifact_dir, read_manifest
+    from model.dataset import find_studies, split
     from model.evaluation import evaluate_folder, summarize, threshold_baseline, write_csv
 
     try:
-        n = len(find_studies(args.data))
-    except FileNotFoundError as exc:
+        files = find_studies(args.data)
+        held_out = None
+        if args.split == "validation":
+            training = read_manifest(args.artifact or default_artifact_dir()).training
+            held_out = (int(training["seed"]), int(training["folds"]), int(training["fold"]))
+            files = split(files, *held_out)[1]
+    except (FileNotFoundError, ArtifactError, KeyError) as exc:
         print(f"tumorseg evaluate: {exc}")
         return 2
     if args.baseline == "threshold":
@@ -59,9 +71,9 @@ def run(args: argparse.Namespace) -> int:
             return 2
         name = predictor.version
         predict = predictor.predict
-    with tqdm(total=n, desc="evaluate", unit="study", disable=args.json) as bar:
-        scores = evaluate_folder(args.data, predict, progress=bar.update)
-    summary = {"model": name, **summarize(scores), "csv": str(args.csv)}
+    with tqdm(total=len(files), desc="evaluate", unit="study", disable=args.json) as bar:
+        scores = evaluate_folder(args.data, predict, progress=bar.update, validation_of=held_out)
+    summary = {"model": name, "split": args.split, **summarize(scores), "csv": str(args.csv)}
     write_csv(scores, args.csv)
     if args.json:
         print(json.dumps(summary))
