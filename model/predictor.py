@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -155,48 +155,52 @@ class Predictor:
         n = batch.shape[0]
         return 0.5 * (torch.sigmoid(logits[:n]) + torch.sigmoid(torch.flip(logits[n:], dims=[-1])))
 
-    @torch.inference_mode()
-    def probabilities(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
-        """Tumor probability maps, one per image, each the size of its input.
+    def iter_probabilities(self, images: Sequence[np.ndarray]) -> Iterator[tuple[int, np.ndarray]]:
+        """Tumor probability maps as each batch finishes, so callers can encode the first
+        masks while the network computes the next batch.
 
         Args:
             images: float32 (H, W) arrays from `model.preprocessing.decode_image`.
 
-        Returns:
-            float32 (H, W) arrays in [0, 1].
+        Yields:
+            (index into `images`, float32 (H, W) probabilities in [0, 1]).
         """
         start = time.perf_counter()
         for img in images:
             if img.ndim != 2:
                 raise ValueError(f"expected (H, W) images, got shape {img.shape}")
         full_shapes = [img.shape for img in images]
-        images = [resample(img, self.input_scale) for img in images]
-        shapes = [tuple(img.shape) for img in images]
-        batches = make_batches(shapes, self.batch_size, self.multiple)  # type: ignore[arg-type]
-        out: list[np.ndarray | None] = [None] * len(images)
+        scaled = [resample(img, self.input_scale) for img in images]
+        shapes: list[tuple[int, int]] = [(s.shape[0], s.shape[1]) for s in scaled]
+        batches = make_batches(shapes, self.batch_size, self.multiple)
         pin = self.device.type == "cuda"
         for b in batches:
             host = torch.zeros((len(b.indices), 1, b.height, b.width), dtype=torch.float32)
             for j, i in enumerate(b.indices):
                 h, w = shapes[i]
-                host[j, 0, :h, :w] = torch.from_numpy(np.ascontiguousarray(images[i]))
+                host[j, 0, :h, :w] = torch.from_numpy(np.ascontiguousarray(scaled[i]))
             if pin:
                 host = host.pin_memory()
-            prob = self._probabilities_batch(host.to(self.device, non_blocking=pin)).cpu()
+            with torch.inference_mode():
+                prob = self._probabilities_batch(host.to(self.device, non_blocking=pin)).cpu()
             for j, i in enumerate(b.indices):
                 h, w = shapes[i]
-                p = prob[j, 0, :h, :w].numpy()
-                out[i] = np.clip(resample(p, 1.0, full_shapes[i]), 0.0, 1.0)
+                yield i, np.clip(resample(prob[j, 0, :h, :w].numpy(), 1.0, full_shapes[i]), 0, 1)
         self.last_run = PredictStats(
-            len(images),
-            len(batches),
-            time.perf_counter() - start,
-            padding_waste(batches, shapes),  # type: ignore[arg-type]
+            len(images), len(batches), time.perf_counter() - start, padding_waste(batches, shapes)
         )
-        return [p for p in out if p is not None]
+
+    def probabilities(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Tumor probability maps, one per image, each the size of its input."""
+        out: dict[int, np.ndarray] = dict(self.iter_probabilities(images))
+        return [out[i] for i in range(len(images))]
+
+    def iter_predict(self, images: Sequence[np.ndarray]) -> Iterator[tuple[int, np.ndarray]]:
+        """Binary masks (bool, input size) as each batch finishes: (index, mask) pairs."""
+        for i, p in self.iter_probabilities(images):
+            yield i, to_mask(p, self.threshold, self.min_component_px)
 
     def predict(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Binary tumor masks (bool, input size) after threshold and post-processing."""
-        return [
-            to_mask(p, self.threshold, self.min_component_px) for p in self.probabilities(images)
-        ]
+        out: dict[int, np.ndarray] = dict(self.iter_predict(images))
+        return [out[i] for i in range(len(images))]
