@@ -50,10 +50,22 @@ def grid(studies: Sequence[Study], probs: Sequence[np.ndarray], flip_tta: bool) 
     return out
 
 
-def choose(settings: Sequence[Setting], min_clean: float = 0.85) -> Setting:
-    """Best Dice among settings that keep at least `min_clean` of controls clean; if none
-    does, the setting with the most clean controls, ties broken by Dice."""
-    ok = [s for s in settings if (s.controls_clean_fraction or 0.0) >= min_clean]
-    if ok:
-        return max(ok, key=lambda s: (s.dice, -s.min_component_px))
-    return max(settings, key=lambda s: (s.controls_clean_fraction or 0.0, s.dice))
+def choose(settings: Sequence[Setting], dice_tolerance: float = 0.01) -> Setting:
+    """The competition comes first: the best patient Dice. Among settings within
+    `dice_tolerance` of it, the one with the most clean controls, then the simplest (no
+    TTA, smallest minimum component, lowest threshold).
+
+    Post-processing is thus kept only where validation shows it does not cost Dice (or
+    costs less than the tolerance while sparing healthy controls).
+    """
+    best = max(s.dice for s in settings)
+    near = [s for s in settings if s.dice >= best - dice_tolerance]
+    return max(
+        near,
+        key=lambda s: (
+            s.controls_clean_fraction or 0.0,
+            -int(s.flip_tta),
+            -s.min_component_px,
+            -s.threshold,
+        ),
+    )
