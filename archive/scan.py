@@ -1,0 +1,387 @@
+"""The archive scan: find studies not yet segmented by the current model, submit them.
+
+One scan makes at most one job (``source=archive``, on the nightly queue). A study is
+known by its content hash; the database refuses a second entry of the same hash for
+the same model version (``uq_archive_entries_hash_model``), so "never twice" holds even
+if two scans race. Real scans also take a Redis lock, so two beats do not even try.
+
+Steps: *plan* (walk the roots, hash, compare with the database), then *submit* (render
+volumes and series to MIP PNGs, store the job in one transaction) and, after the
+commit, send the chunks. If the broker refuses them the job is deleted again, so the
+next scan submits those studies.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import json
+import logging
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from archive import sources
+from archive.lock import SCAN_LOCK_KEY, redis_lock
+from archive.rendering import RenderError, RenderOptions, probe_study, render_study
+from archive.sources import Candidate, Problem
+from config.embedded import broker_url, redis_py_url
+from config.settings import Settings
+from db.models import JobSource, utcnow
+from db.repositories import archive as archive_repo
+from db.repositories import jobs as jobs_repo
+from db.repositories import model_versions as models_repo
+from db.session import session_scope
+
+logger = logging.getLogger(__name__)
+
+#: Sends chunks of study ids to a queue (after the commit).
+Send = Callable[[Sequence[Sequence[int]], str], None]
+
+
+class ScanError(RuntimeError):
+    """A scan that cannot run as asked (bad --root, broker down); nothing was submitted."""
+
+
+@dataclass
+class Planned:
+    """A study the scan submits (or would submit, in a dry run)."""
+
+    kind: str
+    root: str
+    path: str
+    content_hash: str
+    reason: str  # "new" or "reprocess <old version>"
+    files: tuple[Path, ...] = ()
+    source_study_id: int | None = None  # re-processing: the study whose input is reused
+
+
+@dataclass
+class ScanReport:
+    """What a scan found and did."""
+
+    dry_run: bool
+    model_version: str | None = None
+    planned: list[Planned] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    already_done: int = 0
+    job_id: int | None = None
+    submitted: int = 0
+    locked: bool = False  # another scan held the lock: this one did nothing
+    started_at: datetime | None = None  # when the files were listed
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-friendly form (the task's return value)."""
+        planned = [{k: v for k, v in asdict(p).items() if k != "files"} for p in self.planned]
+        return {
+            "dry_run": self.dry_run,
+            "model_version": self.model_version,
+            "planned": planned,
+            "problems": [asdict(p) for p in self.problems],
+            "already_done": self.already_done,
+            "job_id": self.job_id,
+            "submitted": self.submitted,
+            "locked": self.locked,
+            "started_at": self.started_at.isoformat() if self.started_at else None,
+        }
+
+
+def current_model_version(session: Session, settings: Settings) -> str:
+    """The version workers use now: the promoted one, else the configured artifact's.
+
+    Read from the manifest on disk, so no torch is imported.
+    """
+    promoted = models_repo.get_promoted(session)
+    if promoted is not None:
+        return promoted.version
+    directory = settings.artifact_dir or _bundled_artifact_dir()
+    manifest = json.loads((directory / "manifest.json").read_text())
+    return str(manifest["version"])
+
+
+def _bundled_artifact_dir() -> Path:
+    spec = importlib.util.find_spec("model")
+    if spec is None or not spec.submodule_search_locations:
+        raise ScanError("the model package is not installed: no default artifact")
+    artifacts = Path(next(iter(spec.submodule_search_locations))) / "artifacts"
+    return artifacts / (artifacts / "RELEASED").read_text().strip()
+
+
+def select_roots(
+    settings: Settings, override: Sequence[Path] | None = None
+) -> tuple[list[Path], list[Path] | None, list[Problem]]:
+    """The resolved configured roots, and the folders inside them to walk (None: all).
+
+    Raises:
+        ScanError: No root is configured, or an override lies outside every root.
+    """
+    configured, problems = sources.resolve_roots(settings.archive_root_paths)
+    if not settings.archive_root_paths:
+        raise ScanError("no archive configured: set TUMORSEG_ARCHIVE_ROOTS")
+    if not override:
+        return configured, None, problems
+    folders: list[Path] = []
+    for path in override:
+        resolved = path.resolve()
+        if not any(resolved.is_relative_to(root) for root in configured):
+            raise ScanError(f"--root {path} is not inside a configured archive root")
+        if not resolved.is_dir():
+            problems.append(Problem(str(path), "not a folder"))
+            continue
+        folders.append(resolved)
+    return configured, folders, problems
+
+
+def plan_scan(
+    session: Session,
+    settings: Settings,
+    roots: Sequence[Path],
+    since: datetime | None = None,
+    reprocess_model: str | None = None,
+    report: ScanReport | None = None,
+    folders: Sequence[Path] | None = None,
+) -> ScanReport:
+    """Find what to submit: new content, and with ``reprocess_model`` its old results.
+
+    Args:
+        session: A read-only unit of work.
+        settings: Service settings.
+        roots: Resolved archive roots.
+        since: Only files modified at or after this time count as new.
+        reprocess_model: Re-queue archive studies whose result is of this version.
+        report: The report to fill (a new dry-run report when None).
+        folders: Walk only these folders inside ``roots`` (None: the whole roots).
+
+    Returns:
+        The report with ``planned``, ``problems`` and ``already_done`` filled in.
+    """
+    report = report or ScanReport(dry_run=True)
+    report.started_at = utcnow()
+    version = report.model_version = current_model_version(session, settings)
+    candidates, problems = sources.discover(roots, since, folders)
+    report.problems.extend(problems)
+    # a file at a path already submitted and not modified since: same content, no re-read
+    submitted = archive_repo.submitted_paths(session, sorted({str(c.root) for c in candidates}))
+    hashed: dict[str, Candidate] = {}
+    unchanged = 0
+    for candidate in candidates:
+        when = submitted.get((str(candidate.root), candidate.rel_path))
+        if when is not None and candidate.mtime < when.timestamp():
+            unchanged += 1
+            continue
+        try:
+            digest = sources.content_hash(candidate)
+        except (OSError, sources.ConfinementError) as exc:
+            report.problems.append(Problem(str(candidate.path), f"unreadable: {exc}"))
+            continue
+        if digest in hashed:
+            logger.info("%s duplicates %s", candidate.path, hashed[digest].path)
+            continue
+        hashed[digest] = candidate
+    known = archive_repo.known_hashes(session, list(hashed))
+    report.already_done = len(known) + unchanged
+    for digest, candidate in hashed.items():
+        if digest not in known:
+            report.planned.append(
+                Planned(
+                    candidate.kind,
+                    str(candidate.root),
+                    candidate.rel_path,
+                    digest,
+                    "new",
+                    files=candidate.files,
+                )
+            )
+    if reprocess_model:
+        old = archive_repo.reprocessable(session, reprocess_model)
+        done = archive_repo.hashes_done(session, [r.content_hash for r in old], version)
+        for row in old:
+            if row.content_hash not in done:
+                report.planned.append(
+                    Planned(
+                        row.kind,
+                        row.root,
+                        row.path,
+                        row.content_hash,
+                        f"reprocess {reprocess_model}",
+                        source_study_id=row.study_id,
+                    )
+                )
+    return report
+
+
+def scan_archive(
+    settings: Settings,
+    *,
+    roots: Sequence[Path] | None = None,
+    since: datetime | None = None,
+    dry_run: bool = False,
+    reprocess_model: str | None = None,
+    send: Send | None = None,
+) -> ScanReport:
+    """Scan the archive and submit what is new as one nightly job.
+
+    Args:
+        settings: Service settings (``archive_roots`` and rendering options).
+        roots: Scan only these folders (each inside a configured root).
+        since: Only files modified at or after this time count as new.
+        dry_run: Plan only: no lock, headers checked but nothing rendered, stored or
+            sent.
+        reprocess_model: Also re-queue studies whose result is of this older version.
+        send: Sends chunks of study ids to a queue; required unless ``dry_run``.
+
+    Returns:
+        The report; ``locked`` when another scan was running (nothing done).
+
+    Raises:
+        ScanError: Bad roots, or the broker refused the job (then nothing is kept).
+    """
+    chosen, folders, root_problems = select_roots(settings, roots)
+    report = ScanReport(dry_run=dry_run, problems=list(root_problems))
+    if dry_run:
+        with session_scope(settings.sqlalchemy_url) as session:
+            plan_scan(session, settings, chosen, since, reprocess_model, report, folders)
+        _probe(settings, report)
+        return report
+    if send is None:
+        raise ValueError("send is required for a real scan")
+    lock_url = redis_py_url(broker_url(settings))
+    with redis_lock(lock_url, SCAN_LOCK_KEY, settings.archive_scan_time_limit) as held:
+        if not held:
+            report.locked = True
+            return report
+        with session_scope(settings.sqlalchemy_url) as session:
+            plan_scan(session, settings, chosen, since, reprocess_model, report, folders)
+        if report.planned:
+            _submit(settings, report, send)
+    _log(report)
+    return report
+
+
+def _log(report: ScanReport) -> None:
+    logger.info(
+        "archive scan: %d submitted (job %s) for %s, %d already done, %d problems",
+        report.submitted,
+        report.job_id,
+        report.model_version,
+        report.already_done,
+        len(report.problems),
+    )
+    for problem in report.problems:
+        logger.warning("archive scan skipped %s: %s", problem.path, problem.reason)
+
+
+def _probe(settings: Settings, report: ScanReport) -> None:
+    """Drop what a real scan would skip, as far as headers tell (dry runs render nothing)."""
+    kept = []
+    for item in report.planned:
+        try:
+            if item.source_study_id is None:
+                root = Path(item.root)
+                if item.kind == sources.PNG:
+                    _check_png(sources.read_confined(item.files[0], root), settings)
+                else:
+                    probe_study(item.kind, [sources.confine(p, root) for p in item.files])
+        except (RenderError, OSError, sources.ConfinementError) as exc:
+            report.problems.append(Problem(f"{item.root}/{item.path}", str(exc)))
+            continue
+        kept.append(item)
+    report.planned = kept
+
+
+def _input_png(session: Session, item: Planned, settings: Settings) -> bytes:
+    if item.source_study_id is not None:
+        data = archive_repo.study_input(session, item.source_study_id)
+        if data is None:
+            raise RenderError("the earlier study is gone")
+        return data
+    root = Path(item.root)
+    if item.kind == sources.PNG:
+        data = sources.read_confined(item.files[0], root)
+        _check_png(data, settings)
+        return data
+    for path in item.files:
+        sources.confine(path, root)
+    options = RenderOptions(
+        clip_percentile=settings.archive_clip_percentile,
+        suv_max=settings.archive_suv_max,
+        max_height=settings.max_image_side,
+    )
+    return render_study(item.kind, item.files, options)
+
+
+def _check_png(data: bytes, settings: Settings) -> None:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data), formats=["PNG"])
+            width, height = image.size
+            if max(width, height) > settings.max_image_side:
+                raise RenderError(f"{width}x{height} is over the size limit")
+            image.verify()
+    except RenderError:
+        raise
+    except Exception as exc:  # Pillow raises many types for broken files
+        raise RenderError(f"not a usable PNG: {type(exc).__name__}: {exc}") from exc
+
+
+def _submit(settings: Settings, report: ScanReport, send: Send) -> None:
+    version = report.model_version or ""
+    kept: list[Planned] = []
+    try:
+        with session_scope(settings.sqlalchemy_url) as session:
+            job = None
+            for item in report.planned:
+                try:
+                    png = _input_png(session, item, settings)
+                except (RenderError, OSError, sources.ConfinementError) as exc:
+                    report.problems.append(Problem(f"{item.root}/{item.path}", str(exc)))
+                    continue
+                if job is None:
+                    job = jobs_repo.create_job(
+                        session, settings.nightly_queue, [], source=JobSource.ARCHIVE
+                    )
+                study = archive_repo.add_study(session, job.id, len(kept), item.path, png)
+                archive_repo.add_entry(
+                    session,
+                    study.id,
+                    item.content_hash,
+                    version,
+                    item.kind,
+                    item.root,
+                    item.path,
+                    seen_at=report.started_at,
+                )
+                session.flush()  # the unique constraint speaks now, not at the commit
+                kept.append(item)
+            if job is None:
+                report.planned = kept
+                return
+            jobs_repo.refresh_job_status(session, job)
+            job_id = job.id
+            ids = jobs_repo.queued_study_ids(session, job_id)
+    except IntegrityError as exc:
+        report.problems.append(
+            Problem("*", f"another scan submitted the same studies first: {exc.orig}")
+        )
+        report.planned = []
+        return
+    report.planned, report.job_id, report.submitted = kept, job_id, len(ids)
+    size = settings.chunk_size
+    try:
+        send([ids[i : i + size] for i in range(0, len(ids), size)], settings.nightly_queue)
+    except Exception as exc:  # kombu raises many types for a missing broker
+        with session_scope(settings.sqlalchemy_url) as session:
+            jobs_repo.lock_job(session, job_id)
+            archive_repo.delete_job(session, job_id)
+        report.job_id, report.submitted = None, 0
+        raise ScanError(
+            f"broker unavailable, nothing submitted (the next scan retries): {exc}"
+        ) from exc

@@ -1,0 +1,118 @@
+"""Nightly archive processing on a real worker: the scan task, rendering, priorities."""
+
+from __future__ import annotations
+
+import io
+import secrets
+import time
+from datetime import datetime
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+from sqlalchemy import select
+
+from api.services.queue import QueueProducer
+from archive.scan import scan_archive
+from config.settings import ARCHIVE_SCAN_TASK_NAME, Settings
+from db.models import ArchiveEntry, Study, StudyStatus
+from db.repositories import archive as archive_repo
+from db.session import session_scope
+from tests.archive.conftest import SPOT, expected_spot_pixel, pet_volume, unique_png, write_nifti
+from tests.conftest import WorkerProcess
+from tests.integration.conftest import wait_for_job
+from worker.celery_app import create_celery_app
+
+pytestmark = pytest.mark.integration
+
+
+def _wait(condition: object, what: str, worker: WorkerProcess, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what} within {timeout}s:\n{worker.log.read_text()[-4000:]}")
+        time.sleep(0.1)
+
+
+def _entry(settings: Settings, path: str) -> tuple[int, int] | None:
+    with session_scope(settings.sqlalchemy_url) as session:
+        stmt = select(Study.id, Study.job_id).join(ArchiveEntry).where(ArchiveEntry.path == path)
+        row = session.execute(stmt).first()
+        return (row[0], row[1]) if row else None
+
+
+def test_scan_task_renders_a_pet_volume_and_the_worker_segments_it(
+    settings: Settings, worker: WorkerProcess, live_client: TestClient
+) -> None:
+    name = f"pet_{secrets.token_hex(4)}.nii.gz"
+    write_nifti(settings.archive_root_paths[0] / name, pet_volume())
+    app = create_celery_app(settings, settings.redis_url or "", include_tasks=False)
+    app.send_task(ARCHIVE_SCAN_TASK_NAME, queue=settings.nightly_queue)  # what beat sends
+    _wait(lambda: _entry(settings, name) is not None, "the scan task submitted nothing", worker)
+    study_id, job_id = _entry(settings, name) or (0, 0)
+    job = wait_for_job(live_client, job_id, worker)
+    study = next(s for s in job["studies"] if s["id"] == study_id)
+    assert study["status"] == "succeeded", study["error"]
+
+    with session_scope(settings.sqlalchemy_url) as session:
+        png = archive_repo.study_input(session, study_id) or b""
+    mip = np.asarray(Image.open(io.BytesIO(png)))
+    row, col = (round(v) for v in expected_spot_pixel())
+    assert mip.shape == (600, 400) and mip[row, col] == 0  # the hot spot, black
+    assert mip[row, 399 - col] > 150  # the mirrored point (patient's left): body gray
+    mask = np.asarray(Image.open(io.BytesIO(live_client.get(study["mask_url"]).content)))
+    assert mask.shape == mip.shape and set(np.unique(mask).tolist()) <= {0, 255}
+    box = mask[row - 8 : row + 8, col - 10 : col + 10]
+    if job["model_trained"] and box.any():  # the released model may ignore a synthetic blob
+        assert box.mean() > 127, "the model found the spot but the mask does not cover it"
+    assert SPOT[0].start < SPOT[0].stop  # the spot the expectation above is built from
+
+    today = datetime.now(settings.archive_tzinfo).date().isoformat()
+    report = live_client.get("/v1/reports/nightly", params={"date": today}).json()
+    line = next(s for s in report["studies"] if s["path"] == name)
+    assert line["status"] == "succeeded" and line["lesions"] is not None
+
+
+def test_interactive_jobs_overtake_a_large_nightly_job(
+    settings: Settings, worker: WorkerProcess, live_client: TestClient
+) -> None:
+    folder = settings.archive_root_paths[0] / f"priority_{secrets.token_hex(4)}"
+    folder.mkdir()
+    for i in range(12):  # three chunks of four on the nightly queue
+        (folder / f"night_{i:02d}.png").write_bytes(unique_png())
+    producer = QueueProducer(settings, settings.redis_url or "")
+    try:
+        nightly = scan_archive(settings, roots=[folder], send=producer.send_chunks)
+    finally:
+        producer.close()
+    assert nightly.submitted == 12 and nightly.job_id is not None
+
+    def statuses() -> dict[int, tuple[StudyStatus, datetime | None]]:
+        with session_scope(settings.sqlalchemy_url) as session:
+            rows = session.scalars(select(Study).where(Study.job_id == nightly.job_id))
+            return {s.id: (s.status, s.started_at) for s in rows}
+
+    _wait(
+        lambda: any(s is StudyStatus.RUNNING for s, _ in statuses().values()),
+        "no nightly study started",
+        worker,
+    )
+    interactive = []
+    for _ in range(2):
+        files = [("files", ("clinic.png", unique_png(), "image/png"))]
+        response = live_client.post("/v1/jobs", files=files)
+        assert response.status_code == 202, response.text
+        interactive.append(response.json()["id"])
+    waiting = {i for i, (s, _) in statuses().items() if s is StudyStatus.QUEUED}
+    assert len(waiting) >= 4, "the nightly job ran out before the test could overtake it"
+
+    done = [wait_for_job(live_client, job_id, worker) for job_id in interactive]
+    assert all(j["status"] == "succeeded" for j in done)
+    overtaken = statuses()
+    assert live_client.get(f"/v1/jobs/{nightly.job_id}").json()["status"] in {"queued", "running"}
+    last_interactive = max(datetime.fromisoformat(j["timings"]["started_at"]) for j in done)
+    for study_id in waiting:  # every nightly study that waited started after both
+        status, started = overtaken[study_id]
+        assert status is StudyStatus.QUEUED or (started and started > last_interactive)
+    live_client.delete(f"/v1/jobs/{nightly.job_id}")  # leave the worker idle

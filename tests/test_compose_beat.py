@@ -1,0 +1,55 @@
+"""docker-compose.yml: the beat service schedules the nightly scan the workers can run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from cli.main import COMMANDS, build_parser
+from config.settings import ARCHIVE_SCAN_TASK_NAME, Settings
+from worker.celery_app import beat_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _services() -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    return data["services"]
+
+
+def _settings_of(service: dict[str, Any]) -> Settings:
+    env = service["environment"]
+    fields = {f"TUMORSEG_{name.upper()}" for name in Settings.model_fields}
+    assert {k for k in env if k.startswith("TUMORSEG_")} <= fields
+    return Settings(**{k.removeprefix("TUMORSEG_").lower(): v for k, v in env.items()})
+
+
+def test_beat_service_runs_the_beat_command_with_a_health_check() -> None:
+    beat = _services()["beat"]
+    assert beat["command"][:2] == ["tumorseg", "beat"] and "beat" in COMMANDS
+    build_parser("beat").parse_args(beat["command"][1:])
+    check = beat["healthcheck"]["test"]
+    assert check[1:4] == ["tumorseg", "ping", "beat"]
+    build_parser("ping").parse_args(check[2:])
+    assert beat["depends_on"]["redis"]["condition"] == "service_healthy"
+    assert beat["deploy"]["replicas"] == 1
+    assert any(v.endswith(":/home/tumorseg/var") for v in beat["volumes"])  # schedule file
+
+
+def test_beat_schedules_the_scan_at_the_cron_on_the_nightly_queue() -> None:
+    settings = _settings_of(_services()["beat"])
+    assert settings.archive_cron == "0 2 * * *" and settings.archive_timezone
+    entry = beat_config(settings)["beat_schedule"]["nightly-archive-scan"]
+    assert entry["task"] == ARCHIVE_SCAN_TASK_NAME
+    assert entry["options"]["queue"] == settings.nightly_queue
+    assert entry["schedule"].hour == {2} and entry["schedule"].minute == {0}
+
+
+def test_workers_see_the_archive_read_only_at_the_configured_root() -> None:
+    worker = _services()["worker"]
+    settings = _settings_of(worker)
+    mounts = {v.rsplit(":", 2)[-2]: v for v in worker["volumes"]}  # host:container:mode
+    for root in settings.archive_root_paths:
+        assert str(root) in mounts and mounts[str(root)].endswith(":ro")
