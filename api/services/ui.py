@@ -1,0 +1,135 @@
+"""What the web viewer shows: the same job and study services as the JSON API.
+
+Pages get their data from :mod:`api.services.jobs` and :mod:`api.services.studies`
+(the views of ``GET /v1/jobs`` and ``GET /v1/studies/{id}``), and uploads go through
+:func:`api.services.jobs.submit_job` after the same admission check as ``POST /v1/jobs``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from fastapi import UploadFile
+from sqlalchemy.orm import Session
+
+from api import schemas
+from api.services import jobs as jobs_service
+from api.services import studies as studies_service
+from api.services.auth import Principal
+from api.services.jobs import Upload
+from api.services.limits import Admission
+from api.services.queue import QueueProducer
+from config.settings import Settings
+from db.repositories import jobs as jobs_repo
+
+ImageKind = Literal["input", "mask", "overlay"]
+
+
+@dataclass(frozen=True)
+class StudyPage:
+    """A study with its job's model version and the numbers the study page shows."""
+
+    study: schemas.StudyOut
+    job: schemas.JobSummary
+    burden: list[tuple[str, str]]
+
+
+def read_uploads(files: Sequence[UploadFile] | None, limit: int) -> list[Upload]:
+    """Read uploaded files into memory, one byte over ``limit`` so "too big" shows.
+
+    Args:
+        files: The multipart files of one form field (None when the field is missing).
+        limit: The upload limit in bytes.
+
+    Returns:
+        The uploads, in form order; files with no name are left out (an empty picker).
+    """
+    uploads = []
+    for i, f in enumerate(files or []):
+        data = f.file.read(limit + 1)
+        if f.filename or data:
+            uploads.append(Upload(f.filename or f"file{i}.png", data))
+    return uploads
+
+
+def submit(
+    session: Session,
+    settings: Settings,
+    producer: QueueProducer,
+    admission: Admission,
+    principal: Principal,
+    files: Sequence[Upload],
+    labels: Sequence[Upload],
+) -> int:
+    """Submit an upload form as a job, exactly like ``POST /v1/jobs``.
+
+    Returns:
+        The new job's id.
+
+    Raises:
+        ServiceError: Rate limit, back-pressure, or refused uploads (as the API).
+    """
+    admission.admit(principal.key_id, settings.interactive_queue)
+    job = jobs_service.submit_job(
+        session, settings, producer, files, labels, tenant=principal.tenant
+    )
+    return job.id
+
+
+def jobs_page(session: Session, principal: Principal, limit: int = 50) -> schemas.JobPage:
+    """The newest jobs the caller may see (as ``GET /v1/jobs``)."""
+    return jobs_service.list_jobs(session, limit, 0, principal)
+
+
+def job_page(session: Session, job_id: int, principal: Principal) -> schemas.JobOut:
+    """One job with its studies (as ``GET /v1/jobs/{id}``); 404 for another tenant's."""
+    return jobs_service.job_view(session, jobs_service.get_job_or_404(session, job_id, principal))
+
+
+def study_page(session: Session, study_id: int, principal: Principal) -> StudyPage:
+    """A study, its job summary and its tumor burden; 404 for another tenant's."""
+    study = studies_service.study_out(session, study_id, principal)
+    job = jobs_service.get_job_or_404(session, study.job_id, principal)
+    summary = jobs_service.job_summary(job, jobs_repo.study_counts(session, job.id))
+    return StudyPage(study=study, job=summary, burden=burden_rows(study.metrics))
+
+
+def burden_rows(metrics: schemas.StudyMetrics | None) -> list[tuple[str, str]]:
+    """Label/value rows of a study's metrics for the study page (empty without metrics)."""
+    if metrics is None:
+        return []
+    m = metrics
+
+    def num(value: float | None, fmt: str) -> str:
+        return "—" if value is None else format(value, fmt)
+
+    return [
+        ("lesions", str(m.lesions)),
+        ("largest lesion", f"{m.largest_lesion_px} px"),
+        ("tumor pixels", str(m.tumor_pixels)),
+        (
+            "tumor fraction",
+            num(None if m.tumor_fraction is None else m.tumor_fraction * 100, ".3f") + " %",
+        ),  # fmt: skip
+        ("uptake mean / max", f"{num(m.uptake_mean, '.3f')} / {num(m.uptake_max, '.3f')}"),
+        ("Dice", num(m.dice, ".4f")),
+        ("precision / recall", f"{num(m.precision, '.3f')} / {num(m.recall, '.3f')}"),
+        ("image", f"{m.width} × {m.height} px"),
+        ("inference", num(m.inference_seconds, ".2f") + " s"),
+        ("model version", m.model_version),
+    ]
+
+
+def image(session: Session, study_id: int, kind: ImageKind, principal: Principal) -> bytes:
+    """PNG bytes of a study's input image, or of its newest mask or overlay.
+
+    Raises:
+        ServiceError: 404 for another tenant's study; 409 for a mask or overlay not
+            made yet.
+    """
+    if kind == "input":
+        study = studies_service.get_study_or_404(session, study_id, principal)
+        return study.input_png
+    return studies_service.image(session, study_id, kind, principal)

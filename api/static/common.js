@@ -1,0 +1,39 @@
+// Shared helpers of the viewer pages: JSON embedded in the page, polling, formatting.
+"use strict";
+window.tumorseg = {
+  embedded(id) {
+    return JSON.parse(document.getElementById(id).textContent);
+  },
+  // Fetch JSON with the session cookie; a lost session (redirect to sign-in) reloads the page.
+  async getJSON(url) {
+    const res = await fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } });
+    if (res.redirected || res.status === 401) { window.location.reload(); return null; }
+    if (!res.ok) { throw new Error(url + ": HTTP " + res.status); }
+    return res.json();
+  },
+  // Call fn every ms until it returns false; errors are logged and retried.
+  poll(fn, ms) {
+    const tick = async () => {
+      let again = true;
+      try { again = await fn(); } catch (err) { console.warn(err); }
+      if (again !== false) { window.setTimeout(tick, ms); }
+    };
+    window.setTimeout(tick, ms);
+  },
+  finished(status) {
+    return ["succeeded", "partially_failed", "failed", "cancelled"].includes(status);
+  },
+  cell(tr, text, cls) {
+    const td = document.createElement("td");
+    td.textContent = text;
+    if (cls) { td.className = cls; }
+    tr.appendChild(td);
+    return td;
+  },
+  num(value, digits) {
+    return value === null || value === undefined ? "—" : Number(value).toFixed(digits);
+  },
+  percent(progress) {
+    return Math.round(progress * 100) + " %";
+  },
+};

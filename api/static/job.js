@@ -1,0 +1,103 @@
+// Job page: live progress and a sortable, filterable table of its studies.
+"use strict";
+(() => {
+  const t = window.tumorseg;
+  const table = document.getElementById("studies");
+  const tbody = table.querySelector("tbody");
+  const filterText = document.getElementById("study-filter");
+  const filterStatus = document.getElementById("status-filter");
+  let rows = [];
+  let sortKey = "position";
+  let sortDir = 1;
+
+  function row(study) {
+    const m = study.metrics || {};
+    return {
+      id: study.id,
+      position: study.position,
+      filename: study.filename,
+      status: study.status,
+      error: study.error,
+      lesions: m.lesions ?? null,
+      largest: m.largest_lesion_px ?? null,
+      tumor_pixels: m.tumor_pixels ?? null,
+      tumor_fraction: m.tumor_fraction ?? null,
+      dice: m.dice ?? null,
+    };
+  }
+
+  function compare(a, b) {
+    const x = a[sortKey];
+    const y = b[sortKey];
+    if (x === y) { return a.position - b.position; }
+    if (x === null) { return 1; }  // empty cells last in both directions
+    if (y === null) { return -1; }
+    return (typeof x === "number" ? x - y : String(x).localeCompare(String(y))) * sortDir;
+  }
+
+  function draw() {
+    const text = filterText.value.trim().toLowerCase();
+    const status = filterStatus.value;
+    const shown = rows.filter((r) => (!status || r.status === status)
+      && (!text || r.filename.toLowerCase().includes(text) || r.status.includes(text)));
+    shown.sort(compare);
+    tbody.replaceChildren();
+    for (const r of shown) {
+      const tr = document.createElement("tr");
+      tr.dataset.studyId = r.id;
+      t.cell(tr, String(r.position + 1), "num");
+      const link = document.createElement("a");
+      link.href = "/ui/studies/" + r.id;
+      link.textContent = r.filename;
+      t.cell(tr, "").appendChild(link);
+      const td = t.cell(tr, r.status);
+      if (r.error) { td.title = r.error; td.classList.add("error"); }
+      t.cell(tr, r.lesions === null ? "—" : String(r.lesions), "num");
+      t.cell(tr, r.largest === null ? "—" : String(r.largest), "num");
+      t.cell(tr, r.tumor_pixels === null ? "—" : String(r.tumor_pixels), "num");
+      t.cell(tr, r.tumor_fraction === null ? "—" : t.num(r.tumor_fraction * 100, 3) + " %", "num");
+      t.cell(tr, t.num(r.dice, 4), "num");
+      tbody.appendChild(tr);
+    }
+    document.getElementById("study-shown").textContent = shown.length + " of " + rows.length + " studies";
+  }
+
+  function render(job) {
+    const status = document.getElementById("job-status");
+    status.textContent = job.status;
+    status.dataset.status = job.status;
+    document.getElementById("job-progress").value = job.progress;
+    document.getElementById("job-progress-text").textContent = t.percent(job.progress);
+    document.getElementById("job-counts").textContent = Object.entries(job.counts)
+      .filter(([, n]) => n > 0).map(([s, n]) => n + " " + s).join(" · ");
+    document.getElementById("job-model").textContent = job.model_version || "not yet chosen";
+    document.getElementById("job-dice").textContent = t.num(job.aggregates.mean_dice, 4)
+      + (job.aggregates.labelled_studies ? " over " + job.aggregates.labelled_studies + " labelled" : "");
+    const warning = document.getElementById("job-warning");
+    warning.hidden = !job.warning;
+    warning.textContent = job.warning || "";
+    rows = job.studies.map(row);
+    draw();
+    return !t.finished(job.status);
+  }
+
+  for (const th of table.querySelectorAll("th[data-key]")) {
+    th.addEventListener("click", () => {
+      sortDir = sortKey === th.dataset.key ? -sortDir : 1;
+      sortKey = th.dataset.key;
+      for (const other of table.querySelectorAll("th")) { other.removeAttribute("aria-sort"); }
+      th.setAttribute("aria-sort", sortDir > 0 ? "ascending" : "descending");
+      draw();
+    });
+  }
+  filterText.addEventListener("input", draw);
+  filterStatus.addEventListener("change", draw);
+
+  const job = t.embedded("job-data");
+  if (render(job)) {
+    t.poll(async () => {
+      const fresh = await t.getJSON("/ui/api/jobs/" + job.id);
+      return fresh ? render(fresh) : true;
+    }, 1000);
+  }
+})();
