@@ -1,0 +1,222 @@
+"""End-to-end pipeline benchmark: API + Redis + worker(s) + SQLite on this machine.
+
+Starts an embedded Redis, a fresh SQLite database, the API and one worker process as
+real subprocesses, warms the worker up, submits N development studies over HTTP as one
+job, polls `GET /v1/jobs/{id}` until it finishes, and reports:
+
+- studies/s end to end (from the POST to the job's end);
+- the model's own time: the same studies through the same predictor in this process,
+  measured in the same run before the service starts;
+- overhead = 1 - model time / wall time;
+- p50/p95 latency of `GET /v1/jobs/{id}` during the run;
+- peak RSS of the worker (all its processes) and of the API.
+
+Usage: .venv/bin/python -m bench.pipeline [--n 200] [--concurrency 1] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from bench.inference import machine, pick
+from bench.memory import PeakRSS
+from cli.stack import Processes, free_port, wait_ready
+
+
+def model_time(pngs: list[bytes], batch_size: int) -> tuple[float, str]:
+    """Seconds the released predictor needs for these studies, decoded beforehand."""
+    from model.predictor import Predictor
+    from model.preprocessing import decode_image
+
+    pred = Predictor.from_artifact(None, device="auto", batch_size=batch_size)
+    images = [decode_image(p) for p in pngs]
+    pred.predict(images[:2])  # warm-up
+    start = time.perf_counter()
+    pred.predict(images)
+    return time.perf_counter() - start, pred.version
+
+
+def _auth_headers(env: dict[str, str]) -> dict[str, str]:
+    """Create an API key when the service requires them (its last output line)."""
+    from cli.main import COMMANDS
+
+    if "keys" not in COMMANDS:
+        return {}
+    import subprocess
+
+    out = subprocess.run(
+        [sys.executable, "-m", "cli", "keys", "create", "--name", "bench", "--admin"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return {"Authorization": f"Bearer {out.stdout.strip().splitlines()[-1]}"}
+
+
+class StatusPoller(threading.Thread):
+    """Polls one job's status as a client would, timing every request."""
+
+    def __init__(self, url: str, headers: dict[str, str], interval: float = 0.1) -> None:
+        super().__init__(daemon=True)
+        self.url, self.headers, self.interval = url, headers, interval
+        self.latencies_ms: list[float] = []
+        self.job: dict = {}
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        with httpx.Client(headers=self.headers, timeout=30) as client:
+            while not self.done.is_set():
+                t0 = time.perf_counter()
+                r = client.get(self.url)
+                self.latencies_ms.append((time.perf_counter() - t0) * 1000)
+                self.job = r.json()
+                if self.job.get("status") in {
+                    "succeeded",
+                    "partially_failed",
+                    "failed",
+                    "cancelled",
+                }:
+                    self.done.set()
+                    return
+                time.sleep(self.interval)
+
+
+def run(n: int, concurrency: int, chunk_size: int, batch_size: int) -> dict:
+    files = pick(n)
+    pngs = [f.image.read_bytes() for f in files]
+    model_s, version = model_time(pngs, batch_size)
+
+    from config.embedded import start_embedded_redis, stop_embedded_redis
+
+    var = Path(tempfile.mkdtemp(prefix="tumorseg-bench-"))
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    procs = Processes(var)
+    try:
+        broker = start_embedded_redis(var / "redis")
+        env = {
+            **os.environ,
+            "TUMORSEG_VAR_DIR": str(var),
+            "TUMORSEG_DATABASE_URL": f"sqlite:///{var}/bench.db",
+            "TUMORSEG_REDIS_URL": broker,
+            "TUMORSEG_API_URL": url,
+            "TUMORSEG_CHUNK_SIZE": str(chunk_size),
+            "TUMORSEG_BATCH_SIZE": str(batch_size),
+        }
+        cli = [sys.executable, "-m", "cli"]
+        api = procs.start("api", [*cli, "api", "--port", str(port)], env)
+        worker = procs.start("worker", [*cli, "worker", "--concurrency", str(concurrency)], env)
+        wait_ready(url, procs)
+        headers = _auth_headers(env)
+        with httpx.Client(base_url=url, headers=headers, timeout=300) as client:
+            warm = client.post(
+                "/v1/jobs",
+                files=[
+                    ("files", (f"warm{i}.png", pngs[i], "image/png"))
+                    for i in range(2 * concurrency)
+                ],
+            )
+            warm.raise_for_status()
+            poller = StatusPoller(f"{url}/v1/jobs/{warm.json()['id']}", headers, 0.2)
+            poller.start()
+            poller.done.wait(300)
+            with PeakRSS(worker.pid, group=True) as worker_mem, PeakRSS(api.pid) as api_mem:
+                t0 = time.perf_counter()
+                r = client.post(
+                    "/v1/jobs",
+                    files=[
+                        ("files", (f.image.name, p, "image/png"))
+                        for f, p in zip(files, pngs, strict=True)
+                    ],
+                )
+                r.raise_for_status()
+                submit_s = time.perf_counter() - t0
+                poller = StatusPoller(f"{url}/v1/jobs/{r.json()['id']}", headers, 0.1)
+                poller.start()
+                if not poller.done.wait(1800):
+                    raise RuntimeError("the job did not finish within 30 minutes")
+                wall = time.perf_counter() - t0
+        job = poller.job
+    finally:
+        procs.stop_all()
+        stop_embedded_redis(var / "redis")
+    lat = np.array(poller.latencies_ms)
+    return {
+        "machine": machine(),
+        "model_version": version,
+        "n_studies": n,
+        "worker_concurrency": concurrency,
+        "chunk_size": chunk_size,
+        "batch_size": batch_size,
+        "job_status": job.get("status"),
+        "counts": job.get("counts"),
+        "wall_s": wall,
+        "submit_s": submit_s,
+        "model_s": model_s,
+        "studies_per_s": n / wall,
+        "model_studies_per_s": n / model_s,
+        "overhead": 1.0 - model_s / wall,
+        "status_p50_ms": float(np.percentile(lat, 50)),
+        "status_p95_ms": float(np.percentile(lat, 95)),
+        "status_polls": len(lat),
+        "worker_peak_rss_mb": worker_mem.peak / 2**20,
+        "api_peak_rss_mb": api_mem.peak / 2**20,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--n", type=int, default=200)
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        nargs="+",
+        default=[1],
+        help="worker processes; several values run one after the other",
+    )
+    parser.add_argument("--chunk-size", type=int, default=None)
+    parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    from config.settings import get_settings
+
+    settings = get_settings()
+    chunk = args.chunk_size or settings.chunk_size
+    batch = args.batch_size or settings.batch_size
+    results = [run(args.n, c, chunk, batch) for c in args.concurrency]
+    if args.json:
+        print(json.dumps(results[0] if len(results) == 1 else results))
+        return
+    print(
+        f"machine: {results[0]['machine']}\nmodel: {results[0]['model_version']}, "
+        f"{args.n} studies, chunk {chunk}, batch {batch}\n"
+    )
+    print(
+        "| workers | job | studies/s | model studies/s | overhead | status p50 ms | "
+        "status p95 ms | worker peak RSS MB | API peak RSS MB |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in results:
+        print(
+            f"| {r['worker_concurrency']} | {r['job_status']} | {r['studies_per_s']:.2f} | "
+            f"{r['model_studies_per_s']:.2f} | {r['overhead']:.1%} | {r['status_p50_ms']:.1f} | "
+            f"{r['status_p95_ms']:.1f} | {r['worker_peak_rss_mb']:.0f} | "
+            f"{r['api_peak_rss_mb']:.0f} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
