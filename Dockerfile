@@ -6,6 +6,7 @@ WORKDIR /app
 
 COPY pyproject.toml README.md ./
 COPY api ./api
+COPY archive ./archive
 COPY cli ./cli
 COPY config ./config
 COPY db ./db

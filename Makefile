@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint
+.PHONY: demo test lint chaos
 
 # Created once, when missing (torch is pinned in pyproject.toml).
 $(BIN)/tumorseg:
@@ -16,6 +16,10 @@ demo: $(BIN)/tumorseg
 test: $(BIN)/tumorseg
 	$(BIN)/pytest
 
+# Only the fault tests (kill workers, restart Redis, cut the database, kill the API).
+chaos: $(BIN)/tumorseg
+	$(BIN)/pytest -m chaos tests/chaos
+
 lint: $(BIN)/tumorseg
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check api cli config db worker tests
+	$(BIN)/ruff format --check api archive cli config db worker tests

@@ -5,15 +5,20 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from urllib.parse import quote
 
+import redis
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.staticfiles import StaticFiles
 from sqlalchemy.exc import SQLAlchemyError
 
-from api.routes import health, jobs, predict, studies
+from api.routes import health, jobs, predict, reports, studies, ui
 from api.services.errors import ServiceError
+from api.services.limits import Admission
 from api.services.queue import QueueProducer
-from config.embedded import broker_url
+from api.services.ui_session import LoginRequired, ui_secret
+from config.embedded import broker_url, redis_py_url
 from config.settings import Settings, get_settings
 from db.migrate import upgrade_to_head
 
@@ -40,11 +45,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         url = broker_url(settings)
         app.state.broker_url = url
         app.state.producer = QueueProducer(settings, url)
+        app.state.admission = Admission(
+            settings,
+            redis.Redis.from_url(redis_py_url(url), socket_timeout=2, socket_connect_timeout=2),
+        )
         logger.info("API ready: db=%s broker=%s", settings.sqlalchemy_url, url)
         try:
             yield
         finally:
             app.state.producer.close()
+            app.state.admission.close()
 
     app = FastAPI(
         title="tumorseg",
@@ -53,10 +63,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.ui_secret = ui_secret(settings)  # random per process unless configured
 
     @app.exception_handler(ServiceError)
     async def _service_error(_request: Request, exc: ServiceError) -> JSONResponse:
-        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
+        return JSONResponse(
+            {"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers
+        )
+
+    @app.exception_handler(LoginRequired)
+    async def _login_required(_request: Request, exc: LoginRequired) -> RedirectResponse:
+        return RedirectResponse(f"/ui/login?next={quote(exc.next_path)}", status_code=303)
 
     @app.exception_handler(SQLAlchemyError)
     async def _database_error(_request: Request, exc: SQLAlchemyError) -> JSONResponse:
@@ -68,5 +85,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(jobs.router, prefix="/v1")
     app.include_router(studies.router, prefix="/v1")
+    app.include_router(reports.router, prefix="/v1")
     app.include_router(predict.router)
+    app.include_router(ui.router)
+    app.mount("/ui/static", StaticFiles(directory=ui.STATIC_DIR), name="ui-static")
     return app

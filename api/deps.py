@@ -1,4 +1,4 @@
-"""FastAPI dependencies: settings, the per-request unit of work, the queue producer."""
+"""FastAPI dependencies: settings, unit of work, queue producer, caller, admission, web session."""
 
 from __future__ import annotations
 
@@ -6,9 +6,14 @@ from collections.abc import Iterator
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
+from api.services.auth import Principal, authenticate
+from api.services.limits import Admission
 from api.services.queue import QueueProducer, commit_and_dispatch, discard_pending
+from api.services.ui_session import SESSION_COOKIE, UiSession
+from api.services.ui_session import verify as verify_ui
 from config.settings import Settings
 from db.session import get_session_factory
 
@@ -40,8 +45,47 @@ def get_producer(request: Request) -> QueueProducer:
     return producer
 
 
+_bearer = HTTPBearer(auto_error=False, description="An API key from `tumorseg keys create`.")
+
+
+def get_admission(request: Request) -> Admission:
+    """The app's rate limiter and back-pressure check."""
+    admission: Admission = request.app.state.admission
+    return admission
+
+
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 # scope="function": the commit (and the enqueue after it) happens before the response
 # is sent, so a client never sees a job id that is not yet in the database.
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 ProducerDep = Annotated[QueueProducer, Depends(get_producer)]
+
+
+def get_principal(
+    session: SessionDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    """The caller of the request, from its bearer API key (401 without a valid one)."""
+    return authenticate(session, credentials.credentials if credentials else None)
+
+
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
+AdmissionDep = Annotated[Admission, Depends(get_admission)]
+
+
+def get_ui_secret(request: Request) -> bytes:
+    """The key that signs the web viewer's cookies and form tokens."""
+    secret: bytes = request.app.state.ui_secret
+    return secret
+
+
+UiSecretDep = Annotated[bytes, Depends(get_ui_secret)]
+
+
+def get_ui_session(request: Request, session: SessionDep, secret: UiSecretDep) -> UiSession:
+    """The web viewer's signed-in session (redirect to /ui/login without a valid cookie)."""
+    next_path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    return verify_ui(session, secret, request.cookies.get(SESSION_COOKIE), next_path)
+
+
+UiSessionDep = Annotated[UiSession, Depends(get_ui_session)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from pydantic import BaseModel, Field
 
@@ -113,3 +114,49 @@ class Readiness(BaseModel):
 
     status: str
     checks: dict[str, str]
+
+
+class ErrorOut(BaseModel):
+    """An error: a sentence naming the problem (a list for request-shape errors)."""
+
+    detail: str | list[dict[str, Any]]
+
+
+#: Largest row id (SQL INTEGER); bigger path ids are refused with 422, not sent to the DB.
+MAX_ID = 2**31 - 1
+
+
+def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for these error status codes, all with :class:`ErrorOut`."""
+    return {code: {"model": ErrorOut} for code in codes}
+
+
+class NightlyStudy(BaseModel):
+    """One archive study of the night."""
+
+    study_id: int
+    job_id: int
+    path: str = Field(description="Path of the study relative to its archive root.")
+    kind: str = Field(description="png|nifti|dicom")
+    content_hash: str
+    status: str
+    flags: list[str] = Field(description="failed, unfinished, cancelled, lesions")
+    model_version: str | None
+    lesions: int | None = Field(description="Connected tumor regions found.")
+    largest_lesion_px: int | None
+    tumor_pixels: int | None
+    tumor_fraction: float | None
+    uptake_max: float | None
+    error: str | None
+
+
+class NightlyReportOut(BaseModel):
+    """The archive studies of one night (archive jobs created that day) with totals."""
+
+    date: str
+    start: str = Field(description="Start of the day in the archive time zone.")
+    end: str
+    summary: dict[str, Any] = Field(
+        description="studies, succeeded, failed, unfinished, with_lesions, largest lesion."
+    )
+    studies: list[NightlyStudy]

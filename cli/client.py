@@ -50,6 +50,11 @@ def select_labels(images: Sequence[Path], labels_dir: Path | None) -> list[Path]
     return chosen
 
 
+def auth_headers(key: str | None) -> dict[str, str]:
+    """The ``Authorization`` header for an API key (none without a key)."""
+    return {"Authorization": f"Bearer {key}"} if key else {}
+
+
 def _raise_for(response: httpx.Response) -> None:
     if response.status_code >= 400:
         try:
@@ -59,12 +64,16 @@ def _raise_for(response: httpx.Response) -> None:
         raise ClientError(f"HTTP {response.status_code}: {detail}")
 
 
-def submit(url: str, images: Sequence[Path], labels: Sequence[Path]) -> dict[str, Any]:
-    """POST the studies (and labels) as one job; returns the job JSON."""
+def submit(
+    url: str, images: Sequence[Path], labels: Sequence[Path], key: str | None = None
+) -> dict[str, Any]:
+    """POST the studies (and labels) as one job with API key ``key``; returns the job JSON."""
     files = [("files", (p.name, p.read_bytes(), "image/png")) for p in images]
     files += [("labels", (p.name, p.read_bytes(), "image/png")) for p in labels]
     try:
-        response = httpx.post(f"{url.rstrip('/')}/v1/jobs", files=files, timeout=120)
+        response = httpx.post(
+            f"{url.rstrip('/')}/v1/jobs", files=files, headers=auth_headers(key), timeout=120
+        )
     except httpx.HTTPError as exc:
         raise ClientError(f"cannot reach the API at {url}: {exc}") from exc
     _raise_for(response)
@@ -72,10 +81,12 @@ def submit(url: str, images: Sequence[Path], labels: Sequence[Path]) -> dict[str
     return job
 
 
-def get_job(url: str, job_id: int) -> dict[str, Any]:
-    """GET one job's JSON."""
+def get_job(url: str, job_id: int, key: str | None = None) -> dict[str, Any]:
+    """GET one job's JSON with API key ``key``."""
     try:
-        response = httpx.get(f"{url.rstrip('/')}/v1/jobs/{job_id}", timeout=30)
+        response = httpx.get(
+            f"{url.rstrip('/')}/v1/jobs/{job_id}", headers=auth_headers(key), timeout=30
+        )
     except httpx.HTTPError as exc:
         raise ClientError(f"cannot reach the API at {url}: {exc}") from exc
     _raise_for(response)
@@ -83,11 +94,13 @@ def get_job(url: str, job_id: int) -> dict[str, Any]:
     return job
 
 
-def wait(url: str, job_id: int, timeout: float = 3600, poll: float = 0.5) -> dict[str, Any]:
+def wait(
+    url: str, job_id: int, timeout: float = 3600, poll: float = 0.5, key: str | None = None
+) -> dict[str, Any]:
     """Poll the job with a progress bar until it finishes; returns the final JSON."""
     from tqdm import tqdm
 
-    job = get_job(url, job_id)
+    job = get_job(url, job_id, key)
     deadline = time.monotonic() + timeout
     with tqdm(total=job["total"], desc=f"job {job_id}", unit="study", file=sys.stderr) as bar:
         while True:
@@ -99,7 +112,7 @@ def wait(url: str, job_id: int, timeout: float = 3600, poll: float = 0.5) -> dic
             if time.monotonic() > deadline:
                 raise ClientError(f"job {job_id} did not finish within {timeout:.0f}s")
             time.sleep(poll)
-            job = get_job(url, job_id)
+            job = get_job(url, job_id, key)
 
 
 def _fmt(value: Any, spec: str = "") -> str:

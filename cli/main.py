@@ -28,6 +28,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("cli.commands.train", "train a model and write a new artifact version"),
     "evaluate": ("cli.commands.evaluate", "score an artifact on a labelled folder"),
     "model": ("cli.commands.model", "model registry: list, register DIR, promote VERSION"),
+    "keys": ("cli.commands.keys", "API keys: keys create --name N [--tenant T] [--admin]"),
+    "reap": ("cli.commands.reap", "re-queue studies stuck in running/queued (once or --every)"),
+    "archive": ("cli.commands.archive", "hospital archive: archive scan | archive report"),
+    "beat": ("cli.commands.beat", "run Celery beat: the nightly archive scan on its cron"),
 }
 
 

@@ -7,15 +7,20 @@ instead of half-way through a job.
 
 from __future__ import annotations
 
+import os
+from datetime import tzinfo
 from functools import lru_cache
 from pathlib import Path
-from typing import Self
+from typing import Literal, Self
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: Celery task name shared by the API (producer) and the worker (consumer).
 SEGMENT_TASK_NAME = "tumorseg.segment_chunk"
+#: Celery task name of the archive scan that Celery beat schedules.
+ARCHIVE_SCAN_TASK_NAME = "tumorseg.archive_scan"
 
 
 class Settings(BaseSettings):
@@ -37,12 +42,60 @@ class Settings(BaseSettings):
     api_url: str = Field(
         "http://127.0.0.1:8000", description="Where `tumorseg submit/status` find the API."
     )
-    batch_queue: str = Field("tumorseg.batch", description="Celery queue for batch jobs.")
     interactive_queue: str = Field(
-        "tumorseg.interactive", description="Celery queue for POST /predict (one study)."
+        "tumorseg.interactive",
+        description="Celery queue of API submissions (POST /v1/jobs, POST /predict); "
+        "workers always take it first.",
+    )
+    nightly_queue: str = Field(
+        "tumorseg.nightly",
+        description="Celery queue of archive scans and their studies; served when the "
+        "interactive queue is empty.",
+    )
+    archive_roots: str = Field(
+        "",
+        description="Archive root folders, comma-separated; scans read nothing outside "
+        "them (symlinks included). Empty: no archive.",
+    )
+    archive_cron: str = Field(
+        "0 2 * * *",
+        description="When Celery beat runs the nightly archive scan: crontab "
+        "'minute hour day-of-month month day-of-week' in archive_timezone.",
+    )
+    archive_timezone: str | None = Field(
+        None,
+        description="IANA zone of archive_cron and of report dates, e.g. Europe/Copenhagen; "
+        "unset: the machine's local zone.",
+    )
+    archive_clip_percentile: float = Field(
+        95.0,
+        gt=50,
+        le=100,
+        description="Volumes and DICOM series: MIP value (percentile of body pixels) "
+        "rendered black; calibrated on the DM i AI PNGs.",
+    )
+    archive_suv_max: float | None = Field(
+        None,
+        gt=0,
+        description="Fixed MIP value rendered black instead of the percentile (e.g. an SUV "
+        "of 10 for SUV volumes).",
+    )
+    archive_scan_time_limit: int = Field(
+        4 * 3600,
+        ge=60,
+        description="Hard time limit of one archive scan task (and of its Redis lock), seconds.",
     )
     chunk_size: int = Field(8, ge=1, le=256, description="Studies per Celery task.")
     batch_size: int = Field(8, ge=1, le=256, description="Images per forward pass.")
+    torch_threads: int = Field(
+        0,
+        ge=0,
+        le=256,
+        description="CPU threads per worker process for the network; 0 = cores / concurrency.",
+    )
+    io_threads: int = Field(
+        2, ge=1, le=32, description="Worker threads that decode and encode PNGs beside the model."
+    )
     max_upload_bytes: int = Field(
         16 * 1024 * 1024, ge=1024, description="Largest accepted file (study or label), bytes."
     )
@@ -74,6 +127,67 @@ class Settings(BaseSettings):
     device: str = Field("auto", description="Inference device: auto, cpu, cuda, cuda:N.")
     worker_concurrency: int = Field(1, ge=1, le=64, description="Worker processes per node.")
     log_level: str = Field("INFO", description="Python logging level.")
+    api_key: str | None = Field(
+        None,
+        description="Key `tumorseg submit/status` send as `Authorization: Bearer` "
+        "(create one with `tumorseg keys create`).",
+    )
+    submit_rate_per_minute: float = Field(
+        60.0, gt=0, description="Submissions (POST /v1/jobs, /predict) per minute per API key."
+    )
+    submit_burst: int = Field(
+        20, ge=1, description="Submissions a key may make at once before the rate applies."
+    )
+    max_queue_depth: int = Field(
+        2000,
+        ge=1,
+        description="Chunk tasks waiting in a queue above which submissions get 503 "
+        "with Retry-After (back-pressure).",
+    )
+    retry_after_seconds: int = Field(
+        30, ge=1, description="Retry-After sent with a back-pressure 503."
+    )
+    task_retry_delay: float = Field(
+        10.0, gt=0, description="Seconds before a chunk retries after a database error."
+    )
+    task_db_retries: int = Field(
+        5, ge=0, le=100, description="Retries of a chunk after database errors."
+    )
+    reap_after: int = Field(
+        7200,
+        ge=1,
+        description="Seconds a study may stay running before the reaper re-queues it; "
+        "must exceed task_time_limit.",
+    )
+    reap_interval: int = Field(
+        300, ge=5, description="Seconds between reaper passes run by the beat service."
+    )
+    reap_queued_after: int = Field(
+        21600,
+        ge=0,
+        description="Seconds a study may stay queued (job idle) before the reaper sends it "
+        "again; 0 disables.",
+    )
+    environment: Literal["development", "production"] = Field(
+        "development",
+        description="production refuses a missing TUMORSEG_UI_SECRET at start-up; "
+        "development generates a random one per API process.",
+    )
+    ui_secret: SecretStr | None = Field(
+        None,
+        description="Key that signs web-viewer session cookies and form tokens, at least "
+        "32 characters; unset: random per process (development only).",
+    )
+    ui_session_seconds: int = Field(
+        8 * 3600, ge=60, le=7 * 24 * 3600, description="Lifetime of a web-viewer sign-in, seconds."
+    )
+
+    @property
+    def torch_threads_per_process(self) -> int:
+        """Threads each worker process gives the network, so processes share the cores."""
+        if self.torch_threads:
+            return self.torch_threads
+        return max(1, (os.cpu_count() or 1) // self.worker_concurrency)
 
     @property
     def sqlalchemy_url(self) -> str:
@@ -95,16 +209,62 @@ class Settings(BaseSettings):
                 f"TUMORSEG_VISIBILITY_TIMEOUT ({self.visibility_timeout}s), or Redis "
                 "redelivers tasks that are still running"
             )
+        if self.reap_after <= self.task_time_limit:
+            raise ValueError(
+                f"TUMORSEG_REAP_AFTER ({self.reap_after}s) must exceed TUMORSEG_TASK_TIME_LIMIT "
+                f"({self.task_time_limit}s), or the reaper re-queues studies still running"
+            )
         if self.artifact_dir is not None and not self.artifact_dir.exists():
             raise ValueError(f"TUMORSEG_ARTIFACT_DIR {self.artifact_dir} does not exist")
         if self.max_image_pixels < self.max_image_side:
             raise ValueError("TUMORSEG_MAX_IMAGE_PIXELS must be at least TUMORSEG_MAX_IMAGE_SIDE")
-        if self.batch_queue == self.interactive_queue:
-            raise ValueError("the batch and interactive queues must have different names")
+        if self.interactive_queue == self.nightly_queue:
+            raise ValueError("the interactive and nightly queues must have different names")
+        self._check_archive()
+        self._check_ui_secret()
         for url in (self.database_url, self.redis_url):
             if url is not None and not url.strip():
                 raise ValueError("URL settings must not be empty strings; unset them instead")
         return self
+
+    @property
+    def archive_root_paths(self) -> list[Path]:
+        """The configured archive roots (``archive_roots`` split at commas)."""
+        return [Path(p.strip()) for p in self.archive_roots.split(",") if p.strip()]
+
+    @property
+    def archive_tzinfo(self) -> tzinfo | None:
+        """Zone of the nightly schedule and report dates; None means the machine's zone."""
+        return ZoneInfo(self.archive_timezone) if self.archive_timezone else None
+
+    def _check_ui_secret(self) -> None:
+        secret = self.ui_secret.get_secret_value() if self.ui_secret else None
+        if secret is None and self.environment == "production":
+            raise ValueError(
+                "TUMORSEG_UI_SECRET must be set in production (e.g. `openssl rand -hex 32`): "
+                "it signs the web viewer's session cookies"
+            )
+        if secret is not None and (len(secret) < 32 or len(set(secret)) < 8):
+            raise ValueError("TUMORSEG_UI_SECRET must be at least 32 varied characters")
+
+    def _check_archive(self) -> None:
+        from celery.schedules import crontab  # lazy: only validation needs it
+
+        try:
+            crontab.from_string(self.archive_cron)
+        except (ValueError, IndexError) as exc:
+            raise ValueError(
+                f"TUMORSEG_ARCHIVE_CRON {self.archive_cron!r} is not a 5-field crontab: {exc}"
+            ) from exc
+        if self.archive_timezone:
+            try:
+                ZoneInfo(self.archive_timezone)
+            except (ZoneInfoNotFoundError, ValueError) as exc:
+                raise ValueError(
+                    f"TUMORSEG_ARCHIVE_TIMEZONE {self.archive_timezone!r} is not a known zone"
+                ) from exc
+        if self.archive_scan_time_limit >= 24 * 3600:
+            raise ValueError("TUMORSEG_ARCHIVE_SCAN_TIME_LIMIT must stay under a day")
 
 
 @lru_cache(maxsize=1)

@@ -25,6 +25,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -77,6 +78,18 @@ class StudyStatus(enum.StrEnum):
 UNFINISHED_STUDY = (StudyStatus.QUEUED, StudyStatus.RUNNING)
 
 
+class JobSource(enum.StrEnum):
+    """Where a job came from."""
+
+    API = "api"  # POST /v1/jobs
+    PREDICT = "predict"  # POST /predict
+    ARCHIVE = "archive"  # a hospital-archive scan (nightly or `tumorseg archive scan`)
+
+
+#: Tenant of jobs created before API keys existed, and of keys created without one.
+DEFAULT_TENANT = "default"
+
+
 class Base(DeclarativeBase):
     """Declarative base of all tables."""
 
@@ -109,6 +122,13 @@ class Job(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    tenant: Mapped[str | None] = mapped_column(
+        String(64), default=DEFAULT_TENANT, server_default=text("'default'"), index=True
+    )
+
+    source: Mapped[str] = mapped_column(
+        String(16), default=JobSource.API, server_default=text("'api'"), index=True
+    )
 
     studies: Mapped[list[Study]] = relationship(
         back_populates="job", order_by="Study.position", cascade="all, delete-orphan"
@@ -182,6 +202,47 @@ class ModelVersion(Base):
     trained: Mapped[bool] = mapped_column(Boolean, default=False)
     promoted: Mapped[bool] = mapped_column(Boolean, default=False, index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class ApiKey(Base):
+    """A client credential: only the SHA-256 of the key is stored, never the key."""
+
+    __tablename__ = "api_keys"
+    __table_args__ = (UniqueConstraint("key_hash", name="uq_api_keys_key_hash"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128))
+    tenant: Mapped[str] = mapped_column(String(64), default=DEFAULT_TENANT)
+    is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    key_hash: Mapped[str] = mapped_column(String(64))
+    prefix: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class ArchiveEntry(Base):
+    """One archive study (by content hash) submitted for one model version.
+
+    ``(content_hash, model_version)`` is unique: the database refuses a second
+    submission of the same content for the same model version.
+    """
+
+    __tablename__ = "archive_entries"
+    __table_args__ = (
+        UniqueConstraint("content_hash", "model_version", name="uq_archive_entries_hash_model"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    content_hash: Mapped[str] = mapped_column(String(64), index=True)
+    model_version: Mapped[str] = mapped_column(String(128))
+    kind: Mapped[str] = mapped_column(String(16))  # png | nifti | dicom
+    root: Mapped[str] = mapped_column(Text)
+    path: Mapped[str] = mapped_column(Text)  # relative to root
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+    study: Mapped[Study] = relationship()
 
 
 #: Metric columns of ``Result``, in the order reports show them.

@@ -60,6 +60,22 @@ def patient_files(n: int) -> list[tuple[Path, Path]]:
     return pairs
 
 
+def create_api_key(
+    db_url: str, name: str = "tests", tenant: str = "default", admin: bool = False
+) -> str:
+    """Create an API key in the database at ``db_url`` and return the plain key."""
+    from api.services.auth import create_key
+    from db.session import session_scope
+
+    with session_scope(db_url) as session:
+        return create_key(session, name, tenant, admin)[1]
+
+
+def bearer(key: str) -> dict[str, str]:
+    """The ``Authorization`` header of ``key``."""
+    return {"Authorization": f"Bearer {key}"}
+
+
 # -- databases ---------------------------------------------------------------------
 def _pg_admin_url() -> str:
     explicit = os.environ.get("TUMORSEG_TEST_PG_URL")
@@ -147,6 +163,7 @@ def settings(db_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFacto
         predict_timeout=90,
         task_time_limit=240,
         visibility_timeout=600,
+        archive_roots=str(tmp_path_factory.mktemp("archive")),  # the worker's nightly scan
     )
 
 

@@ -10,13 +10,14 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PROJECT = {"api", "cli", "config", "db", "model", "worker"}
+PROJECT = {"api", "archive", "cli", "config", "db", "model", "worker"}
 ALLOWED = {
     "model": {"model"},
     "db": {"db"},
     "config": {"config"},
-    "api": {"api", "db", "config"},
-    "worker": {"worker", "db", "model", "config"},
+    "api": {"api", "archive", "db", "config"},
+    "archive": {"archive", "db", "config"},
+    "worker": {"worker", "archive", "db", "model", "config"},
 }
 
 

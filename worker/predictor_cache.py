@@ -30,9 +30,10 @@ class ModelChoice:
 class PredictorCache:
     """Holds this process's predictor and the choice it was loaded for."""
 
-    def __init__(self, device: str, batch_size: int) -> None:
+    def __init__(self, device: str, batch_size: int, threads: int = 0) -> None:
         self._device = device
         self._batch_size = batch_size
+        self._threads = threads
         self._lock = threading.Lock()
         self._pid: int | None = None
         self._choice: ModelChoice | None = None
@@ -50,7 +51,12 @@ class PredictorCache:
         with self._lock:
             stale = self._pid != os.getpid() or self._choice != choice
             if self._predictor is None or stale:
+                import torch
+
                 from model.predictor import Predictor  # lazy: keep torch out of the parent
+
+                if self._threads:
+                    torch.set_num_threads(self._threads)
 
                 old = self._predictor.version if self._predictor is not None else None
                 self._predictor = Predictor.from_artifact(

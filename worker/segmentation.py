@@ -17,7 +17,8 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -94,7 +95,9 @@ class SegmentationService:
     def __init__(self, settings: Settings, cache: PredictorCache | None = None) -> None:
         self.settings = settings
         self.db_url = settings.sqlalchemy_url
-        self.cache = cache or PredictorCache(settings.device, settings.batch_size)
+        self.cache = cache or PredictorCache(
+            settings.device, settings.batch_size, settings.torch_threads_per_process
+        )
 
     # -- model ---------------------------------------------------------------------
     def current_predictor(self) -> Predictor:
@@ -121,6 +124,7 @@ class SegmentationService:
         predictor = self.current_predictor()
         report = ChunkReport(model_version=predictor.version)
         claimed = self._claim(study_ids, predictor, report)
+        logger.info("chunk claimed %s", [c.id for c in claimed])
         if claimed:
             outcomes = self._compute(predictor, claimed)
             self._store(claimed, outcomes, report)
@@ -204,56 +208,72 @@ class SegmentationService:
         return claimed
 
     def _compute(self, predictor: Predictor, claimed: Sequence[ClaimedStudy]) -> list[Outcome]:
+        """Decode, predict and measure; decoding and encoding run in a small thread pool
+        so that they overlap with the network (masks are encoded as each batch ends)."""
+        outcomes: dict[int, Outcome] = {}
+        good: list[tuple[ClaimedStudy, np.ndarray, np.ndarray | None]] = []
+        with ThreadPoolExecutor(max_workers=self.settings.io_threads) as pool:
+            for item, decoded in zip(claimed, pool.map(self._decode, claimed), strict=True):
+                if isinstance(decoded, str):
+                    outcomes[item.id] = Outcome(item.id, error=decoded)
+                else:
+                    good.append((item, *decoded))
+            started = time.perf_counter()
+            pending: list[tuple[int, Future[Outcome]]] = []
+            for i, mask in self._predict(predictor, [img for _, img, _ in good]):
+                item, image, label = good[i]
+                if isinstance(mask, str):
+                    outcomes[item.id] = Outcome(item.id, error=mask)
+                else:
+                    pending.append(
+                        (item.id, pool.submit(self._measure, item, image, label, mask, predictor))
+                    )
+            per_image = (time.perf_counter() - started) / max(len(good), 1)
+            for study_id, future in pending:
+                outcome = outcomes[study_id] = future.result()
+                if outcome.error is None:
+                    outcome.values["inference_seconds"] = per_image
+        return [outcomes[item.id] for item in claimed]
+
+    def _decode(self, item: ClaimedStudy) -> tuple[np.ndarray, np.ndarray | None] | str:
+        """The study's image and label arrays, or the reason they are unusable."""
         from model.preprocessing import ImageDecodeError, ImageLimits, decode_image, decode_mask
 
         limits = ImageLimits(
             max_side=self.settings.max_image_side, max_pixels=self.settings.max_image_pixels
         )
-        outcomes: dict[int, Outcome] = {}
-        good: list[tuple[ClaimedStudy, np.ndarray, np.ndarray | None]] = []
-        for item in claimed:
-            try:
-                image = decode_image(item.input_png, limits)
-            except ImageDecodeError as exc:
-                outcomes[item.id] = Outcome(item.id, error=f"{item.filename}: {exc}")
-                continue
-            label = None
-            if item.label_png is not None:
-                try:
-                    label = decode_mask(item.label_png, expected_shape=image.shape)
-                except ImageDecodeError as exc:
-                    outcomes[item.id] = Outcome(item.id, error=f"label of {item.filename}: {exc}")
-                    continue
-            good.append((item, image, label))
-
-        masks, seconds = self._predict(predictor, [img for _, img, _ in good])
-        per_image = seconds / max(len(good), 1)
-        for (item, image, label), mask in zip(good, masks, strict=True):
-            if isinstance(mask, str):
-                outcomes[item.id] = Outcome(item.id, error=mask)
-                continue
-            outcomes[item.id] = self._measure(item, image, label, mask, predictor, per_image)
-        return [outcomes[item.id] for item in claimed]
+        try:
+            image = decode_image(item.input_png, limits)
+        except ImageDecodeError as exc:
+            return f"{item.filename}: {exc}"
+        if item.label_png is None:
+            return image, None
+        try:
+            return image, decode_mask(item.label_png, expected_shape=image.shape)
+        except ImageDecodeError as exc:
+            return f"label of {item.filename}: {exc}"
 
     @staticmethod
     def _predict(
         predictor: Predictor, images: list[np.ndarray]
-    ) -> tuple[list[np.ndarray | str], float]:
-        """Predict all images as batches; if that fails, one by one to isolate the bad one."""
-        if not images:
-            return [], 0.0
-        started = time.perf_counter()
+    ) -> Iterator[tuple[int, np.ndarray | str]]:
+        """(index, mask) as each batch ends; if a batch fails, the images not yet done
+        are retried one by one, so one image the network cannot take fails alone."""
+        done: set[int] = set()
         try:
-            masks: list[np.ndarray | str] = list(predictor.predict(images))
+            for i, mask in predictor.iter_predict(images):
+                done.add(i)
+                yield i, mask
+            return
         except Exception:
             logger.exception("batch prediction failed; retrying one image at a time")
-            masks = []
-            for image in images:
-                try:
-                    masks.append(predictor.predict([image])[0])
-                except Exception as exc:  # one image the network cannot take
-                    masks.append(f"inference failed: {type(exc).__name__}: {exc}")
-        return masks, time.perf_counter() - started
+        for i, image in enumerate(images):
+            if i in done:
+                continue
+            try:
+                yield i, predictor.predict([image])[0]
+            except Exception as exc:  # one image the network cannot take
+                yield i, f"inference failed: {type(exc).__name__}: {exc}"
 
     @staticmethod
     def _measure(
@@ -262,7 +282,6 @@ class SegmentationService:
         label: np.ndarray | None,
         mask: np.ndarray,
         predictor: Predictor,
-        seconds: float,
     ) -> Outcome:
         from model.metrics import study_metrics
         from model.rendering import encode_mask_png, encode_overlay_png
@@ -276,7 +295,6 @@ class SegmentationService:
                 "overlay_png": encode_overlay_png(image, mask),
                 "height": int(image.shape[0]),
                 "width": int(image.shape[1]),
-                "inference_seconds": seconds,
             }
         except Exception as exc:
             logger.exception("metrics/encoding failed for study %s", item.id)

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from typing import Any
 
 from celery import Task, shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy.exc import OperationalError
 
-from config.settings import SEGMENT_TASK_NAME, get_settings
+from config.settings import ARCHIVE_SCAN_TASK_NAME, SEGMENT_TASK_NAME, get_settings
+from worker.reaper import REAP_TASK_NAME, celery_sender, reap
 from worker.segmentation import SegmentationService
 
 logger = logging.getLogger(__name__)
@@ -26,7 +28,7 @@ def get_service() -> SegmentationService:
     return _service[1]
 
 
-@shared_task(name=SEGMENT_TASK_NAME, bind=True, max_retries=3)
+@shared_task(name=SEGMENT_TASK_NAME, bind=True, max_retries=None)
 def segment_chunk(self: Task, study_ids: list[int]) -> dict[str, Any]:
     """Segment one chunk of studies by id; idempotent, so redelivery is harmless."""
     service = get_service()
@@ -38,9 +40,33 @@ def segment_chunk(self: Task, study_ids: list[int]) -> dict[str, Any]:
         logger.error("chunk %s timed out; %d studies failed", study_ids, n)
         return {"timed_out": True, "failed": n}
     except OperationalError as exc:  # database unreachable for a moment: try again later
+        settings = service.settings
         logger.warning("chunk %s: database error, retrying: %s", study_ids, exc)
-        raise self.retry(exc=exc, countdown=10) from exc
+        raise self.retry(
+            exc=exc, countdown=settings.task_retry_delay, max_retries=settings.task_db_retries
+        ) from exc
     except Exception as exc:
         logger.exception("chunk %s failed", study_ids)
         service.fail_unfinished(study_ids, f"internal error: {type(exc).__name__}: {exc}")
         raise
+
+
+@shared_task(name=REAP_TASK_NAME, bind=True)
+def reap_stuck(self: Task) -> dict[str, Any]:
+    """Re-queue studies stuck in running (or queued with no activity); for a beat schedule."""
+    return reap(get_settings(), celery_sender(self.app)).as_dict()
+
+
+@shared_task(name=ARCHIVE_SCAN_TASK_NAME, bind=True)
+def archive_scan(self: Task) -> dict[str, Any]:
+    """Nightly archive scan (Celery beat); its Redis lock keeps two beats from both scanning."""
+    from archive.scan import scan_archive  # lazy: only this task reads the archive
+
+    app = self.app
+
+    def send(chunks: Sequence[Sequence[int]], queue: str) -> None:
+        with app.producer_or_acquire() as producer:
+            for chunk in chunks:
+                app.send_task(SEGMENT_TASK_NAME, args=[list(chunk)], queue=queue, producer=producer)
+
+    return scan_archive(get_settings(), send=send).as_dict()

@@ -4,34 +4,50 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, File, Query, Response, UploadFile
+from fastapi import APIRouter, File, Path, Query, Response, UploadFile
 
-from api.deps import ProducerDep, SessionDep, SettingsDep
-from api.schemas import JobOut, JobPage
+from api.deps import AdmissionDep, PrincipalDep, ProducerDep, SessionDep, SettingsDep
+from api.schemas import MAX_ID, JobOut, JobPage, error_responses
 from api.services import jobs as service
 from api.services.jobs import Upload
 
-router = APIRouter(prefix="/jobs", tags=["jobs"])
+router = APIRouter(prefix="/jobs", tags=["jobs"], responses=error_responses(401, 422))
+
+JobId = Annotated[int, Path(ge=1, le=MAX_ID, description="Job id")]
 
 
 def _read(files: list[UploadFile] | None, limit: int) -> list[Upload]:
     # read one byte over the limit so the service can tell "too big" apart
-    return [Upload(f.filename or f"file{i}.png", f.file.read(limit + 1)) for i, f in
-            enumerate(files or [])]  # fmt: skip
+    return [
+        Upload(f.filename or f"file{i}.png", f.file.read(limit + 1))
+        for i, f in enumerate(files or [])
+    ]
 
 
-@router.post("", status_code=202, response_model=JobOut)
+@router.post(
+    "", status_code=202, response_model=JobOut, responses=error_responses(400, 413, 429, 503)
+)
 def create_job(
     response: Response,
     session: SessionDep,
     settings: SettingsDep,
     producer: ProducerDep,
+    principal: PrincipalDep,
+    admission: AdmissionDep,
     files: Annotated[list[UploadFile] | None, File(description="PNG studies")] = None,
     labels: Annotated[list[UploadFile] | None, File(description="Optional label masks")] = None,
 ) -> JobOut:
     """Submit PNG studies (and optional label masks) as one segmentation job."""
+    admission.admit(principal.key_id, settings.interactive_queue)
     limit = settings.max_upload_bytes
-    job = service.submit_job(session, settings, producer, _read(files, limit), _read(labels, limit))
+    job = service.submit_job(
+        session,
+        settings,
+        producer,
+        _read(files, limit),
+        _read(labels, limit),
+        tenant=principal.tenant,
+    )
     response.headers["Location"] = f"/v1/jobs/{job.id}"
     return service.job_view(session, job)
 
@@ -39,20 +55,21 @@ def create_job(
 @router.get("", response_model=JobPage)
 def list_jobs(
     session: SessionDep,
+    principal: PrincipalDep,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
 ) -> JobPage:
-    """List jobs, newest first."""
-    return service.list_jobs(session, limit, offset)
+    """List the caller's jobs (every tenant's for an admin key), newest first."""
+    return service.list_jobs(session, limit, offset, principal)
 
 
-@router.get("/{job_id}", response_model=JobOut)
-def get_job(job_id: int, session: SessionDep) -> JobOut:
+@router.get("/{job_id}", response_model=JobOut, responses=error_responses(404))
+def get_job(job_id: JobId, session: SessionDep, principal: PrincipalDep) -> JobOut:
     """Status, counts, progress, timings, aggregates and studies of one job."""
-    return service.job_view(session, service.get_job_or_404(session, job_id))
+    return service.job_view(session, service.get_job_or_404(session, job_id, principal))
 
 
-@router.delete("/{job_id}", response_model=JobOut)
-def cancel_job(job_id: int, session: SessionDep) -> JobOut:
+@router.delete("/{job_id}", response_model=JobOut, responses=error_responses(404))
+def cancel_job(job_id: JobId, session: SessionDep, principal: PrincipalDep) -> JobOut:
     """Cancel the studies of a job that have not started yet."""
-    return service.job_view(session, service.cancel_job(session, job_id))
+    return service.job_view(session, service.cancel_job(session, job_id, principal))

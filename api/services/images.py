@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from PIL import Image, UnidentifiedImageError
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+PNG_IEND = b"IEND\xaeB`\x82"  # the last chunk of every complete PNG, with its CRC
 MIN_SIDE = 16
 
 
@@ -73,13 +74,17 @@ def validate_png(data: bytes, what: str, max_side: int, max_pixels: int) -> PngI
             if frames > 1:
                 raise InvalidImage(f"{what} is an animated PNG ({frames} frames)")
             img.load()
-            return PngInfo(width, height, img.mode)
     except InvalidImage:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise InvalidImage(f"{what} is a decompression bomb: {exc}", status_code=413) from exc
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except UnidentifiedImageError as exc:  # its message holds a BytesIO repr, not a reason
+        raise InvalidImage(f"{what} is a corrupt PNG: Pillow cannot read its header") from exc
+    except (OSError, SyntaxError, ValueError) as exc:
         raise InvalidImage(f"{what} is a corrupt or truncated PNG: {exc}") from exc
+    if PNG_IEND not in data[-1024:]:  # decodable image data but the end of the file is cut
+        raise InvalidImage(f"{what} is a corrupt or truncated PNG: no IEND chunk at the end")
+    return PngInfo(width, height, img.mode)
 
 
 def mask_png_to_rgb(mask_png: bytes) -> bytes:

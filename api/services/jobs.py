@@ -9,12 +9,22 @@ from dataclasses import dataclass
 from sqlalchemy.orm import Session
 
 from api import schemas
+from api.services.auth import Principal
 from api.services.errors import ServiceError
 from api.services.images import InvalidImage, validate_png
 from api.services.labels import LabelMatchError, match_labels
 from api.services.queue import BrokerUnavailable, QueueProducer, after_commit, chunked
 from config.settings import Settings
-from db.models import METRIC_FIELDS, Job, JobStatus, Result, Study, StudyStatus
+from db.models import (
+    DEFAULT_TENANT,
+    METRIC_FIELDS,
+    Job,
+    JobSource,
+    JobStatus,
+    Result,
+    Study,
+    StudyStatus,
+)
 from db.repositories import jobs as jobs_repo
 from db.repositories import studies as studies_repo
 from db.session import session_scope
@@ -42,11 +52,14 @@ def submit_job(
     files: Sequence[Upload],
     labels: Sequence[Upload] = (),
     queue: str | None = None,
+    tenant: str = DEFAULT_TENANT,
+    source: JobSource = JobSource.API,
 ) -> Job:
     """Validate uploads, store the job with its studies, and enqueue chunks after commit.
 
     A single study that is not a usable PNG refuses the request (4xx). In a job of
     several studies, a bad one is stored as failed with the reason and the rest run.
+    File names are reduced to a safe base name (no directories, no control characters).
 
     Raises:
         ServiceError: No files, too many, a file over the size limit, unmatched labels,
@@ -58,6 +71,8 @@ def submit_job(
         raise ServiceError(
             413, f"{len(files)} studies is over the limit of {settings.max_studies_per_job}"
         )
+    files = [Upload(safe_filename(f.filename, i), f.data) for i, f in enumerate(files)]
+    labels = [Upload(safe_filename(f.filename, i), f.data) for i, f in enumerate(labels)]
     for upload in (*files, *labels):
         if len(upload.data) > settings.max_upload_bytes:
             raise ServiceError(
@@ -83,13 +98,32 @@ def submit_job(
                 error=error,
             )
         )
-    job = jobs_repo.create_job(session, queue or settings.batch_queue, new_studies)
+    job = jobs_repo.create_job(
+        session, queue or settings.interactive_queue, new_studies, tenant, source=source
+    )
     ids = jobs_repo.queued_study_ids(session, job.id)
     if ids:
         job_id, chunks = job.id, chunked(ids, settings.chunk_size)
         after_commit(session, lambda: _enqueue(settings, producer, job_id, chunks, job.queue))
     logger.info("job %d: %d studies, %d queued", job.id, len(files), len(ids))
     return job
+
+
+def safe_filename(name: str, index: int) -> str:
+    """The base name of an uploaded file without directories or control characters.
+
+    Args:
+        name: The name the client sent (may hold ``../``, NUL, any unicode).
+        index: Position of the file, for a fallback name.
+
+    Returns:
+        At most 200 characters, never empty, never ``.`` or ``..``.
+    """
+    base = name.replace("\\", "/").rsplit("/", 1)[-1]
+    base = "".join(ch for ch in base if ch.isprintable()).strip()
+    if base in ("", ".", ".."):
+        base = f"file{index}.png"
+    return base[-200:]
 
 
 def _check(upload: Upload, settings: Settings, single: bool, what: str | None = None) -> str | None:
@@ -118,19 +152,18 @@ def _enqueue(
         raise ServiceError(503, message) from exc
 
 
-def cancel_job(session: Session, job_id: int) -> Job:
-    """Cancel the studies of a job that have not started; 404 when there is no such job."""
-    if jobs_repo.get_job(session, job_id) is None:
-        raise ServiceError(404, f"job {job_id} not found")
+def cancel_job(session: Session, job_id: int, principal: Principal) -> Job:
+    """Cancel the studies of a job that have not started; 404 when the caller cannot see it."""
+    get_job_or_404(session, job_id, principal)
     n = jobs_repo.cancel_job(session, job_id)
-    logger.info("job %d: %d studies cancelled", job_id, n)
-    return get_job_or_404(session, job_id)
+    logger.info("job %d: %d studies cancelled by key %d", job_id, n, principal.key_id)
+    return get_job_or_404(session, job_id, principal)
 
 
-def get_job_or_404(session: Session, job_id: int) -> Job:
-    """The job, or a 404 service error."""
+def get_job_or_404(session: Session, job_id: int, principal: Principal) -> Job:
+    """The job, or a 404 service error when it does not exist or belongs to another tenant."""
     job = jobs_repo.get_job(session, job_id)
-    if job is None:
+    if job is None or not principal.can_see(job):
         raise ServiceError(404, f"job {job_id} not found")
     return job
 
@@ -214,9 +247,10 @@ def job_view(session: Session, job: Job) -> schemas.JobOut:
     )
 
 
-def list_jobs(session: Session, limit: int, offset: int) -> schemas.JobPage:
-    """One page of job summaries, newest first."""
-    jobs, total = jobs_repo.list_jobs(session, limit, offset)
+def list_jobs(session: Session, limit: int, offset: int, principal: Principal) -> schemas.JobPage:
+    """One page of the job summaries the caller may see, newest first."""
+    tenant = None if principal.is_admin else principal.tenant
+    jobs, total = jobs_repo.list_jobs(session, limit, offset, tenant)
     counts = jobs_repo.counts_for_jobs(session, [j.id for j in jobs])
     items = [job_summary(j, counts[j.id]) for j in jobs]
     return schemas.JobPage(items=items, total=total, limit=limit, offset=offset)

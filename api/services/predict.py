@@ -15,7 +15,7 @@ from api.services.images import mask_png_to_rgb
 from api.services.jobs import Upload, submit_job
 from api.services.queue import QueueProducer, commit_and_dispatch
 from config.settings import Settings
-from db.models import StudyStatus
+from db.models import DEFAULT_TENANT, JobSource, StudyStatus
 from db.repositories import jobs as jobs_repo
 from db.repositories import studies as studies_repo
 
@@ -44,7 +44,11 @@ def decode_b64_png(payload: str) -> bytes:
 
 
 def predict_one(
-    session: Session, settings: Settings, producer: QueueProducer, payload: str
+    session: Session,
+    settings: Settings,
+    producer: QueueProducer,
+    payload: str,
+    tenant: str = DEFAULT_TENANT,
 ) -> Prediction:
     """Submit one study on the interactive queue and wait for its mask.
 
@@ -56,7 +60,13 @@ def predict_one(
     if len(data) > settings.max_upload_bytes:
         raise ServiceError(413, f"img is over the upload limit of {settings.max_upload_bytes} B")
     job = submit_job(
-        session, settings, producer, [Upload("img.png", data)], queue=settings.interactive_queue
+        session,
+        settings,
+        producer,
+        [Upload("img.png", data)],
+        queue=settings.interactive_queue,
+        tenant=tenant,
+        source=JobSource.PREDICT,
     )
     job_id, study_id = job.id, job.studies[0].id
     commit_and_dispatch(session)

@@ -7,29 +7,32 @@ from typing import Literal
 from sqlalchemy.orm import Session
 
 from api import schemas
+from api.services.auth import Principal
 from api.services.errors import ServiceError
 from api.services.jobs import study_view
 from db.models import Study, StudyStatus
 from db.repositories import studies as studies_repo
 
 
-def get_study_or_404(session: Session, study_id: int) -> Study:
-    """The study, or a 404 service error."""
+def get_study_or_404(session: Session, study_id: int, principal: Principal) -> Study:
+    """The study, or a 404 service error when it does not exist or the caller cannot see it."""
     study = studies_repo.get_study(session, study_id)
-    if study is None:
+    if study is None or not principal.can_see(study.job):
         raise ServiceError(404, f"study {study_id} not found")
     return study
 
 
-def study_out(session: Session, study_id: int) -> schemas.StudyOut:
+def study_out(session: Session, study_id: int, principal: Principal) -> schemas.StudyOut:
     """The study schema with its newest result's metrics."""
-    study = get_study_or_404(session, study_id)
+    study = get_study_or_404(session, study_id, principal)
     return study_view(study, studies_repo.latest_result(session, study_id))
 
 
-def image(session: Session, study_id: int, kind: Literal["mask", "overlay"]) -> bytes:
+def image(
+    session: Session, study_id: int, kind: Literal["mask", "overlay"], principal: Principal
+) -> bytes:
     """PNG bytes of the study's newest mask or overlay; 409 while it has none."""
-    study = get_study_or_404(session, study_id)
+    study = get_study_or_404(session, study_id, principal)
     result = studies_repo.latest_result(session, study_id, with_bytes=True)
     if study.status is not StudyStatus.SUCCEEDED or result is None:
         raise ServiceError(

@@ -11,12 +11,11 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import IO
+
+from cli.stack import Processes, free_port, wait_ready
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -29,65 +28,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timeout", type=float, default=600, help="seconds for the whole job")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class _Processes:
-    """Subprocesses started by the demo, stopped in reverse order."""
-
-    def __init__(self, log_dir: Path) -> None:
-        self.log_dir = log_dir
-        self.running: list[tuple[str, subprocess.Popen[bytes], IO[bytes]]] = []
-
-    def start(self, name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-        log = (self.log_dir / f"{name}.log").open("wb")
-        proc = subprocess.Popen(
-            argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-        self.running.append((name, proc, log))
-        return proc
-
-    def check_alive(self) -> None:
-        for name, proc, _log in self.running:
-            if proc.poll() is not None:
-                tail = (self.log_dir / f"{name}.log").read_text(errors="replace")[-3000:]
-                raise RuntimeError(f"the {name} exited with code {proc.returncode}:\n{tail}")
-
-    def stop_all(self) -> None:
-        for _name, proc, _log in reversed(self.running):
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-        for name, proc, log in reversed(self.running):
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                print(f"demo: the {name} did not stop; killing it", file=sys.stderr)
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-            log.close()
-        self.running.clear()
-
-
-def _wait_ready(url: str, procs: _Processes, timeout: float = 120) -> None:
+def _download(url: str, job: dict[str, object], out: Path, key: str) -> list[Path]:
     import httpx
 
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        procs.check_alive()
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    raise RuntimeError(f"the API at {url} was not ready within {timeout:.0f}s")
-
-
-def _download(url: str, job: dict[str, object], out: Path) -> list[Path]:
-    import httpx
+    from cli.client import auth_headers
 
     out.mkdir(parents=True, exist_ok=True)
     written = []
@@ -96,12 +40,25 @@ def _download(url: str, job: dict[str, object], out: Path) -> list[Path]:
             continue
         stem = Path(study["filename"]).stem
         for kind in ("mask", "overlay"):
-            response = httpx.get(f"{url}/v1/studies/{study['id']}/{kind}.png", timeout=30)
+            response = httpx.get(
+                f"{url}/v1/studies/{study['id']}/{kind}.png", headers=auth_headers(key), timeout=30
+            )
             response.raise_for_status()
             path = out / f"{stem}_{kind}.png"
             path.write_bytes(response.content)
             written.append(path)
     return written
+
+
+def _demo_key(db_url: str) -> str:
+    """Migrate the demo database and create the demo's own API key in it."""
+    from api.services.auth import create_key
+    from db.migrate import upgrade_to_head
+    from db.session import session_scope
+
+    upgrade_to_head(db_url)
+    with session_scope(db_url) as session:
+        return create_key(session, "demo")[1]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -121,32 +78,34 @@ def run(args: argparse.Namespace) -> int:
     images = client.collect_images([args.samples / "imgs"])
     labels_dir = args.samples / "labels"
     labels = client.select_labels(images, labels_dir if labels_dir.is_dir() else None)
-    port = args.port or _free_port()
+    port = args.port or free_port()
     url = f"http://127.0.0.1:{port}"
     redis_dir = var_dir / "demo-redis"
-    procs = _Processes(log_dir)
+    procs = Processes(log_dir)
     # SIGTERM (e.g. from a CI runner) stops the demo like Ctrl-C: through the finally
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         broker = start_embedded_redis(redis_dir)
+        key = _demo_key(f"sqlite:///{db_path}")
         env = {
             **os.environ,
             "TUMORSEG_VAR_DIR": str(var_dir),
             "TUMORSEG_DATABASE_URL": f"sqlite:///{db_path}",
             "TUMORSEG_REDIS_URL": broker,
             "TUMORSEG_API_URL": url,
+            "TUMORSEG_API_KEY": key,
         }
         cli = [sys.executable, "-m", "cli"]
         print(f"demo: broker {broker}, database {db_path}, logs in {log_dir}")
         procs.start("api", [*cli, "api", "--port", str(port)], env)
         procs.start("worker", [*cli, "worker", "--concurrency", "1"], env)
-        _wait_ready(url, procs)
+        wait_ready(url, procs)
         print(f"demo: API ready at {url} (OpenAPI at {url}/docs); submitting {len(images)} "
               f"studies with {len(labels)} labels")  # fmt: skip
-        job = client.submit(url, images, labels)
-        job = _follow(url, job["id"], procs, args.timeout)
+        job = client.submit(url, images, labels, key)
+        job = _follow(url, job["id"], procs, args.timeout, key)
         print(client.job_table(job))
-        written = _download(url, job, args.out)
+        written = _download(url, job, args.out, key)
         print(f"demo: wrote {len(written)} files to {args.out.resolve()}")
         banner = client.untrained_banner(job)
         if banner:
@@ -160,21 +119,21 @@ def run(args: argparse.Namespace) -> int:
         stop_embedded_redis(redis_dir)
 
 
-def _follow(url: str, job_id: int, procs: _Processes, timeout: float) -> dict[str, object]:
+def _follow(url: str, job_id: int, procs: Processes, timeout: float, key: str) -> dict[str, object]:
     """Like ``client.wait`` but also notices a dead API or worker."""
     from tqdm import tqdm
 
     from cli import client
 
     deadline = time.monotonic() + timeout
-    job = client.get_job(url, job_id)
+    job = client.get_job(url, job_id, key)
     with tqdm(total=job["total"], desc=f"job {job_id}", unit="study", file=sys.stderr) as bar:
         while job["status"] not in client.FINISHED:
             procs.check_alive()
             if time.monotonic() > deadline:
                 raise RuntimeError(f"job {job_id} did not finish within {timeout:.0f}s")
             time.sleep(0.5)
-            job = client.get_job(url, job_id)
+            job = client.get_job(url, job_id, key)
             bar.update(job["total"] - job["counts"]["queued"] - job["counts"]["running"] - bar.n)
             bar.set_postfix_str(job["status"])
     return job

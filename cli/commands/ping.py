@@ -1,14 +1,18 @@
-"""``tumorseg ping api|worker``: exit 0 when the target answers (container health checks)."""
+"""``tumorseg ping api|worker|beat``: exit 0 when the target answers (container health checks)."""
 
 from __future__ import annotations
 
 import argparse
 import socket
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from config.settings import Settings
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add this command's options."""
-    parser.add_argument("target", choices=["api", "worker"])
+    parser.add_argument("target", choices=["api", "worker", "beat"])
     parser.add_argument("--url", default=None, help="API base URL (TUMORSEG_API_URL)")
     parser.add_argument("--timeout", type=float, default=5.0)
 
@@ -26,6 +30,8 @@ def run(args: argparse.Namespace) -> int:
             ok = httpx.get(f"{url}/readyz", timeout=args.timeout).status_code == 200
         except httpx.HTTPError:
             ok = False
+    elif args.target == "beat":
+        ok = _beat_alive(settings, args.timeout)
     else:
         from config.embedded import broker_url
         from worker.celery_app import create_celery_app
@@ -37,3 +43,20 @@ def run(args: argparse.Namespace) -> int:
         ok = bool(replies)
     print("ok" if ok else "not ok")
     return 0 if ok else 1
+
+
+def _beat_alive(settings: Settings, timeout: float) -> bool:
+    """Beat has written its schedule file and the broker it sends to answers."""
+    import redis
+
+    from config.embedded import broker_url, redis_py_url
+
+    if not any(settings.var_dir.glob("celerybeat-schedule*")):
+        return False
+    client = redis.Redis.from_url(redis_py_url(broker_url(settings)), socket_timeout=timeout)
+    try:
+        return bool(client.ping())
+    except redis.RedisError:
+        return False
+    finally:
+        client.close()

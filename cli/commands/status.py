@@ -10,6 +10,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("job_id", type=int)
     parser.add_argument("--json", action="store_true", help="print the raw job JSON")
     parser.add_argument("--url", default=None, help="API base URL (TUMORSEG_API_URL)")
+    parser.add_argument("--key", default=None, help="API key (TUMORSEG_API_KEY)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -21,7 +22,10 @@ def run(args: argparse.Namespace) -> int:
     from config.settings import get_settings
 
     try:
-        job = client.get_job(args.url or get_settings().api_url, args.job_id)
+        settings = get_settings()
+        job = client.get_job(
+            args.url or settings.api_url, args.job_id, args.key or settings.api_key
+        )
     except client.ClientError as exc:
         print(f"tumorseg status: {exc}", file=sys.stderr)
         return 2

@@ -13,6 +13,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--wait", action="store_true", help="show progress and a final table")
     parser.add_argument("--url", default=None, help="API base URL (TUMORSEG_API_URL)")
     parser.add_argument("--timeout", type=float, default=3600, help="--wait limit, seconds")
+    parser.add_argument("--key", default=None, help="API key (TUMORSEG_API_KEY)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -23,14 +24,15 @@ def run(args: argparse.Namespace) -> int:
     from config.settings import get_settings
 
     url = args.url or get_settings().api_url
+    key = args.key or get_settings().api_key
     try:
         images = client.collect_images(args.paths)
         labels = client.select_labels(images, args.labels)
-        job = client.submit(url, images, labels)
+        job = client.submit(url, images, labels, key)
         print(job["id"])
         if not args.wait:
             return 0
-        job = client.wait(url, job["id"], timeout=args.timeout)
+        job = client.wait(url, job["id"], timeout=args.timeout, key=key)
     except client.ClientError as exc:
         print(f"tumorseg submit: {exc}", file=sys.stderr)
         return 2

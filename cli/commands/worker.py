@@ -8,7 +8,9 @@ import argparse
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add this command's options."""
     parser.add_argument(
-        "--queues", default=None, help="comma-separated queues (default: batch and interactive)"
+        "--queues",
+        default=None,
+        help="comma-separated queues, highest priority first (default: interactive,nightly)",
     )
     parser.add_argument(
         "--concurrency", type=int, default=None, help="processes (TUMORSEG_WORKER_CONCURRENCY)"
@@ -23,15 +25,22 @@ def run(args: argparse.Namespace) -> int:
     from db.migrate import upgrade_to_head
     from worker.celery_app import create_celery_app
 
+    if args.concurrency:
+        # The pool children read their settings again: the command line must win there too.
+        import os
+
+        os.environ["TUMORSEG_WORKER_CONCURRENCY"] = str(args.concurrency)
+        get_settings.cache_clear()
     settings = get_settings()
     upgrade_to_head(settings.sqlalchemy_url)
-    queues = args.queues or f"{settings.interactive_queue},{settings.batch_queue}"
+    # order matters: with queue_order_strategy=priority the first queue is served first
+    queues = args.queues or f"{settings.interactive_queue},{settings.nightly_queue}"
     app = create_celery_app(settings, broker_url(settings))
     app.worker_main(
         [
             "worker",
             f"--queues={queues}",
-            f"--concurrency={args.concurrency or settings.worker_concurrency}",
+            f"--concurrency={settings.worker_concurrency}",
             f"--loglevel={settings.log_level}",
             f"--hostname={args.hostname}",
             "--pool=prefork",

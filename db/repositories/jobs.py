@@ -8,7 +8,17 @@ from dataclasses import dataclass
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from db.models import UNFINISHED_STUDY, Job, JobStatus, Result, Study, StudyStatus, utcnow
+from db.models import (
+    DEFAULT_TENANT,
+    UNFINISHED_STUDY,
+    Job,
+    JobSource,
+    JobStatus,
+    Result,
+    Study,
+    StudyStatus,
+    utcnow,
+)
 
 
 @dataclass(frozen=True)
@@ -22,19 +32,34 @@ class NewStudy:
     error: str | None = None  # set: the study is failed at intake and never queued
 
 
-def create_job(session: Session, queue: str, studies: Sequence[NewStudy]) -> Job:
+def create_job(
+    session: Session,
+    queue: str,
+    studies: Sequence[NewStudy],
+    tenant: str = DEFAULT_TENANT,
+    source: JobSource = JobSource.API,
+) -> Job:
     """Add a job with its studies and flush so ids are assigned.
 
     Args:
         session: The unit of work.
         queue: Celery queue the job's chunks go to.
         studies: The studies, in submission order.
+        tenant: Tenant that owns the job (the submitting key's).
+        source: Where the job came from (API, /predict, archive scan).
 
     Returns:
         The new job; studies with an ``error`` are already failed.
     """
     now = utcnow()
-    job = Job(status=JobStatus.QUEUED, queue=queue, created_at=now, updated_at=now)
+    job = Job(
+        status=JobStatus.QUEUED,
+        queue=queue,
+        tenant=tenant,
+        source=source,
+        created_at=now,
+        updated_at=now,
+    )
     for position, new in enumerate(studies):
         failed = new.error is not None
         job.studies.append(
@@ -61,11 +86,24 @@ def get_job(session: Session, job_id: int) -> Job | None:
     return session.get(Job, job_id)
 
 
-def list_jobs(session: Session, limit: int, offset: int) -> tuple[list[Job], int]:
-    """Return one page of jobs, newest first, and the total number of jobs."""
-    total = session.scalar(select(func.count()).select_from(Job)) or 0
-    jobs = session.scalars(select(Job).order_by(Job.id.desc()).limit(limit).offset(offset))
-    return list(jobs), total
+def list_jobs(
+    session: Session, limit: int, offset: int, tenant: str | None = None
+) -> tuple[list[Job], int]:
+    """Return one page of jobs, newest first, and the total number of jobs.
+
+    Args:
+        session: The unit of work.
+        limit: Page size.
+        offset: Jobs to skip.
+        tenant: Only this tenant's jobs; None for every tenant's.
+    """
+    count = select(func.count()).select_from(Job)
+    page = select(Job).order_by(Job.id.desc()).limit(limit).offset(offset)
+    if tenant is not None:
+        owned = func.coalesce(Job.tenant, DEFAULT_TENANT) == tenant
+        count, page = count.where(owned), page.where(owned)
+    total = session.scalar(count) or 0
+    return list(session.scalars(page)), total
 
 
 def lock_job(session: Session, job_id: int) -> Job | None:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, undefer
 
-from db.models import Result, Study, utcnow
+from db.models import Job, Result, Study, StudyStatus, utcnow
 
 
 def get_study(session: Session, study_id: int) -> Study | None:
@@ -95,3 +96,76 @@ def upsert_result(session: Session, values: Mapping[str, Any]) -> None:
 def count_results(session: Session, study_id: int) -> int:
     """Number of result rows of a study (all model versions)."""
     return len(list(session.scalars(select(Result.id).where(Result.study_id == study_id))))
+
+
+def stuck_running(session: Session, started_before: datetime, limit: int = 10_000) -> list[int]:
+    """Ids of studies running since before ``started_before`` (their worker likely died)."""
+    stmt = (
+        select(Study.id)
+        .where(Study.status == StudyStatus.RUNNING, Study.started_at < started_before)
+        .order_by(Study.id)
+        .limit(limit)
+    )
+    return list(session.scalars(stmt))
+
+
+def idle_queued(session: Session, idle_since: datetime, limit: int = 10_000) -> list[int]:
+    """Ids of queued studies whose job has seen no activity since ``idle_since``.
+
+    A job's ``updated_at`` moves whenever a worker claims or stores one of its chunks (or
+    the reaper re-sends it), so these are studies whose task message was probably lost.
+    """
+    stmt = (
+        select(Study.id)
+        .join(Job, Job.id == Study.job_id)
+        .where(Study.status == StudyStatus.QUEUED, Job.updated_at < idle_since)
+        .order_by(Study.id)
+        .limit(limit)
+    )
+    return list(session.scalars(stmt))
+
+
+def requeue_running(session: Session, study_ids: Sequence[int], started_before: datetime) -> int:
+    """Put back to queued the studies among ``study_ids`` still running since the cutoff.
+
+    The conditions are re-checked in the UPDATE, so a study a worker finished meanwhile
+    is left alone. ``attempts`` is kept: the delivery cap still counts these tries.
+
+    Returns:
+        The number of studies re-queued.
+    """
+    if not study_ids:
+        return 0
+    result = session.execute(
+        update(Study)
+        .where(
+            Study.id.in_(list(study_ids)),
+            Study.status == StudyStatus.RUNNING,
+            Study.started_at < started_before,
+        )
+        .values(status=StudyStatus.QUEUED, started_at=None)
+        .execution_options(synchronize_session=False)
+    )
+    session.expire_all()
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+def queued_among(session: Session, study_ids: Sequence[int]) -> list[tuple[int, int, str]]:
+    """(study id, job id, job queue) of the studies among ``study_ids`` that are queued."""
+    if not study_ids:
+        return []
+    stmt = (
+        select(Study.id, Study.job_id, Job.queue)
+        .join(Job, Job.id == Study.job_id)
+        .where(Study.id.in_(list(study_ids)), Study.status == StudyStatus.QUEUED)
+        .order_by(Study.job_id, Study.position)
+    )
+    return [(int(a), int(b), str(c)) for a, b, c in session.execute(stmt)]
+
+
+def job_ids_of(session: Session, study_ids: Sequence[int]) -> list[int]:
+    """Sorted ids of the jobs the studies belong to."""
+    if not study_ids:
+        return []
+    stmt = select(Study.job_id).where(Study.id.in_(list(study_ids))).distinct()
+    return sorted(session.scalars(stmt))

@@ -8,7 +8,7 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from config.settings import Settings
-from tests.conftest import PATIENT_IMGS
+from tests.conftest import PATIENT_IMGS, bearer, create_api_key
 
 SAMPLE = (PATIENT_IMGS / "patient_000.png").read_bytes()
 
@@ -26,7 +26,8 @@ def test_broker_down_gives_503_and_fails_the_job_instead_of_leaving_it_stuck(
     api_settings: Settings,
 ) -> None:
     dead = api_settings.model_copy(update={"redis_url": "redis://127.0.0.1:1/0"})
-    with TestClient(create_app(dead)) as client:
+    key = create_api_key(dead.sqlalchemy_url, "broker-down")
+    with TestClient(create_app(dead), headers=bearer(key)) as client:
         ready = client.get("/readyz")
         assert ready.status_code == 503 and ready.json()["checks"]["broker"].startswith("error")
         response = client.post("/v1/jobs", files=[("files", ("a.png", SAMPLE, "image/png"))])

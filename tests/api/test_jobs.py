@@ -39,7 +39,7 @@ def test_submit_answers_202_with_location_and_queues_the_chunks(
     client: TestClient, api_settings: Settings
 ) -> None:
     queue_len_before = redis.Redis.from_url(api_settings.redis_url or "").llen(
-        api_settings.batch_queue
+        api_settings.interactive_queue
     )
     response = client.post("/v1/jobs", files=_files(*[(f"s{i}.png", SAMPLE) for i in range(5)]))
     assert response.status_code == 202, response.text
@@ -49,7 +49,7 @@ def test_submit_answers_202_with_location_and_queues_the_chunks(
     assert job["counts"]["queued"] == 5
     assert [s["filename"] for s in job["studies"]] == [f"s{i}.png" for i in range(5)]
     # chunks of chunk_size=4 → two tasks, sent after the commit, carrying ids only
-    queued = redis.Redis.from_url(api_settings.redis_url or "").llen(api_settings.batch_queue)
+    queued = redis.Redis.from_url(api_settings.redis_url or "").llen(api_settings.interactive_queue)
     assert queued - queue_len_before == 2
     assert client.get(f"/v1/jobs/{job['id']}").json()["counts"]["queued"] == 5
 

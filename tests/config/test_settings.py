@@ -39,7 +39,10 @@ def test_time_limit_must_stay_below_visibility_timeout() -> None:
     [
         {"artifact_dir": "/nonexistent/artifact"},
         {"chunk_size": 0},
-        {"batch_queue": "same", "interactive_queue": "same"},
+        {"interactive_queue": "same", "nightly_queue": "same"},
+        {"archive_cron": "0 25 * * *"},
+        {"archive_cron": "every night"},
+        {"archive_timezone": "Mars/Olympus_Mons"},
         {"max_deliveries": 0},
     ],
 )
@@ -55,10 +58,17 @@ def test_celery_config_is_safe_for_long_gpu_tasks() -> None:
     assert conf["worker_prefetch_multiplier"] == 1
     assert conf["task_time_limit"] == 300 < conf["broker_transport_options"]["visibility_timeout"]
     assert conf["task_soft_time_limit"] < conf["task_time_limit"]
-    assert {q.name for q in conf["task_queues"]} == {
-        settings.batch_queue,
+    assert [q.name for q in conf["task_queues"]] == [
         settings.interactive_queue,
-    }
+        settings.nightly_queue,
+    ]
+    # each queue on its own exchange, so a message for one never reaches the other
+    assert [q.exchange.name for q in conf["task_queues"]] == [
+        settings.interactive_queue,
+        settings.nightly_queue,
+    ]
+    # BRPOP lists the queues in this order every time: interactive work first
+    assert conf["broker_transport_options"]["queue_order_strategy"] == "priority"
 
 
 def test_socket_urls_translate_between_kombu_and_redis_py(tmp_path: Path) -> None:

@@ -10,7 +10,15 @@ from sqlalchemy import inspect
 from db.migrate import alembic_config, current_revision, head_revision, upgrade_to_head
 from db.session import create_db_engine
 
-TABLES = {"jobs", "studies", "results", "model_versions", "alembic_version"}
+TABLES = {
+    "jobs",
+    "studies",
+    "results",
+    "model_versions",
+    "api_keys",
+    "archive_entries",
+    "alembic_version",
+}
 
 
 def test_fresh_sqlite_database_is_upgraded_to_head(tmp_path: Path) -> None:

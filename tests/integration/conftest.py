@@ -11,15 +11,16 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from config.settings import Settings
-from tests.conftest import WorkerProcess
+from tests.conftest import WorkerProcess, bearer, create_api_key
 
 FINISHED = {"succeeded", "partially_failed", "failed", "cancelled"}
 
 
 @pytest.fixture(scope="session")
 def live_client(settings: Settings, worker: WorkerProcess) -> Iterator[TestClient]:
-    """The API on the worker's database and queues."""
-    with TestClient(create_app(settings)) as client:
+    """The API on the worker's database and queues, with a client key in every request."""
+    key = create_api_key(settings.sqlalchemy_url, "integration-tests")
+    with TestClient(create_app(settings), headers=bearer(key)) as client:
         yield client
 
 
