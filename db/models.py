@@ -172,7 +172,6 @@ class Result(Base):
     study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"))
     model_version: Mapped[str] = mapped_column(String(128))
     mask_png: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)
-    overlay_png: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)
     height: Mapped[int] = mapped_column(Integer)
     width: Mapped[int] = mapped_column(Integer)
     tumor_pixels: Mapped[int] = mapped_column(Integer)

@@ -8,7 +8,7 @@ model runs:
    running.
 2. *compute* (no transaction): decode each study (a bad one is failed with a clear
    message and the others go on), predict the good ones as true batches, compute metrics
-   and encode the mask and overlay PNGs.
+   and encode the mask PNG (overlays are drawn by the API when asked for).
 3. *store* (one transaction): upsert every result of the chunk and update the job.
 """
 
@@ -284,7 +284,7 @@ class SegmentationService:
         predictor: Predictor,
     ) -> Outcome:
         from model.metrics import study_metrics
-        from model.rendering import encode_mask_png, encode_overlay_png
+        from model.rendering import encode_mask_png
 
         try:
             metrics = {k: _finite(v) for k, v in study_metrics(image, mask, label).items()}
@@ -292,7 +292,6 @@ class SegmentationService:
                 "study_id": item.id,
                 "model_version": predictor.version,
                 "mask_png": encode_mask_png(mask),
-                "overlay_png": encode_overlay_png(image, mask),
                 "height": int(image.shape[0]),
                 "width": int(image.shape[1]),
             }

@@ -10,6 +10,7 @@ from api import schemas
 from api.services.auth import Principal
 from api.services.errors import ServiceError
 from api.services.jobs import study_view
+from api.services.overlay import render_overlay
 from db.models import Study, StudyStatus
 from db.repositories import studies as studies_repo
 
@@ -40,7 +41,6 @@ def image(
             f"study {study_id} is {study.status.value}: no {kind} yet"
             + (f" ({study.error})" if study.error else ""),
         )
-    data = result.mask_png if kind == "mask" else result.overlay_png
-    if data is None:
-        raise ServiceError(404, f"study {study_id} has no stored {kind}")
-    return data
+    if kind == "mask":
+        return result.mask_png
+    return render_overlay(study.input_png, result.mask_png)

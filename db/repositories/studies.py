@@ -32,7 +32,7 @@ def latest_result(session: Session, study_id: int, with_bytes: bool = False) -> 
     """The study's newest result (any model version) or None."""
     stmt = select(Result).where(Result.study_id == study_id).order_by(Result.id.desc()).limit(1)
     if with_bytes:
-        stmt = stmt.options(undefer(Result.mask_png), undefer(Result.overlay_png))
+        stmt = stmt.options(undefer(Result.mask_png))
     return session.scalars(stmt).first()
 
 

@@ -21,7 +21,7 @@ def _job(db_url: str, n: int = 3, bad: int = 0) -> int:
 
 def _result(study_id: int, version: str, dice: float | None) -> dict[str, object]:
     return {
-        "study_id": study_id, "model_version": version, "mask_png": b"m", "overlay_png": b"o",
+        "study_id": study_id, "model_version": version, "mask_png": b"m",
         "height": 4, "width": 4, "tumor_pixels": 3, "tumor_fraction": 0.1, "lesions": 1,
         "largest_lesion_px": 3, "uptake_mean": 0.5, "uptake_max": 0.9, "dice": dice,
         "precision": None, "recall": None, "inference_seconds": 0.1,
