@@ -1,0 +1,51 @@
+"""The released artifact on committed samples reproduces the stored masks (Dice > 0.99).
+
+This catches silent changes in preprocessing, post-processing or loading. If the released
+artifact changes on purpose, regenerate with `python -m tests.model.make_golden`.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from model.metrics import dice
+from model.predictor import Predictor
+from model.preprocessing import decode_image, decode_mask
+from tests.model.make_golden import GOLDEN, SAMPLES
+
+
+@pytest.fixture(scope="module")
+def released() -> Predictor:
+    return Predictor.from_artifact(None, device="cpu", batch_size=4)
+
+
+def test_golden_is_for_the_released_artifact(released: Predictor) -> None:
+    golden = json.loads((GOLDEN / "golden.json").read_text())
+    assert golden["model_version"] == released.version, (
+        "the released artifact changed: regenerate the golden masks if that was intended"
+    )
+    assert released.trained, "the released artifact must be a trained model"
+
+
+def test_released_masks_match_golden(released: Predictor) -> None:
+    names = json.loads((GOLDEN / "golden.json").read_text())["studies"]
+    images = [decode_image((SAMPLES / f"{n}.png").read_bytes()) for n in names]
+    masks = released.predict(images)  # batched, default precision: as the service runs
+    for name, image, mask in zip(names, images, masks, strict=True):
+        expected = decode_mask((GOLDEN / f"{name}_mask.png").read_bytes(), image.shape)
+        assert mask.shape == expected.shape
+        if expected.any() or mask.any():
+            assert dice(mask, expected) > 0.99, name
+    assert any(m.any() for m in masks), "a trained model finds tumor in the patient samples"
+
+
+def test_batched_and_single_masks_agree_on_real_studies(released: Predictor) -> None:
+    names = json.loads((GOLDEN / "golden.json").read_text())["studies"]
+    images = [decode_image((SAMPLES / f"{n}.png").read_bytes()) for n in names]
+    batched = released.predict(images)
+    for image, mask in zip(images, batched, strict=True):
+        single = released.predict([image])[0]
+        if single.any() or mask.any():
+            assert dice(single, mask) > 0.99
