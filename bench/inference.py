@@ -37,25 +37,25 @@ from model.preprocessing import decode_image, decode_mask
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "dmiai2023"
 
 
-def seed_path(net: torch.nn.Module, png: bytes) -> np.ndarray:
+def seed_path(net: torch.nn.Module, png: bytes, device: torch.device) -> np.ndarray:
     """One study through the seed's pipeline: RGBA/255 in, sliding window, threshold 0.5."""
     rgba = np.asarray(Image.open(io.BytesIO(png)).convert("RGBA"), dtype=np.float32) / 255.0
-    x = torch.from_numpy(rgba).permute(2, 0, 1)[None]
+    x = torch.from_numpy(rgba).permute(2, 0, 1)[None].to(device)
     with torch.inference_mode():
         logits = sliding_window_inference(x, (96, 96), sw_batch_size=4, predictor=net)
     assert isinstance(logits, torch.Tensor)
-    return (torch.sigmoid(logits)[0, 0] > 0.5).numpy()
+    return (torch.sigmoid(logits)[0, 0] > 0.5).cpu().numpy()
 
 
-def pick(n: int) -> list:
+def pick(n: int, data: Path = DATA) -> list:
     """The first n/2 patients and n/2 controls, sorted by name: fixed across runs."""
-    files = find_studies(DATA)
+    files = find_studies(data)
     pats = [f for f in files if f.is_patient][: n - n // 2]
     ctrls = [f for f in files if not f.is_patient][: n // 2]
     return pats + ctrls
 
 
-def machine() -> str:
+def machine(device: torch.device) -> str:
     """CPU model, threads, torch version and whether bf16 is native here."""
     cpu = platform.processor() or platform.machine()
     try:
@@ -63,26 +63,35 @@ def machine() -> str:
             cpu = next(line.split(":", 1)[1].strip() for line in fh if "model name" in line)
     except (OSError, StopIteration):
         pass
-    bf16 = bf16_supported(torch.device("cpu"))
+    bf16 = bf16_supported(device)
+    gpu = f"{torch.cuda.get_device_name(device)}, " if device.type == "cuda" else ""
     return (
-        f"{cpu}, {torch.get_num_threads()} threads, torch {torch.__version__}, bf16 native: {bf16}"
+        f"{gpu}{cpu}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
+        f"bf16 native: {bf16}"
     )
 
 
-def run(n: int, batch_sizes: list[int], seed_n: int) -> dict:
-    torch.set_num_threads(torch.get_num_threads())
-    files = pick(n)
+def run(
+    n: int,
+    batch_sizes: list[int],
+    seed_n: int,
+    device_name: str = "cpu",
+    data: Path = DATA,
+    artifact: Path | None = None,
+) -> dict:
+    device = torch.device(device_name)
+    files = pick(n, data)
     pngs = [f.image.read_bytes() for f in files]
     shapes = [decode_image(p).shape for p in pngs]
     rows: list[dict] = []
 
-    seed_net = build_network({**DEFAULT_ARCHITECTURE, "in_channels": 4}).eval()
+    seed_net = build_network({**DEFAULT_ARCHITECTURE, "in_channels": 4}).eval().to(device)
     seed_pngs = pngs[:seed_n]
-    seed_path(seed_net, seed_pngs[0])  # warm-up
+    seed_path(seed_net, seed_pngs[0], device)  # warm-up
     with PeakRSS() as mem:
         t0 = time.perf_counter()
         for p in seed_pngs:
-            seed_path(seed_net, p)
+            seed_path(seed_net, p, device)
         seed_s = time.perf_counter() - t0
     baseline = len(seed_pngs) / seed_s
     rows.append(
@@ -97,17 +106,21 @@ def run(n: int, batch_sizes: list[int], seed_n: int) -> dict:
         }
     )
 
-    reference = Predictor.from_artifact(None, device="cpu", batch_size=1, precision="fp32")
+    reference = Predictor.from_artifact(
+        artifact, device=device_name, batch_size=1, precision="fp32"
+    )
     ref_masks = [reference.predict([decode_image(p)])[0] for p in pngs]
     labels = [
         decode_mask(f.label.read_bytes(), s) if f.label else None
         for f, s in zip(files, shapes, strict=True)
     ]
-    precisions = ["fp32"] + (["bf16"] if bf16_supported(torch.device("cpu")) else [])
+    precisions = ["fp32"] + (["bf16"] if bf16_supported(device) else [])
     best = 0.0
     for precision in precisions:
         for bs in batch_sizes:
-            pred = Predictor.from_artifact(None, device="cpu", batch_size=bs, precision=precision)
+            pred = Predictor.from_artifact(
+                artifact, device=device_name, batch_size=bs, precision=precision
+            )
             pred.predict([decode_image(pngs[0])])  # warm-up
             with PeakRSS() as mem:
                 t0 = time.perf_counter()
@@ -132,7 +145,7 @@ def run(n: int, batch_sizes: list[int], seed_n: int) -> dict:
                 }
             )
     return {
-        "machine": machine(),
+        "machine": machine(device),
         "model_version": reference.version,
         "n_studies": len(pngs),
         "n_seed_studies": len(seed_pngs),
@@ -153,9 +166,12 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=64, help="development studies (half patients)")
     parser.add_argument("--seed-n", type=int, default=16, help="studies for the slow seed path")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 4, 8, 16])
+    parser.add_argument("--device", default="cpu", help="cpu | cuda (both paths run there)")
+    parser.add_argument("--data", type=Path, default=DATA, help="folder in the DM i AI layout")
+    parser.add_argument("--artifact", type=Path, default=None, help="default: the released one")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    result = run(args.n, args.batch_sizes, args.seed_n)
+    result = run(args.n, args.batch_sizes, args.seed_n, args.device, args.data, args.artifact)
     if args.json:
         print(json.dumps(result))
         return

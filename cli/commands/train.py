@@ -38,9 +38,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--limit", type=int, default=None, help="use only this many patients (smoke runs)"
     )
     parser.add_argument("--resume", action="store_true", help="continue from OUT/runs/ checkpoint")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="crop-sampling processes (0: in the training process, deterministic and resumable;"
+        " a GPU needs several to stay busy)",
+    )
+    parser.add_argument(
+        "--crop-size", type=int, default=192, help="square training crop, in network pixels"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
+    from model.training.sampling import CropConfig
     from model.training.trainer import TrainConfig, train
 
     if not args.data.is_dir():
@@ -61,6 +72,8 @@ def run(args: argparse.Namespace) -> int:
         fold=args.fold,
         limit=args.limit,
         resume=args.resume,
+        workers=args.workers,
+        crop=CropConfig(height=args.crop_size, width=args.crop_size),
         warmup_steps=min(100, max(1, args.epochs * args.steps_per_epoch // 10)),
     )
     artifact = train(cfg)

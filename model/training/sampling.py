@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -118,3 +118,42 @@ class CropSampler:
 
     def restore(self, state: dict) -> None:
         self.rng.bit_generator.state = state
+
+
+class _CropStream(torch.utils.data.IterableDataset):
+    """Endless crop batches from one sampler; each loader worker re-seeds its own copy."""
+
+    def __init__(self, sampler: CropSampler, batch_size: int, seed: int, start_step: int) -> None:
+        super().__init__()
+        self.sampler = sampler
+        self.batch_size = batch_size
+        self.seed = seed
+        self.start_step = start_step
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        info = torch.utils.data.get_worker_info()
+        worker = info.id if info is not None else 0
+        # The worker holds a forked copy of the sampler: give it its own stream.
+        self.sampler.rng = np.random.default_rng([self.seed, worker, self.start_step])
+        while True:
+            yield self.sampler.batch(self.batch_size)
+
+
+def parallel_batches(
+    sampler: CropSampler, batch_size: int, workers: int, seed: int, start_step: int = 0
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Crop batches drawn by `workers` processes, for accelerators that outrun one core.
+
+    The stream is reproducible for a given (seed, workers, start_step): the loader takes
+    batches from its workers in turn, and each worker's generator is seeded from those
+    three. It is not the stream of `sampler.batch` (the single-process, resumable path).
+    """
+    loader = torch.utils.data.DataLoader(
+        _CropStream(sampler, batch_size, seed, start_step),
+        batch_size=None,
+        num_workers=workers,
+        pin_memory=torch.cuda.is_available(),
+        prefetch_factor=4,
+        persistent_workers=True,
+    )
+    return iter(loader)
