@@ -52,19 +52,21 @@ def grid(studies: Sequence[Study], probs: Sequence[np.ndarray], flip_tta: bool) 
 
 def choose(settings: Sequence[Setting], dice_tolerance: float = 0.01) -> Setting:
     """The competition comes first: the best patient Dice. Among settings within
-    `dice_tolerance` of it, the one with the most clean controls, then the simplest (no
-    TTA, smallest minimum component, lowest threshold).
+    `dice_tolerance` of it, the cheapest (no flip TTA: its second forward pass doubles the
+    cost of inference), then the one with the most clean controls, then the simplest
+    (smallest minimum component, lowest threshold).
 
     Post-processing is thus kept only where validation shows it does not cost Dice (or
-    costs less than the tolerance while sparing healthy controls).
+    costs less than the tolerance while sparing healthy controls), and TTA only where it
+    buys more than the tolerance.
     """
     best = max(s.dice for s in settings)
     near = [s for s in settings if s.dice >= best - dice_tolerance]
     return max(
         near,
         key=lambda s: (
-            s.controls_clean_fraction or 0.0,
             -int(s.flip_tta),
+            s.controls_clean_fraction or 0.0,
             -s.min_component_px,
             -s.threshold,
         ),
