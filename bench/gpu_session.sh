@@ -4,8 +4,8 @@
 #
 #   OUT=out/gpu DATA=../shared/data/dmiai2023 BUDGET=300 bash bench/gpu_session.sh
 #
-# Two trainings share the GPU (the network is small: one process leaves it mostly idle):
-# a = 192 px crops, b = 256 px crops, both on validation fold 0 of 5, seed 0.
+# Trainings share the GPU (the network is small: one process leaves it mostly idle). Each
+# VARIANTS entry is name:crop:batch:lr; all use validation fold 0 of 5, seed 0.
 set -u
 OUT=${OUT:-out/gpu}
 DATA=${DATA:-../shared/data/dmiai2023}
@@ -25,14 +25,18 @@ fi
     nproc
 } >"$OUT/misc.log" 2>&1
 
-train() {  # name crop
-    $PY -m cli train --data "$DATA" --out "/tmp/train-$1" --device "$DEVICE" \
-        --workers "$WORKERS" --batch-size 16 --crop-size "$2" --epochs 500 \
+train() {  # name crop batch lr
+    # the train command alone: cli.main also imports the service's settings (pydantic)
+    $PY -c 'import argparse, sys; from cli.commands import train as t
+p = argparse.ArgumentParser(); t.add_arguments(p); sys.exit(t.run(p.parse_args()))' --data "$DATA" --out "/tmp/train-$1" --device "$DEVICE" \
+        --workers "$WORKERS" --batch-size "$3" --lr "$4" --crop-size "$2" --epochs 500 \
         --steps-per-epoch 1000 --time-budget "$BUDGET" --seed 0 ${LIMIT:+--limit $LIMIT} >"$OUT/train-$1.log" 2>&1
     mkdir -p "$OUT/$1" && cp /tmp/train-"$1"/attention-unet-*/* "$OUT/$1/"
 }
-train a 192 &
-train b 256 &
+for v in ${VARIANTS:-a:192:16:2e-3 b:256:16:2e-3}; do
+    IFS=: read -r name crop batch lr <<<"$v"
+    train "$name" "$crop" "$batch" "$lr" &
+done
 wait
 
 best=$($PY - "$OUT" <<'PY'
@@ -43,6 +47,7 @@ print(max(runs, key=lambda p: json.loads(p.read_text())["metrics"]["validation"]
 PY
 )
 echo "best: $best" >>"$OUT/misc.log"
+[ -n "${SKIP_BENCH:-}" ] && { tail -n 3 "$OUT"/train-*.log; exit 0; }
 $PY -m bench.inference --device "$DEVICE" --data "$DATA" --artifact "$best" --n 64 --seed-n 16 \
     --batch-sizes 1 8 32 --json >"$OUT/bench-inference.json" 2>>"$OUT/misc.log"
 $PY -m pytest -p no:cacheprovider --confcutdir=tests/model -q \
