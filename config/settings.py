@@ -86,7 +86,13 @@ class Settings(BaseSettings):
         description="Hard time limit of one archive scan task (and of its Redis lock), seconds.",
     )
     chunk_size: int = Field(8, ge=1, le=256, description="Studies per Celery task.")
-    batch_size: int = Field(8, ge=1, le=256, description="Images per forward pass.")
+    batch_size: int = Field(
+        0,
+        ge=0,
+        le=256,
+        description="Images per forward pass; 0 = the benchmarked best for the device "
+        "(1 on CPU, 32 on CUDA).",
+    )
     torch_threads: int = Field(
         0,
         ge=0,

@@ -51,6 +51,18 @@ def bf16_supported(device: torch.device) -> bool:
         return False
 
 
+#: Images per forward pass that bench/inference.py measured fastest (docs/BENCHMARKS.md):
+#: one on CPU, where larger batches lose to cache effects; 32 on an H200 in bf16.
+BEST_BATCH_SIZE = {"cpu": 1, "cuda": 32}
+
+
+def resolve_batch_size(batch_size: int, device: torch.device) -> int:
+    """0 means the measured best for the device type."""
+    if batch_size < 0:
+        raise ValueError(f"batch size must be >= 0, got {batch_size}")
+    return batch_size or BEST_BATCH_SIZE.get(device.type, 1)
+
+
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype for 'auto' | 'bf16' | 'fp16' | 'fp32'; None means fp32."""
     if precision == "auto":
@@ -93,7 +105,7 @@ class Predictor:
         cls,
         path: Path | str | None = None,
         device: str = "auto",
-        batch_size: int = 8,
+        batch_size: int = 0,
         precision: str = "auto",
         compile: bool = False,
     ) -> Predictor:
@@ -102,7 +114,7 @@ class Predictor:
         Args:
             path: Artifact directory.
             device: 'auto', 'cpu', 'cuda', 'cuda:1', ...
-            batch_size: Images per forward pass.
+            batch_size: Images per forward pass; 0 = the measured best for the device.
             precision: 'auto' (bf16 where native, else fp32), 'bf16', 'fp16' or 'fp32'.
             compile: Wrap the network in `torch.compile`.
 
@@ -111,7 +123,14 @@ class Predictor:
         """
         manifest, network = load_artifact(Path(path) if path is not None else None)
         dev = resolve_device(device)
-        return cls(manifest, network, dev, batch_size, resolve_precision(precision, dev), compile)
+        return cls(
+            manifest,
+            network,
+            dev,
+            resolve_batch_size(batch_size, dev),
+            resolve_precision(precision, dev),
+            compile,
+        )
 
     @property
     def version(self) -> str:

@@ -32,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--device", default="auto")
     parser.add_argument("--precision", default="auto", help="auto | bf16 | fp16 | fp32")
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--batch-size", type=int, default=0, help="0: the best for the device")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
