@@ -51,16 +51,25 @@ def bf16_supported(device: torch.device) -> bool:
         return False
 
 
-#: Images per forward pass that bench/inference.py measured fastest (docs/BENCHMARKS.md):
-#: one on CPU, where larger batches lose to cache effects; 32 on an H200 in bf16.
-BEST_BATCH_SIZE = {"cpu": 1, "cuda": 32}
+#: Images per forward pass that bench/inference.py measured fastest (docs/BENCHMARKS.md),
+#: by (device type, autocast dtype): on CPU one in fp32, where larger batches lose to cache
+#: effects, and 4 in native bf16 (AVX-512 BF16); 32 on an H200.
+BEST_BATCH_SIZE: dict[tuple[str, torch.dtype | None], int] = {
+    ("cpu", None): 1,
+    ("cpu", torch.bfloat16): 4,
+    ("cuda", None): 32,
+    ("cuda", torch.bfloat16): 32,
+    ("cuda", torch.float16): 32,
+}
 
 
-def resolve_batch_size(batch_size: int, device: torch.device) -> int:
-    """0 means the measured best for the device type."""
+def resolve_batch_size(
+    batch_size: int, device: torch.device, autocast_dtype: torch.dtype | None = None
+) -> int:
+    """0 means the measured best for the device type and precision."""
     if batch_size < 0:
         raise ValueError(f"batch size must be >= 0, got {batch_size}")
-    return batch_size or BEST_BATCH_SIZE.get(device.type, 1)
+    return batch_size or BEST_BATCH_SIZE.get((device.type, autocast_dtype), 1)
 
 
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
@@ -123,13 +132,9 @@ class Predictor:
         """
         manifest, network = load_artifact(Path(path) if path is not None else None)
         dev = resolve_device(device)
+        dtype = resolve_precision(precision, dev)
         return cls(
-            manifest,
-            network,
-            dev,
-            resolve_batch_size(batch_size, dev),
-            resolve_precision(precision, dev),
-            compile,
+            manifest, network, dev, resolve_batch_size(batch_size, dev, dtype), dtype, compile
         )
 
     @property

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from model.predictor import BEST_BATCH_SIZE, Predictor, resolve_batch_size, resolve_device
+from model.predictor import Predictor, resolve_batch_size, resolve_device
 
 
 def images(seed: int = 0) -> list[np.ndarray]:
@@ -64,8 +64,9 @@ def test_cuda_masks_match_cpu(tiny_artifact: Path) -> None:
 
 
 def test_batch_size_zero_means_the_measured_best_for_the_device(tiny_artifact: Path) -> None:
-    assert resolve_batch_size(0, torch.device("cpu")) == BEST_BATCH_SIZE["cpu"] == 1
-    assert resolve_batch_size(0, torch.device("cuda")) == BEST_BATCH_SIZE["cuda"]
+    assert resolve_batch_size(0, torch.device("cpu")) == 1
+    assert resolve_batch_size(0, torch.device("cpu"), torch.bfloat16) == 4
+    assert resolve_batch_size(0, torch.device("cuda"), torch.bfloat16) == 32
     assert resolve_batch_size(4, torch.device("cpu")) == 4
     with pytest.raises(ValueError, match="batch size"):
         resolve_batch_size(-1, torch.device("cpu"))
