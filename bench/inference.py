@@ -55,7 +55,7 @@ def pick(n: int, data: Path = DATA) -> list:
     return pats + ctrls
 
 
-def machine(device: torch.device) -> str:
+def machine(device: torch.device | None = None) -> str:
     """CPU model, threads, torch version and whether bf16 is native here."""
     cpu = platform.processor() or platform.machine()
     try:
@@ -63,6 +63,7 @@ def machine(device: torch.device) -> str:
             cpu = next(line.split(":", 1)[1].strip() for line in fh if "model name" in line)
     except (OSError, StopIteration):
         pass
+    device = device or torch.device("cpu")
     bf16 = bf16_supported(device)
     gpu = f"{torch.cuda.get_device_name(device)}, " if device.type == "cuda" else ""
     return (

@@ -33,8 +33,9 @@ from bench.memory import PeakRSS
 from cli.stack import Processes, free_port, wait_ready
 
 
-def model_time(pngs: list[bytes], batch_size: int) -> tuple[float, str]:
-    """Seconds the released predictor needs for these studies, decoded beforehand."""
+def model_time(pngs: list[bytes], batch_size: int) -> tuple[float, str, int]:
+    """Seconds the released predictor needs for these studies, decoded beforehand, its
+    version, and the batch size it ran (0 resolves to the device's best)."""
     from model.predictor import Predictor
     from model.preprocessing import decode_image
 
@@ -43,7 +44,7 @@ def model_time(pngs: list[bytes], batch_size: int) -> tuple[float, str]:
     pred.predict(images[:2])  # warm-up
     start = time.perf_counter()
     pred.predict(images)
-    return time.perf_counter() - start, pred.version
+    return time.perf_counter() - start, pred.version, pred.batch_size
 
 
 def _auth_headers(env: dict[str, str]) -> dict[str, str]:
@@ -95,7 +96,7 @@ class StatusPoller(threading.Thread):
 def run(n: int, concurrency: int, chunk_size: int, batch_size: int) -> dict:
     files = pick(n)
     pngs = [f.image.read_bytes() for f in files]
-    model_s, version = model_time(pngs, batch_size)
+    model_s, version, resolved_batch = model_time(pngs, batch_size)
 
     from config.embedded import start_embedded_redis, stop_embedded_redis
 
@@ -158,7 +159,7 @@ def run(n: int, concurrency: int, chunk_size: int, batch_size: int) -> dict:
         "n_studies": n,
         "worker_concurrency": concurrency,
         "chunk_size": chunk_size,
-        "batch_size": batch_size,
+        "batch_size": resolved_batch,
         "job_status": job.get("status"),
         "counts": job.get("counts"),
         "wall_s": wall,
@@ -202,7 +203,7 @@ def main() -> None:
         return
     print(
         f"machine: {results[0]['machine']}\nmodel: {results[0]['model_version']}, "
-        f"{args.n} studies, chunk {chunk}, batch {batch}\n"
+        f"{args.n} studies, chunk {chunk}, batch {results[0]['batch_size']}\n"
     )
     print(
         "| workers | job | studies/s | model studies/s | overhead | status p50 ms | "
