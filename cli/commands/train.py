@@ -57,6 +57,14 @@ def run(args: argparse.Namespace) -> int:
     if not args.data.is_dir():
         print(f"tumorseg train: {args.data} is not a folder")
         return 2
+    if args.crop_size <= 0 or args.crop_size % 16:
+        print(
+            f"tumorseg train: --crop-size must be a positive multiple of 16, not {args.crop_size}"
+        )
+        return 2
+    if args.workers < 0:
+        print(f"tumorseg train: --workers must be 0 or more, got {args.workers}")
+        return 2
     cfg = TrainConfig(
         data=args.data,
         out=args.out,

@@ -91,3 +91,14 @@ def test_job_table_and_untrained_banner() -> None:
     assert "p.png" in table and "0.500" in table and "job 3: succeeded" in table
     assert "UNTRAINED" in (client.untrained_banner(job) or "")
     assert client.exit_code(job) == 0 and client.exit_code({**job, "status": "failed"}) == 1
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [(["--crop-size", "100"], "multiple of 16"), (["--workers", "-1"], "0 or more")],
+)
+def test_train_refuses_bad_options_before_loading_anything(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str], message: str
+) -> None:
+    assert main(["train", "--data", str(tmp_path), "--out", str(tmp_path / "o"), *extra]) == 2
+    assert message in capsys.readouterr().out
