@@ -64,8 +64,11 @@ def test_scan_task_renders_a_pet_volume_and_the_worker_segments_it(
     mask = np.asarray(Image.open(io.BytesIO(live_client.get(study["mask_url"]).content)))
     assert mask.shape == mip.shape and set(np.unique(mask).tolist()) <= {0, 255}
     box = mask[row - 8 : row + 8, col - 10 : col + 10]
+    mirror = mask[row - 8 : row + 8, 399 - col - 10 : 399 - col + 10]
     if job["model_trained"] and box.any():  # the released model may ignore a synthetic blob
-        assert box.mean() > 127, "the model found the spot but the mask does not cover it"
+        # how much of a synthetic blob a model marks is its own business; where it marks
+        # it is ours: on the hot spot, not on its mirror image (no left-right flip)
+        assert np.count_nonzero(box) > np.count_nonzero(mirror), "the mask is mirrored"
     assert SPOT[0].start < SPOT[0].stop  # the spot the expectation above is built from
 
     today = datetime.now(settings.archive_tzinfo).date().isoformat()
@@ -79,14 +82,14 @@ def test_interactive_jobs_overtake_a_large_nightly_job(
 ) -> None:
     folder = settings.archive_root_paths[0] / f"priority_{secrets.token_hex(4)}"
     folder.mkdir()
-    for i in range(12):  # three chunks of four on the nightly queue
+    for i in range(48):  # twelve chunks of four: more than the worker finishes meanwhile
         (folder / f"night_{i:02d}.png").write_bytes(unique_png())
     producer = QueueProducer(settings, settings.redis_url or "")
     try:
         nightly = scan_archive(settings, roots=[folder], send=producer.send_chunks)
     finally:
         producer.close()
-    assert nightly.submitted == 12 and nightly.job_id is not None
+    assert nightly.submitted == 48 and nightly.job_id is not None
 
     def statuses() -> dict[int, tuple[StudyStatus, datetime | None]]:
         with session_scope(settings.sqlalchemy_url) as session:
