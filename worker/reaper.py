@@ -7,6 +7,9 @@ Two cases, each with a deadline from the settings:
   to another one, e.g. because Redis lost its unacknowledged messages in a restart;
 * *queued* in a job that has seen no activity for ``reap_queued_after``: the task
   message never reached Redis, e.g. the API died between its commit and the enqueue.
+  Given ``queue_depth``, these are sent again only once their queue is empty: while a
+  long nightly backlog drains, their message is most likely still waiting in it, and a
+  re-send would only double the backlog. A lost one is sent when the queue runs dry.
 
 The reaper re-queues them in one transaction and sends their ids after the commit.
 Sending a study twice is harmless: a worker skips studies already done with the current
@@ -38,6 +41,9 @@ REAP_TASK_NAME = "tumorseg.reap"
 #: ``send(study_ids, queue)`` publishes one chunk task.
 Sender = Callable[[list[int], str], None]
 
+#: ``queue_depth(queue)``: messages waiting in a broker queue.
+QueueDepth = Callable[[str], int]
+
 
 @dataclass
 class ReapReport:
@@ -65,13 +71,33 @@ def celery_sender(app: Any) -> Sender:
     return send
 
 
-def reap(settings: Settings, send: Sender, now: datetime | None = None) -> ReapReport:
+def celery_queue_depth(app: Any) -> QueueDepth:
+    """A :data:`QueueDepth` asking the Celery app's broker (priority sub-queues included)."""
+
+    def depth(queue: str) -> int:
+        with app.connection_for_read() as conn:
+            try:
+                return int(conn.default_channel.queue_declare(queue, passive=True).message_count)
+            except conn.channel_errors:  # no such queue (Redis drops an empty list)
+                return 0
+
+    return depth
+
+
+def reap(
+    settings: Settings,
+    send: Sender,
+    now: datetime | None = None,
+    queue_depth: QueueDepth | None = None,
+) -> ReapReport:
     """One reaper pass over the configured database.
 
     Args:
         settings: Deadlines (``reap_after``, ``reap_queued_after``) and chunk size.
         send: Publishes one chunk of study ids to a queue.
         now: The current time (tests pass their own).
+        queue_depth: When given, idle queued studies are sent again only from an empty
+            queue (see the module's notes); studies stuck running are always re-sent.
 
     Returns:
         The studies re-queued and re-sent, and the number of tasks sent.
@@ -97,6 +123,8 @@ def reap(settings: Settings, send: Sender, now: datetime | None = None) -> ReapR
             job = jobs_repo.get_job(session, job_id)
             if job is not None:
                 jobs_repo.refresh_job_status(session, job)
+    if queue_depth is not None:
+        to_send = _drop_waiting(to_send, set(queued) - set(running), queue_depth)
     by_queue: dict[str, list[int]] = defaultdict(list)
     sent = {study_id for study_id, _, _ in to_send}
     for study_id, _job_id, queue in to_send:
@@ -110,3 +138,23 @@ def reap(settings: Settings, send: Sender, now: datetime | None = None) -> ReapR
     if report.tasks_sent:
         logger.warning("reaper: %s", report.as_dict())
     return report
+
+
+def _drop_waiting(
+    to_send: list[tuple[int, int, str]], idle_queued: set[int], queue_depth: QueueDepth
+) -> list[tuple[int, int, str]]:
+    """Leave out idle queued studies whose queue still holds messages."""
+    busy: dict[str, bool] = {}
+    kept = []
+    for study_id, job_id, queue in to_send:
+        if study_id in idle_queued:
+            if queue not in busy:
+                try:
+                    busy[queue] = queue_depth(queue) > 0
+                except Exception as exc:  # no answer: send, as without a depth
+                    logger.warning("reaper: depth of %s unknown (%s); re-sending", queue, exc)
+                    busy[queue] = False
+            if busy[queue]:
+                continue
+        kept.append((study_id, job_id, queue))
+    return kept

@@ -12,7 +12,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy.exc import OperationalError
 
 from config.settings import ARCHIVE_SCAN_TASK_NAME, SEGMENT_TASK_NAME, get_settings
-from worker.reaper import REAP_TASK_NAME, celery_sender, reap
+from worker.reaper import REAP_TASK_NAME, celery_queue_depth, celery_sender, reap
 from worker.segmentation import SegmentationService
 
 logger = logging.getLogger(__name__)
@@ -54,7 +54,8 @@ def segment_chunk(self: Task, study_ids: list[int]) -> dict[str, Any]:
 @shared_task(name=REAP_TASK_NAME, bind=True)
 def reap_stuck(self: Task) -> dict[str, Any]:
     """Re-queue studies stuck in running (or queued with no activity); for a beat schedule."""
-    return reap(get_settings(), celery_sender(self.app)).as_dict()
+    depth = celery_queue_depth(self.app)
+    return reap(get_settings(), celery_sender(self.app), queue_depth=depth).as_dict()
 
 
 @shared_task(name=ARCHIVE_SCAN_TASK_NAME, bind=True)

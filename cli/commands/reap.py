@@ -21,15 +21,15 @@ def run(args: argparse.Namespace) -> int:
     from config.settings import get_settings
     from db.migrate import upgrade_to_head
     from worker.celery_app import create_celery_app
-    from worker.reaper import celery_sender, reap
+    from worker.reaper import celery_queue_depth, celery_sender, reap
 
     settings = get_settings()
     upgrade_to_head(settings.sqlalchemy_url)
     app = create_celery_app(settings, broker_url(settings), include_tasks=False)
-    send = celery_sender(app)
+    send, depth = celery_sender(app), celery_queue_depth(app)
     try:
         while True:
-            report = reap(settings, send)
+            report = reap(settings, send, queue_depth=depth)
             print(json.dumps(report.as_dict()), flush=True)
             if args.every is None:
                 return 0

@@ -20,7 +20,7 @@ from db.session import session_scope
 from tests.conftest import REPO_ROOT, patient_files, settings_env
 from worker.celery_app import create_celery_app
 from worker.predictor_cache import PredictorCache
-from worker.reaper import Sender, celery_sender, reap
+from worker.reaper import Sender, celery_queue_depth, celery_sender, reap
 from worker.segmentation import SegmentationService
 
 QUEUE = "tumorseg.test.reaper"
@@ -169,3 +169,40 @@ def test_reap_command_requeues_and_prints_its_report(
     assert set(ids) <= set(report["requeued_running"]) and report["tasks_sent"] >= 1
     assert _sent_chunks(broker) == [ids]
     assert set(_statuses(settings, ids).values()) == {StudyStatus.QUEUED}
+
+
+def test_idle_queued_studies_wait_while_their_queue_still_drains(
+    settings: Settings, broker: redis.Redis, send: Sender
+) -> None:
+    app = create_celery_app(settings, settings.redis_url or "", include_tasks=False)
+    depth = celery_queue_depth(app)
+    try:
+        job_id, ids = _job(settings, 2)
+        with session_scope(settings.sqlalchemy_url) as session:
+            job = session.get(Job, job_id)
+            assert job is not None
+            job.updated_at = utcnow() - timedelta(seconds=settings.reap_queued_after + 60)
+        send([10**9], QUEUE)  # a backlog: another job's task still waits in the queue
+        assert depth(QUEUE) == 1
+
+        waiting = reap(settings, send, queue_depth=depth)
+
+        assert not set(ids) & set(waiting.resent_queued)
+        assert _sent_chunks(broker) == [[10**9]], "nothing added to a queue that still drains"
+        _die_after_claim(settings, ids[:1], hours_ago=3)  # stuck running: never waits
+        stuck = reap(settings, send, queue_depth=depth)
+        assert ids[0] in stuck.requeued_running and ids[1] not in stuck.resent_queued
+        broker.delete(QUEUE)  # the backlog drained, and ids[1] had no message after all
+        assert depth(QUEUE) == 0
+        with session_scope(settings.sqlalchemy_url) as session:
+            job = session.get(Job, job_id)
+            assert job is not None
+            job.updated_at = utcnow() - timedelta(seconds=settings.reap_queued_after + 60)
+
+        drained = reap(settings, send, queue_depth=depth)
+
+        assert ids[1] in drained.resent_queued
+        # ids[0] too: its re-sent message went with the deleted backlog
+        assert sum(chunk.count(ids[1]) for chunk in _sent_chunks(broker)) == 1
+    finally:
+        app.close()
