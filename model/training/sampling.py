@@ -140,20 +140,25 @@ class _CropStream(torch.utils.data.IterableDataset):
 
 
 def parallel_batches(
-    sampler: CropSampler, batch_size: int, workers: int, seed: int, start_step: int = 0
+    sampler: CropSampler,
+    batch_size: int,
+    workers: int,
+    seed: int,
+    start_step: int = 0,
+    pin_memory: bool = False,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Crop batches drawn by `workers` processes, for accelerators that outrun one core.
 
     The stream is reproducible for a given (seed, workers, start_step): the loader takes
     batches from its workers in turn, and each worker's generator is seeded from those
     three. It is not the stream of `sampler.batch` (the single-process, resumable path).
+    `pin_memory` pins the batches for asynchronous copies to a GPU.
     """
     loader = torch.utils.data.DataLoader(
         _CropStream(sampler, batch_size, seed, start_step),
         batch_size=None,
         num_workers=workers,
-        pin_memory=torch.cuda.is_available(),
+        pin_memory=pin_memory,
         prefetch_factor=4,
-        persistent_workers=True,
     )
     return iter(loader)

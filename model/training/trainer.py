@@ -154,7 +154,9 @@ def train(cfg: TrainConfig) -> Path:
         log.info("resumed from %s at step %d", ckpt_path, step)
 
     batches = (
-        parallel_batches(sampler, cfg.batch_size, cfg.workers, cfg.seed, step)
+        parallel_batches(
+            sampler, cfg.batch_size, cfg.workers, cfg.seed, step, pin_memory=device.type == "cuda"
+        )
         if cfg.workers > 0
         else None
     )
