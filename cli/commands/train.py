@@ -48,9 +48,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--crop-size", type=int, default=192, help="square training crop, in network pixels"
     )
+    parser.add_argument("--weight-decay", type=float, default=1e-4, help="AdamW weight decay")
+    parser.add_argument(
+        "--dropout", type=float, default=0.0, help="dropout in the network's blocks (0 to <1)"
+    )
+    parser.add_argument(
+        "--p-control", type=float, default=0.25, help="share of crops from healthy controls"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
+    from model.network import DEFAULT_ARCHITECTURE
     from model.training.sampling import CropConfig
     from model.training.trainer import TrainConfig, train
 
@@ -64,6 +72,18 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if args.workers < 0:
         print(f"tumorseg train: --workers must be 0 or more, got {args.workers}")
+        return 2
+    if not 0.0 <= args.dropout < 1.0:
+        print(f"tumorseg train: --dropout must be in [0, 1), got {args.dropout}")
+        return 2
+    if args.weight_decay < 0:
+        print(f"tumorseg train: --weight-decay must be 0 or more, got {args.weight_decay}")
+        return 2
+    if not 0.0 <= args.p_control <= 0.5:
+        print(
+            f"tumorseg train: --p-control must be in [0, 0.5] (half the crops centre on "
+            f"tumors), got {args.p_control}"
+        )
         return 2
     cfg = TrainConfig(
         data=args.data,
@@ -81,7 +101,9 @@ def run(args: argparse.Namespace) -> int:
         limit=args.limit,
         resume=args.resume,
         workers=args.workers,
-        crop=CropConfig(height=args.crop_size, width=args.crop_size),
+        crop=CropConfig(height=args.crop_size, width=args.crop_size, p_control=args.p_control),
+        weight_decay=args.weight_decay,
+        architecture={**DEFAULT_ARCHITECTURE, "dropout": args.dropout},
         warmup_steps=min(100, max(1, args.epochs * args.steps_per_epoch // 10)),
     )
     artifact = train(cfg)

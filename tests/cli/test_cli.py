@@ -95,7 +95,13 @@ def test_job_table_and_untrained_banner() -> None:
 
 @pytest.mark.parametrize(
     ("extra", "message"),
-    [(["--crop-size", "100"], "multiple of 16"), (["--workers", "-1"], "0 or more")],
+    [
+        (["--crop-size", "100"], "multiple of 16"),
+        (["--workers", "-1"], "0 or more"),
+        (["--dropout", "1"], "--dropout must be in [0, 1)"),
+        (["--weight-decay", "-0.1"], "--weight-decay must be 0 or more"),
+        (["--p-control", "0.6"], "--p-control must be in [0, 0.5]"),
+    ],
 )
 def test_train_refuses_bad_options_before_loading_anything(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str], message: str

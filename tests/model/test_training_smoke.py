@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import shutil
 from pathlib import Path
 
@@ -107,3 +108,23 @@ def test_training_with_loader_workers_writes_an_artifact(tiny_data: Path, tmp_pa
     manifest = read_manifest(train(cfg))
     assert manifest.training["steps"] == 3
     assert manifest.training["config"]["workers"] == 2
+
+
+def test_train_command_records_its_regularisation_options(tiny_data: Path, tmp_path: Path) -> None:
+    from cli.commands import train as train_command
+
+    parser = argparse.ArgumentParser()
+    train_command.add_arguments(parser)
+    args = parser.parse_args(
+        ["--data", str(tiny_data), "--out", str(tmp_path / "o"), "--device", "cpu"]
+        + ["--precision", "fp32", "--epochs", "1", "--steps-per-epoch", "2"]
+        + ["--batch-size", "2", "--crop-size", "64", "--folds", "2"]
+        + ["--dropout", "0.1", "--weight-decay", "0.02", "--p-control", "0.4"]
+    )
+    assert train_command.run(args) == 0
+    (artifact,) = (tmp_path / "o").glob("attention-unet-*")
+    manifest = read_manifest(artifact)
+    assert manifest.architecture["dropout"] == 0.1
+    config = manifest.training["config"]
+    assert config["weight_decay"] == 0.02 and config["crop"]["p_control"] == 0.4
+    load_artifact(artifact)  # the dropout network rebuilds from its manifest
