@@ -8,7 +8,9 @@ hardware has it natively.
 
 Both are timed from PNG bytes to a bool mask, on the same development studies, in the
 same process; "model only" times ours again on already decoded images (resampling,
-network, post-processing: the figure to hold against a model-throughput target). The
+network, post-processing), and "network only" times the forward passes alone on a
+batch already on the device, of the most common padded shape (the figure to hold against
+a model-throughput target; on CUDA also in channels_last). The
 agreement column checks that speed was not bought with quality: our
 masks against the fp32, one-study-at-a-time whole-image masks of the same weights.
 
@@ -74,6 +76,44 @@ def machine(device: torch.device | None = None) -> str:
     )
 
 
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def network_rate(
+    pred: Predictor, shape: tuple[int, int], seconds: float = 2.0, channels_last: bool = False
+) -> float:
+    """Studies/s of the network alone: repeated forward passes on one device-resident batch
+    of `pred.batch_size` images of `shape`, synchronised; no decode, resampling, copies or
+    post-processing. `channels_last` converts a (CUDA) network for the measurement and back."""
+    x = torch.rand((pred.batch_size, 1, *shape), device=pred.device)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+        pred.network.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    try:
+        with torch.inference_mode():
+            pred.logits(x)  # warm-up (cuDNN picks its algorithms here)
+            _sync(pred.device)
+            done, start = 0, time.perf_counter()
+            while done < 3 or time.perf_counter() - start < seconds:
+                pred.logits(x)
+                done += 1
+            _sync(pred.device)
+            return done * pred.batch_size / (time.perf_counter() - start)
+    finally:
+        if channels_last:
+            pred.network.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
+
+
+def common_shape(images: list[np.ndarray], scale: float, multiple: int) -> tuple[int, int]:
+    """The most common padded network input shape of these images."""
+    shapes = [
+        tuple(-(-round(d * scale) // multiple) * multiple for d in img.shape) for img in images
+    ]
+    return max(set(shapes), key=shapes.count)  # type: ignore[return-value]
+
+
 def run(
     n: int,
     batch_sizes: list[int],
@@ -104,7 +144,9 @@ def run(
             "precision": "fp32",
             "studies_per_s": baseline,
             "model_studies_per_s": None,
+            "network_studies_per_s": None,
             "peak_rss_mb": mem.peak / 2**20,
+            "peak_gpu_mb": None,
             "agreement_dice": None,
             "padding_waste": None,
         }
@@ -120,6 +162,7 @@ def run(
         for f, s in zip(files, shapes, strict=True)
     ]
     precisions = ["fp32"] + (["bf16"] if bf16_supported(device) else [])
+    shape = common_shape(decoded, reference.input_scale, reference.multiple)
     best = 0.0
     for precision in precisions:
         for bs in batch_sizes:
@@ -127,6 +170,8 @@ def run(
                 artifact, device=device_name, batch_size=bs, precision=precision
             )
             pred.predict([decode_image(pngs[0])])  # warm-up
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
             with PeakRSS() as mem:
                 t0 = time.perf_counter()
                 masks = pred.predict([decode_image(p) for p in pngs])
@@ -139,6 +184,13 @@ def run(
                 for m, r, lab in zip(masks, ref_masks, labels, strict=True)
                 if lab is not None
             ]
+            gpu_mb = (
+                torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
+            )
+            network = network_rate(pred, shape)
+            network_cl = (
+                network_rate(pred, shape, channels_last=True) if device.type == "cuda" else None
+            )
             rate = len(pngs) / secs
             best = max(best, rate)
             rows.append(
@@ -148,7 +200,10 @@ def run(
                     "precision": precision,
                     "studies_per_s": rate,
                     "model_studies_per_s": model_rate,
+                    "network_studies_per_s": network,
+                    "network_channels_last_studies_per_s": network_cl,
                     "peak_rss_mb": mem.peak / 2**20,
+                    "peak_gpu_mb": gpu_mb,
                     "agreement_dice": float(np.mean(agree)) if agree else None,
                     "padding_waste": pred.last_run.padding_waste,
                 }
@@ -157,12 +212,20 @@ def run(
         "machine": machine(device),
         "model_version": reference.version,
         "n_studies": len(pngs),
+        "network_input_shape": list(shape),
         "n_seed_studies": len(seed_pngs),
         "baseline_studies_per_s": baseline,
         "ours_studies_per_s": best,
         "ratio": best / baseline,
         "ours_model_studies_per_s": max(
             r["model_studies_per_s"] for r in rows if r["model_studies_per_s"] is not None
+        ),
+        "ours_network_studies_per_s": max(
+            max(
+                r["network_studies_per_s"] or 0.0,
+                r.get("network_channels_last_studies_per_s") or 0.0,
+            )
+            for r in rows
         ),
         "min_agreement_dice": min(
             r["agreement_dice"] for r in rows if r["agreement_dice"] is not None
@@ -189,20 +252,25 @@ def main() -> None:
         return
     print(
         f"machine: {result['machine']}\nmodel: {result['model_version']}, "
-        f"{result['n_studies']} studies ({result['n_seed_studies']} for the seed path)\n"
+        f"{result['n_studies']} studies ({result['n_seed_studies']} for the seed path); "
+        f"network-only input {result['network_input_shape']}\n"
     )
     print(
-        "| path | batch | precision | studies/s | model only studies/s | peak RSS MB | "
-        "padding waste | mask Dice vs fp32 single |"
+        "| path | batch | precision | studies/s | model only studies/s | network only "
+        "studies/s | peak RSS MB | peak GPU MB | padding waste | mask Dice vs fp32 single |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in result["rows"]:
         waste = "" if r["padding_waste"] is None else f"{r['padding_waste']:.1%}"
         agree = "" if r["agreement_dice"] is None else f"{r['agreement_dice']:.4f}"
         model = "" if r["model_studies_per_s"] is None else f"{r['model_studies_per_s']:.2f}"
+        network = "" if r["network_studies_per_s"] is None else f"{r['network_studies_per_s']:.1f}"
+        if r.get("network_channels_last_studies_per_s"):
+            network += f" ({r['network_channels_last_studies_per_s']:.1f} channels_last)"
+        gpu = "" if r["peak_gpu_mb"] is None else f"{r['peak_gpu_mb']:.0f}"
         print(
             f"| {r['path']} | {r['batch']} | {r['precision']} | {r['studies_per_s']:.2f} | "
-            f"{model} | {r['peak_rss_mb']:.0f} | {waste} | {agree} |"
+            f"{model} | {network} | {r['peak_rss_mb']:.0f} | {gpu} | {waste} | {agree} |"
         )
     print(f"\nratio (best ours / seed): {result['ratio']:.1f}x")
 

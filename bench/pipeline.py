@@ -28,7 +28,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from bench.inference import machine, pick
+from bench.inference import DATA, machine, pick
 from bench.memory import PeakRSS
 from cli.stack import Processes, free_port, wait_ready
 
@@ -93,8 +93,8 @@ class StatusPoller(threading.Thread):
                 time.sleep(self.interval)
 
 
-def run(n: int, concurrency: int, chunk_size: int, batch_size: int) -> dict:
-    files = pick(n)
+def run(n: int, concurrency: int, chunk_size: int, batch_size: int, data: Path = DATA) -> dict:
+    files = pick(n, data)
     pngs = [f.image.read_bytes() for f in files]
     model_s, version, resolved_batch = model_time(pngs, batch_size)
 
@@ -153,8 +153,10 @@ def run(n: int, concurrency: int, chunk_size: int, batch_size: int) -> dict:
         procs.stop_all()
         stop_embedded_redis(var / "redis")
     lat = np.array(poller.latencies_ms)
+    import torch
+
     return {
-        "machine": machine(),
+        "machine": machine(torch.device("cuda" if torch.cuda.is_available() else "cpu")),
         "model_version": version,
         "n_studies": n,
         "worker_concurrency": concurrency,
@@ -190,6 +192,7 @@ def main() -> None:
     )
     parser.add_argument("--chunk-size", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--data", type=Path, default=DATA, help="folder in the DM i AI layout")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     from config.settings import get_settings
@@ -197,7 +200,7 @@ def main() -> None:
     settings = get_settings()
     chunk = args.chunk_size or settings.chunk_size
     batch = args.batch_size or settings.batch_size
-    results = [run(args.n, c, chunk, batch) for c in args.concurrency]
+    results = [run(args.n, c, chunk, batch, args.data) for c in args.concurrency]
     if args.json:
         print(json.dumps(results[0] if len(results) == 1 else results))
         return

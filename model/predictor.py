@@ -147,8 +147,9 @@ class Predictor:
     def trained(self) -> bool:
         return bool(self.manifest.trained)
 
-    def _forward(self, batch: torch.Tensor) -> torch.Tensor:
-        """Logits for a (B, 1, H, W) float batch already on the device."""
+    def logits(self, batch: torch.Tensor) -> torch.Tensor:
+        """Logits for a (B, 1, H, W) float batch already on the device (the network alone,
+        in the predictor's precision and memory format; call under `torch.inference_mode`)."""
         if self.device.type == "cpu":
             batch = batch.contiguous(memory_format=torch.channels_last)
         h, w = batch.shape[-2:]
@@ -175,9 +176,9 @@ class Predictor:
 
     def _probabilities_batch(self, batch: torch.Tensor) -> torch.Tensor:
         if not self.flip_tta:
-            return torch.sigmoid(self._forward(batch))
+            return torch.sigmoid(self.logits(batch))
         both = torch.cat([batch, torch.flip(batch, dims=[-1])])
-        logits = self._forward(both)
+        logits = self.logits(both)
         n = batch.shape[0]
         return 0.5 * (torch.sigmoid(logits[:n]) + torch.sigmoid(torch.flip(logits[n:], dims=[-1])))
 
