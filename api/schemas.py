@@ -76,10 +76,11 @@ class JobSummary(BaseModel):
 
 
 class JobOut(JobSummary):
-    """A job with aggregates and all its studies."""
+    """A job with aggregates and all its studies (``studies`` is null when the request
+    asked for the status alone with ``?studies=false``)."""
 
     aggregates: JobAggregates
-    studies: list[StudyOut]
+    studies: list[StudyOut] | None
 
 
 class JobPage(BaseModel):

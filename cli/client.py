@@ -81,11 +81,14 @@ def submit(
     return job
 
 
-def get_job(url: str, job_id: int, key: str | None = None) -> dict[str, Any]:
-    """GET one job's JSON with API key ``key``."""
+def get_job(url: str, job_id: int, key: str | None = None, studies: bool = True) -> dict[str, Any]:
+    """GET one job's JSON with API key ``key`` (without ``studies``: the status alone)."""
     try:
         response = httpx.get(
-            f"{url.rstrip('/')}/v1/jobs/{job_id}", headers=auth_headers(key), timeout=30
+            f"{url.rstrip('/')}/v1/jobs/{job_id}",
+            params=None if studies else {"studies": "false"},
+            headers=auth_headers(key),
+            timeout=30,
         )
     except httpx.HTTPError as exc:
         raise ClientError(f"cannot reach the API at {url}: {exc}") from exc
@@ -97,10 +100,11 @@ def get_job(url: str, job_id: int, key: str | None = None) -> dict[str, Any]:
 def wait(
     url: str, job_id: int, timeout: float = 3600, poll: float = 0.5, key: str | None = None
 ) -> dict[str, Any]:
-    """Poll the job with a progress bar until it finishes; returns the final JSON."""
+    """Poll the job's status with a progress bar until it finishes; returns the final
+    JSON, studies included."""
     from tqdm import tqdm
 
-    job = get_job(url, job_id, key)
+    job = get_job(url, job_id, key, studies=False)
     deadline = time.monotonic() + timeout
     with tqdm(total=job["total"], desc=f"job {job_id}", unit="study", file=sys.stderr) as bar:
         while True:
@@ -108,11 +112,11 @@ def wait(
             bar.update(done - bar.n)
             bar.set_postfix_str(job["status"])
             if job["status"] in FINISHED:
-                return job
+                return get_job(url, job_id, key)
             if time.monotonic() > deadline:
                 raise ClientError(f"job {job_id} did not finish within {timeout:.0f}s")
             time.sleep(poll)
-            job = get_job(url, job_id, key)
+            job = get_job(url, job_id, key, studies=False)
 
 
 def _fmt(value: Any, spec: str = "") -> str:

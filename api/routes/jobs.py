@@ -64,9 +64,17 @@ def list_jobs(
 
 
 @router.get("/{job_id}", response_model=JobOut, responses=error_responses(404))
-def get_job(job_id: JobId, session: SessionDep, principal: PrincipalDep) -> JobOut:
+def get_job(
+    job_id: JobId,
+    session: SessionDep,
+    principal: PrincipalDep,
+    studies: Annotated[
+        bool, Query(description="false: the status alone, without the list of studies")
+    ] = True,
+) -> JobOut:
     """Status, counts, progress, timings, aggregates and studies of one job."""
-    return service.job_view(session, service.get_job_or_404(session, job_id, principal))
+    job = service.get_job_or_404(session, job_id, principal)
+    return service.job_view(session, job, with_studies=studies)
 
 
 @router.delete("/{job_id}", response_model=JobOut, responses=error_responses(404))

@@ -234,16 +234,21 @@ def job_summary(job: Job, counts: dict[StudyStatus, int]) -> schemas.JobSummary:
     )
 
 
-def job_view(session: Session, job: Job) -> schemas.JobOut:
-    """The full job schema with counts, aggregates and every study."""
+def job_view(session: Session, job: Job, with_studies: bool = True) -> schemas.JobOut:
+    """The full job schema with counts, aggregates and every study (or, without
+    ``with_studies``, the status alone: a poll then costs the same for 10 studies or
+    10,000)."""
     counts = jobs_repo.study_counts(session, job.id)
     labelled, mean_dice = jobs_repo.dice_summary(session, job.id)
-    studies = list(job.studies)
-    results = studies_repo.latest_results(session, [s.id for s in studies])
+    studies = None
+    if with_studies:
+        rows = list(job.studies)
+        results = studies_repo.latest_results(session, [s.id for s in rows])
+        studies = [study_view(s, results.get(s.id)) for s in rows]
     return schemas.JobOut(
         **job_summary(job, counts).model_dump(),
         aggregates=schemas.JobAggregates(labelled_studies=labelled, mean_dice=mean_dice),
-        studies=[study_view(s, results.get(s.id)) for s in studies],
+        studies=studies,
     )
 
 

@@ -54,6 +54,16 @@ def test_submit_answers_202_with_location_and_queues_the_chunks(
     assert client.get(f"/v1/jobs/{job['id']}").json()["counts"]["queued"] == 5
 
 
+def test_status_alone_leaves_the_studies_out(client: TestClient) -> None:
+    job = client.post("/v1/jobs", files=_files(*[(f"s{i}.png", SAMPLE) for i in range(3)])).json()
+    status = client.get(f"/v1/jobs/{job['id']}", params={"studies": "false"}).json()
+    assert status["studies"] is None
+    assert status["total"] == 3 and status["counts"]["queued"] == 3 and "aggregates" in status
+    assert len(client.get(f"/v1/jobs/{job['id']}").json()["studies"]) == 3
+    bad = client.get(f"/v1/jobs/{job['id']}", params={"studies": "maybe"})
+    assert bad.status_code == 422
+
+
 def test_labels_are_matched_by_patient_number(client: TestClient) -> None:
     (img, label), (img2, _label2) = patient_files(2)
     response = client.post(
