@@ -66,11 +66,16 @@ def _auth_headers(env: dict[str, str]) -> dict[str, str]:
 
 
 class StatusPoller(threading.Thread):
-    """Polls one job's status as a client would, timing every request."""
+    """Polls one job's status as a client would, timing every request: the status alone
+    (`?studies=false`, as `tumorseg submit --wait` polls), or with `full` the whole job
+    with its list of studies."""
 
-    def __init__(self, url: str, headers: dict[str, str], interval: float = 0.1) -> None:
+    def __init__(
+        self, url: str, headers: dict[str, str], interval: float = 0.1, full: bool = False
+    ) -> None:
         super().__init__(daemon=True)
         self.url, self.headers, self.interval = url, headers, interval
+        self.params = None if full else {"studies": "false"}
         self.latencies_ms: list[float] = []
         self.job: dict = {}
         self.done = threading.Event()
@@ -79,7 +84,7 @@ class StatusPoller(threading.Thread):
         with httpx.Client(headers=self.headers, timeout=30) as client:
             while not self.done.is_set():
                 t0 = time.perf_counter()
-                r = client.get(self.url)
+                r = client.get(self.url, params=self.params)
                 self.latencies_ms.append((time.perf_counter() - t0) * 1000)
                 self.job = r.json()
                 if self.job.get("status") in {
@@ -93,7 +98,14 @@ class StatusPoller(threading.Thread):
                 time.sleep(self.interval)
 
 
-def run(n: int, concurrency: int, chunk_size: int, batch_size: int, data: Path = DATA) -> dict:
+def run(
+    n: int,
+    concurrency: int,
+    chunk_size: int,
+    batch_size: int,
+    data: Path = DATA,
+    full_status: bool = False,
+) -> dict:
     files = pick(n, data)
     pngs = [f.image.read_bytes() for f in files]
     model_s, version, resolved_batch = model_time(pngs, batch_size)
@@ -132,7 +144,12 @@ def run(n: int, concurrency: int, chunk_size: int, batch_size: int, data: Path =
             poller = StatusPoller(f"{url}/v1/jobs/{warm.json()['id']}", headers, 0.2)
             poller.start()
             poller.done.wait(300)
-            with PeakRSS(worker.pid, group=True) as worker_mem, PeakRSS(api.pid) as api_mem:
+            # the worker's group is summed over all of /proc: sampled 4 times a second
+            # (every 20 ms it took a tenth of a core from the 2 that the model shares)
+            with (
+                PeakRSS(worker.pid, interval=0.25, group=True) as worker_mem,
+                PeakRSS(api.pid, interval=0.1) as api_mem,
+            ):
                 t0 = time.perf_counter()
                 r = client.post(
                     "/v1/jobs",
@@ -143,7 +160,9 @@ def run(n: int, concurrency: int, chunk_size: int, batch_size: int, data: Path =
                 )
                 r.raise_for_status()
                 submit_s = time.perf_counter() - t0
-                poller = StatusPoller(f"{url}/v1/jobs/{r.json()['id']}", headers, 0.1)
+                poller = StatusPoller(
+                    f"{url}/v1/jobs/{r.json()['id']}", headers, 0.1, full=full_status
+                )
                 poller.start()
                 if not poller.done.wait(1800):
                     raise RuntimeError("the job did not finish within 30 minutes")
@@ -173,6 +192,7 @@ def run(n: int, concurrency: int, chunk_size: int, batch_size: int, data: Path =
         "status_p50_ms": float(np.percentile(lat, 50)),
         "status_p95_ms": float(np.percentile(lat, 95)),
         "status_polls": len(lat),
+        "status_form": "full job" if full_status else "status alone (?studies=false)",
         "worker_peak_rss_mb": worker_mem.peak / 2**20,
         "api_peak_rss_mb": api_mem.peak / 2**20,
     }
@@ -193,6 +213,11 @@ def main() -> None:
     parser.add_argument("--chunk-size", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--data", type=Path, default=DATA, help="folder in the DM i AI layout")
+    parser.add_argument(
+        "--full-status",
+        action="store_true",
+        help="poll the whole job with its studies, not the status alone",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     from config.settings import get_settings
@@ -200,13 +225,14 @@ def main() -> None:
     settings = get_settings()
     chunk = args.chunk_size or settings.chunk_size
     batch = args.batch_size or settings.batch_size
-    results = [run(args.n, c, chunk, batch, args.data) for c in args.concurrency]
+    results = [run(args.n, c, chunk, batch, args.data, args.full_status) for c in args.concurrency]
     if args.json:
         print(json.dumps(results[0] if len(results) == 1 else results))
         return
     print(
         f"machine: {results[0]['machine']}\nmodel: {results[0]['model_version']}, "
-        f"{args.n} studies, chunk {chunk}, batch {results[0]['batch_size']}\n"
+        f"{args.n} studies, chunk {chunk}, batch {results[0]['batch_size']}, "
+        f"polling the {results[0]['status_form']}\n"
     )
     print(
         "| workers | job | studies/s | model studies/s | overhead | status p50 ms | "
