@@ -91,7 +91,7 @@ class Settings(BaseSettings):
         ge=0,
         le=256,
         description="Images per forward pass; 0 = the benchmarked best for the device "
-        "(CPU: 1 in fp32, 4 in bf16; CUDA: 8).",
+        "(CPU: 1 in fp32, 4 in bf16; CUDA: 32).",
     )
     torch_threads: int = Field(
         0,

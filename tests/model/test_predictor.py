@@ -70,7 +70,7 @@ def test_cuda_masks_match_cpu(tiny_artifact: Path, monkeypatch: pytest.MonkeyPat
 def test_batch_size_zero_means_the_measured_best_for_the_device(tiny_artifact: Path) -> None:
     assert resolve_batch_size(0, torch.device("cpu")) == 1
     assert resolve_batch_size(0, torch.device("cpu"), torch.bfloat16) == 4
-    assert resolve_batch_size(0, torch.device("cuda"), torch.bfloat16) == 8
+    assert resolve_batch_size(0, torch.device("cuda"), torch.bfloat16) == 32
     assert resolve_batch_size(4, torch.device("cpu")) == 4
     with pytest.raises(ValueError, match="batch size"):
         resolve_batch_size(-1, torch.device("cpu"))
