@@ -71,6 +71,10 @@ class ChunkReport:
     failed: list[int] = field(default_factory=list)
     skipped: list[int] = field(default_factory=list)
     seconds: float = 0.0
+    #: Where the seconds went: claim (with the promoted-model check), decode (the chunk's
+    #: PNGs), predict (network, resampling, post-processing), finish (metrics and encoding
+    #: still running after the last batch) and store.
+    phases: dict[str, float] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-friendly form."""
@@ -80,6 +84,7 @@ class ChunkReport:
             "failed": self.failed,
             "skipped": self.skipped,
             "seconds": round(self.seconds, 3),
+            "phases": {k: round(v, 3) for k, v in self.phases.items()},
         }
 
 
@@ -124,10 +129,13 @@ class SegmentationService:
         predictor = self.current_predictor()
         report = ChunkReport(model_version=predictor.version)
         claimed = self._claim(study_ids, predictor, report)
+        report.phases["claim"] = time.perf_counter() - started
         logger.info("chunk claimed %s", [c.id for c in claimed])
         if claimed:
-            outcomes = self._compute(predictor, claimed)
+            outcomes = self._compute(predictor, claimed, report.phases)
+            stored = time.perf_counter()
             self._store(claimed, outcomes, report)
+            report.phases["store"] = time.perf_counter() - stored
         report.seconds = time.perf_counter() - started
         logger.info("chunk %s: %s", list(study_ids), report.as_dict())
         return report
@@ -207,11 +215,19 @@ class SegmentationService:
             self._refresh_jobs(session, job_ids)
         return claimed
 
-    def _compute(self, predictor: Predictor, claimed: Sequence[ClaimedStudy]) -> list[Outcome]:
+    def _compute(
+        self,
+        predictor: Predictor,
+        claimed: Sequence[ClaimedStudy],
+        phases: dict[str, float] | None = None,
+    ) -> list[Outcome]:
         """Decode, predict and measure; decoding and encoding run in a small thread pool
-        so that they overlap with the network (masks are encoded as each batch ends)."""
+        so that they overlap with the network (masks are encoded as each batch ends).
+        Seconds spent per phase are added to `phases`."""
+        phases = phases if phases is not None else {}
         outcomes: dict[int, Outcome] = {}
         good: list[tuple[ClaimedStudy, np.ndarray, np.ndarray | None]] = []
+        decode_started = time.perf_counter()
         with ThreadPoolExecutor(max_workers=self.settings.io_threads) as pool:
             for item, decoded in zip(claimed, pool.map(self._decode, claimed), strict=True):
                 if isinstance(decoded, str):
@@ -219,6 +235,7 @@ class SegmentationService:
                 else:
                     good.append((item, *decoded))
             started = time.perf_counter()
+            phases["decode"] = started - decode_started
             pending: list[tuple[int, Future[Outcome]]] = []
             for i, mask in self._predict(predictor, [img for _, img, _ in good]):
                 item, image, label = good[i]
@@ -228,11 +245,14 @@ class SegmentationService:
                     pending.append(
                         (item.id, pool.submit(self._measure, item, image, label, mask, predictor))
                     )
-            per_image = (time.perf_counter() - started) / max(len(good), 1)
+            predicted = time.perf_counter()
+            phases["predict"] = predicted - started
+            per_image = (predicted - started) / max(len(good), 1)
             for study_id, future in pending:
                 outcome = outcomes[study_id] = future.result()
                 if outcome.error is None:
                     outcome.values["inference_seconds"] = per_image
+            phases["finish"] = time.perf_counter() - predicted
         return [outcomes[item.id] for item in claimed]
 
     def _decode(self, item: ClaimedStudy) -> tuple[np.ndarray, np.ndarray | None] | str:

@@ -56,6 +56,9 @@ def test_chunk_segments_studies_and_stores_competition_masks(
     job_id, ids = _make_job(settings.sqlalchemy_url, _labelled(2))
     report = service.run_chunk(ids)
     assert sorted(report.succeeded) == ids and not report.failed
+    phases = report.as_dict()["phases"]
+    assert set(phases) == {"claim", "decode", "predict", "finish", "store"}
+    assert phases["predict"] > 0 and sum(phases.values()) <= report.seconds + 0.01
     with session_scope(settings.sqlalchemy_url) as session:
         job = jobs_repo.get_job(session, job_id)
         assert job is not None and job.status is JobStatus.SUCCEEDED
