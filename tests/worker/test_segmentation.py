@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import struct
+import zlib
 from collections.abc import Iterator
 
 import numpy as np
@@ -108,6 +110,42 @@ def test_bad_study_fails_alone_and_the_rest_of_the_chunk_goes_on(
         errors = {s.filename: s.error for s in job.studies}
         assert "truncated" in (errors["truncated.png"] or "")
         assert "label" in (errors["wrong_label.png"] or "")
+        assert errors[good[0].filename] is None
+
+
+def _garbage_idat(png: bytes) -> bytes:
+    """The same PNG with its image data replaced by bytes that do not inflate, every chunk
+    CRC recomputed: it passes the upload check (which walks chunks and CRCs only)."""
+    out, pos = bytearray(png[:8]), 8
+    while pos < len(png):
+        length = struct.unpack(">I", png[pos : pos + 4])[0]
+        kind, data = png[pos + 4 : pos + 8], png[pos + 8 : pos + 8 + length]
+        if kind == b"IDAT":
+            data = bytes(range(256)) * (len(data) // 256) + bytes(len(data) % 256)
+        out += struct.pack(">I", len(data)) + kind + data
+        out += struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        pos += 12 + length
+    return bytes(out)
+
+
+def test_study_that_passes_the_upload_check_but_does_not_inflate_fails_alone(
+    service: SegmentationService, settings: Settings
+) -> None:
+    from api.services.images import validate_png
+
+    good = _labelled(1)
+    broken = _garbage_idat(good[0].input_png)
+    validate_png(broken, "broken.png", max_side=4096, max_pixels=8_000_000)  # accepted
+    job_id, ids = _make_job(
+        settings.sqlalchemy_url, [jobs_repo.NewStudy("broken.png", broken), good[0]]
+    )
+    report = service.run_chunk(ids)
+    assert len(report.succeeded) == 1 and len(report.failed) == 1
+    with session_scope(settings.sqlalchemy_url) as session:
+        job = jobs_repo.get_job(session, job_id)
+        assert job is not None and job.status is JobStatus.PARTIALLY_FAILED
+        errors = {s.filename: s.error for s in job.studies}
+        assert "broken.png: image is a corrupt or truncated PNG" in (errors["broken.png"] or "")
         assert errors[good[0].filename] is None
 
 
