@@ -1,0 +1,32 @@
+"""The two benchmarks still run end to end (on a handful of studies; no timing asserted)."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench import inference, pipeline
+
+pytestmark = pytest.mark.skipif(
+    not inference.DATA.is_dir(), reason=f"development data not found at {inference.DATA}"
+)
+
+
+def test_inference_benchmark_reports_ratio_agreement_and_network_rate() -> None:
+    result = inference.run(n=2, batch_sizes=[2], seed_n=1)
+    assert result["n_studies"] == 2 and result["baseline_studies_per_s"] > 0
+    assert result["ratio"] == pytest.approx(
+        result["ours_studies_per_s"] / result["baseline_studies_per_s"]
+    )
+    assert result["ours_network_studies_per_s"] > 0
+    assert 0.95 <= result["min_agreement_dice"] <= 1.0  # the 0.99 bar is over 16+ patients
+    ours = [r for r in result["rows"] if r["path"].startswith("ours")]
+    assert {r["batch"] for r in ours} == {2} and all(r["padding_waste"] >= 0 for r in ours)
+
+
+def test_pipeline_benchmark_runs_a_job_through_the_real_stack() -> None:
+    result = pipeline.run(n=4, concurrency=1, chunk_size=2, batch_size=0)
+    assert result["job_status"] == "succeeded" and result["counts"]["succeeded"] == 4
+    assert result["studies_per_s"] > 0 and result["model_studies_per_s"] > 0
+    assert result["overhead"] == pytest.approx(1 - result["model_s"] / result["wall_s"])
+    assert result["status_polls"] >= 1 and result["status_p95_ms"] >= result["status_p50_ms"]
+    assert result["status_form"].startswith("status alone")
