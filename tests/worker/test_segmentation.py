@@ -93,6 +93,23 @@ def test_redelivered_chunk_writes_one_result_row(
     assert _result_count(settings.sqlalchemy_url, ids) == 1  # upserted, not duplicated
 
 
+def _errors_of_partly_failed_chunk(
+    service: SegmentationService,
+    settings: Settings,
+    studies: list[jobs_repo.NewStudy],
+    failed: int,
+) -> dict[str, str | None]:
+    """Run the studies as one chunk of a new job; check that exactly `failed` of them
+    failed and the job is partially failed; return each file's error."""
+    job_id, ids = _make_job(settings.sqlalchemy_url, studies)
+    report = service.run_chunk(ids)
+    assert len(report.failed) == failed and len(report.succeeded) == len(studies) - failed
+    with session_scope(settings.sqlalchemy_url) as session:
+        job = jobs_repo.get_job(session, job_id)
+        assert job is not None and job.status is JobStatus.PARTIALLY_FAILED
+        return {s.filename: s.error for s in job.studies}
+
+
 def test_bad_study_fails_alone_and_the_rest_of_the_chunk_goes_on(
     service: SegmentationService, settings: Settings
 ) -> None:
@@ -101,16 +118,12 @@ def test_bad_study_fails_alone_and_the_rest_of_the_chunk_goes_on(
     wrong_label = jobs_repo.NewStudy(
         "wrong_label.png", good[1].input_png, "tiny.png", png_bytes(np.zeros((20, 20), np.uint8))
     )
-    job_id, ids = _make_job(settings.sqlalchemy_url, [good[0], truncated, wrong_label, good[1]])
-    report = service.run_chunk(ids)
-    assert len(report.succeeded) == 2 and len(report.failed) == 2
-    with session_scope(settings.sqlalchemy_url) as session:
-        job = jobs_repo.get_job(session, job_id)
-        assert job is not None and job.status is JobStatus.PARTIALLY_FAILED
-        errors = {s.filename: s.error for s in job.studies}
-        assert "truncated" in (errors["truncated.png"] or "")
-        assert "label" in (errors["wrong_label.png"] or "")
-        assert errors[good[0].filename] is None
+    errors = _errors_of_partly_failed_chunk(
+        service, settings, [good[0], truncated, wrong_label, good[1]], failed=2
+    )
+    assert "truncated" in (errors["truncated.png"] or "")
+    assert "label" in (errors["wrong_label.png"] or "")
+    assert errors[good[0].filename] is None
 
 
 def _garbage_idat(png: bytes) -> bytes:
@@ -136,17 +149,11 @@ def test_study_that_passes_the_upload_check_but_does_not_inflate_fails_alone(
     good = _labelled(1)
     broken = _garbage_idat(good[0].input_png)
     validate_png(broken, "broken.png", max_side=4096, max_pixels=8_000_000)  # accepted
-    job_id, ids = _make_job(
-        settings.sqlalchemy_url, [jobs_repo.NewStudy("broken.png", broken), good[0]]
+    errors = _errors_of_partly_failed_chunk(
+        service, settings, [jobs_repo.NewStudy("broken.png", broken), good[0]], failed=1
     )
-    report = service.run_chunk(ids)
-    assert len(report.succeeded) == 1 and len(report.failed) == 1
-    with session_scope(settings.sqlalchemy_url) as session:
-        job = jobs_repo.get_job(session, job_id)
-        assert job is not None and job.status is JobStatus.PARTIALLY_FAILED
-        errors = {s.filename: s.error for s in job.studies}
-        assert "broken.png: image is a corrupt or truncated PNG" in (errors["broken.png"] or "")
-        assert errors[good[0].filename] is None
+    assert "broken.png: image is a corrupt or truncated PNG" in (errors["broken.png"] or "")
+    assert errors[good[0].filename] is None
 
 
 def test_cancelled_studies_are_skipped(service: SegmentationService, settings: Settings) -> None:
