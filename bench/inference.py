@@ -32,6 +32,7 @@ from monai.inferers import sliding_window_inference
 from PIL import Image
 
 from bench.memory import PeakRSS
+from model.bucketing import padded
 from model.dataset import find_studies
 from model.metrics import dice
 from model.network import DEFAULT_ARCHITECTURE, build_network
@@ -108,9 +109,7 @@ def network_rate(
 
 def common_shape(images: list[np.ndarray], scale: float, multiple: int) -> tuple[int, int]:
     """The most common padded network input shape of these images."""
-    shapes = [
-        tuple(-(-round(d * scale) // multiple) * multiple for d in img.shape) for img in images
-    ]
+    shapes = [tuple(padded(round(d * scale), multiple) for d in img.shape) for img in images]
     return max(set(shapes), key=shapes.count)  # type: ignore[return-value]
 
 
@@ -125,7 +124,7 @@ def run(
     device = torch.device(device_name)
     files = pick(n, data)
     pngs = [f.image.read_bytes() for f in files]
-    shapes = [decode_image(p).shape for p in pngs]
+    decoded = [decode_image(p) for p in pngs]
     rows: list[dict] = []
 
     seed_net = build_network({**DEFAULT_ARCHITECTURE, "in_channels": 4}).eval().to(device)
@@ -155,11 +154,10 @@ def run(
     reference = Predictor.from_artifact(
         artifact, device=device_name, batch_size=1, precision="fp32"
     )
-    decoded = [decode_image(p) for p in pngs]
     ref_masks = [reference.predict([d])[0] for d in decoded]
     labels = [
-        decode_mask(f.label.read_bytes(), s) if f.label else None
-        for f, s in zip(files, shapes, strict=True)
+        decode_mask(f.label.read_bytes(), d.shape) if f.label else None
+        for f, d in zip(files, decoded, strict=True)
     ]
     precisions = ["fp32"] + (["bf16"] if bf16_supported(device) else [])
     shape = common_shape(decoded, reference.input_scale, reference.multiple)

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import torch
 
 from bench.inference import DATA, machine, pick
 from bench.memory import PeakRSS
@@ -172,8 +173,6 @@ def run(
         procs.stop_all()
         stop_embedded_redis(var / "redis")
     lat = np.array(poller.latencies_ms)
-    import torch
-
     return {
         "machine": machine(torch.device("cuda" if torch.cuda.is_available() else "cpu")),
         "model_version": version,

@@ -27,6 +27,7 @@ from model.artifact import read_manifest
 from model.dataset import find_studies, load_study, split
 from model.postprocessing import CONNECTIVITY, to_mask
 from model.predictor import Predictor
+from model.training import tuning
 
 THRESHOLDS = (0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55)
 MIN_COMPONENTS = (0, 10, 25, 50, 100)
@@ -51,9 +52,9 @@ def fold_maps(data: Path, artifact: Path) -> tuple[list, dict[bool, list[np.ndar
     training = read_manifest(artifact).training
     held_out = (int(training["seed"]), int(training["folds"]), int(training["fold"]))
     studies = [load_study(f) for f in split(find_studies(data), *held_out)[1]]
+    pred = Predictor.from_artifact(artifact, device="cpu", batch_size=1, precision="fp32")
     maps = {}
     for tta in (False, True):
-        pred = Predictor.from_artifact(artifact, device="cpu", batch_size=1, precision="fp32")
         pred.flip_tta = tta
         maps[tta] = pred.probabilities([s.image for s in studies])
     return studies, maps
@@ -85,12 +86,13 @@ def grid(stats: dict, folds: list[int]) -> list[tuple]:
     return out
 
 
-def choose(settings: list[tuple], with_peak: bool, tolerance: float = 0.01) -> tuple:
-    """`model.training.tuning.choose` on (dice, clean, threshold, min_px, peak, tta) rows."""
-    settings = [s for s in settings if with_peak or s[4] == 0.0]
-    best = max(s[0] for s in settings)
-    near = [s for s in settings if s[0] >= best - tolerance]
-    return max(near, key=lambda s: (-int(s[5]), s[1], -s[3], -s[2]))
+def choose(rows: list[tuple], with_peak: bool) -> tuple:
+    """The training's own rule (`model.training.tuning.choose`) over (dice, clean,
+    threshold, min_px, peak, tta) rows; the peak takes no part in its tie-breaks."""
+    rows = [r for r in rows if with_peak or r[4] == 0.0]
+    settings = [tuning.Setting(r[2], r[3], r[5], r[0], r[1]) for r in rows]
+    chosen = tuning.choose(settings)
+    return next(r for s, r in zip(settings, rows, strict=True) if s is chosen)
 
 
 def fmt(row: tuple) -> str:

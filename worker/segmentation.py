@@ -216,15 +216,11 @@ class SegmentationService:
         return claimed
 
     def _compute(
-        self,
-        predictor: Predictor,
-        claimed: Sequence[ClaimedStudy],
-        phases: dict[str, float] | None = None,
+        self, predictor: Predictor, claimed: Sequence[ClaimedStudy], phases: dict[str, float]
     ) -> list[Outcome]:
         """Decode, predict and measure; decoding and encoding run in a small thread pool
         so that they overlap with the network (masks are encoded as each batch ends).
         Seconds spent per phase are added to `phases`."""
-        phases = phases if phases is not None else {}
         outcomes: dict[int, Outcome] = {}
         good: list[tuple[ClaimedStudy, np.ndarray, np.ndarray | None]] = []
         decode_started = time.perf_counter()
