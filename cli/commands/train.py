@@ -55,11 +55,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--p-control", type=float, default=0.25, help="share of crops from healthy controls"
     )
+    parser.add_argument(
+        "--augmentation",
+        choices=("standard", "strong"),
+        default="standard",
+        help="augmentation strength (model/training/sampling.py AUGMENTATIONS)",
+    )
+    parser.add_argument(
+        "--input-scale",
+        type=float,
+        default=0.5,
+        help="resolution the network runs at, as a share of the PNG's (0.5: half, 1: full)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     from model.network import DEFAULT_ARCHITECTURE
-    from model.training.sampling import CropConfig
+    from model.training.sampling import AUGMENTATIONS, CropConfig
     from model.training.trainer import TrainConfig, train
 
     if not args.data.is_dir():
@@ -85,6 +97,9 @@ def run(args: argparse.Namespace) -> int:
             f"tumors), got {args.p_control}"
         )
         return 2
+    if not 0.1 <= args.input_scale <= 1.0:
+        print(f"tumorseg train: --input-scale must be in [0.1, 1], got {args.input_scale}")
+        return 2
     cfg = TrainConfig(
         data=args.data,
         out=args.out,
@@ -101,7 +116,13 @@ def run(args: argparse.Namespace) -> int:
         limit=args.limit,
         resume=args.resume,
         workers=args.workers,
-        crop=CropConfig(height=args.crop_size, width=args.crop_size, p_control=args.p_control),
+        crop=CropConfig(
+            height=args.crop_size,
+            width=args.crop_size,
+            p_control=args.p_control,
+            **AUGMENTATIONS[args.augmentation],
+        ),
+        input_scale=args.input_scale,
         weight_decay=args.weight_decay,
         architecture={**DEFAULT_ARCHITECTURE, "dropout": args.dropout},
         warmup_steps=min(100, max(1, args.epochs * args.steps_per_epoch // 10)),

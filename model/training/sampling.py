@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -26,6 +28,8 @@ class CropConfig:
         scale: Range of random zoom factors.
         intensity: Range of random intensity gains.
         gamma: Range of random gamma exponents.
+        rotation: Largest random in-plane rotation, in degrees (0: none).
+        noise: Largest standard deviation of additive Gaussian noise (0: none).
     """
 
     height: int = 192
@@ -35,6 +39,46 @@ class CropConfig:
     scale: tuple[float, float] = (0.85, 1.15)
     intensity: tuple[float, float] = (0.85, 1.15)
     gamma: tuple[float, float] = (0.8, 1.25)
+    rotation: float = 0.0
+    noise: float = 0.0
+
+
+#: Named augmentation strengths for `tumorseg train --augmentation`. "standard" is the
+#: released recipe's; "strong" widens zoom, intensity and gamma and adds rotation and
+#: noise, against the over-fitting seen after about 2,000 steps (docs/MODEL.md).
+AUGMENTATIONS: dict[str, dict[str, Any]] = {
+    "standard": {},
+    "strong": {
+        "scale": (0.7, 1.4),
+        "intensity": (0.7, 1.3),
+        "gamma": (0.7, 1.5),
+        "rotation": 15.0,
+        "noise": 0.02,
+    },
+}
+
+
+def rotated_extent(h: int, w: int, angle: float) -> tuple[int, int]:
+    """Height and width of the box that holds an h x w window rotated by `angle` radians."""
+    c, s = abs(math.cos(angle)), abs(math.sin(angle))
+    eps = 1e-9  # cos(pi / 2) is 6e-17, not 0
+    return math.ceil(h * c + w * s - eps), math.ceil(h * s + w * c - eps)
+
+
+def rotate_crop(
+    img: np.ndarray, lab: np.ndarray, h: int, w: int, angle: float, out: tuple[int, int]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The h x w window at the centre of (img, lab), rotated by `angle` radians and
+    resampled (bilinear, labels softly) to `out`: (1, H, W) tensors."""
+    hb, wb = img.shape
+    c, s = math.cos(angle), math.sin(angle)
+    theta = torch.tensor(
+        [[[c * w / wb, -s * h / wb, 0.0], [s * w / hb, c * h / hb, 0.0]]], dtype=torch.float32
+    )
+    grid = F.affine_grid(theta, [1, 1, *out], align_corners=False)
+    both = torch.from_numpy(np.stack([img, lab]))[:, None]
+    res = F.grid_sample(both, grid.expand(2, -1, -1, -1), align_corners=False)
+    return res[0], res[1]
 
 
 class CropSampler:
@@ -84,29 +128,50 @@ class CropSampler:
         c = self.config
         s = float(self.rng.uniform(*c.scale))
         h, w = int(round(c.height * s)), int(round(c.width * s))
+        # Without rotation no angle is drawn: the standard stream stays what it was.
+        angle = (
+            math.radians(float(self.rng.uniform(-c.rotation, c.rotation))) if c.rotation else 0.0
+        )
+        hb, wb = rotated_extent(h, w, angle) if angle else (h, w)
         u = self.rng.random()
         if u < c.p_tumor:
             k = int(self.rng.integers(len(self.patients)))
             pix = self.tumor_pixels[k]
             center = tuple(pix[int(self.rng.integers(len(pix)))]) if len(pix) else None
-            img, lab = self._window(self.patients[k], h, w, center)  # type: ignore[arg-type]
+            img, lab = self._window(self.patients[k], hb, wb, center)  # type: ignore[arg-type]
         elif u < c.p_tumor + c.p_control and self.controls:
             k = int(self.rng.integers(len(self.controls)))
-            img, lab = self._window(self.controls[k], h, w, None)
+            img, lab = self._window(self.controls[k], hb, wb, None)
         else:
             k = int(self.rng.integers(len(self.patients)))
-            img, lab = self._window(self.patients[k], h, w, None)
+            img, lab = self._window(self.patients[k], hb, wb, None)
         if self.rng.random() < 0.5:
             img, lab = img[:, ::-1], lab[:, ::-1]
         gain = float(self.rng.uniform(*c.intensity))
         gamma = float(self.rng.uniform(*c.gamma))
         img = np.clip(np.power(np.clip(img, 0.0, 1.0), gamma) * gain, 0.0, 1.0)
-        ti = torch.from_numpy(np.ascontiguousarray(img))[None, None]
-        tl = torch.from_numpy(np.ascontiguousarray(lab))[None, None]
-        if (h, w) != (c.height, c.width):
-            ti = F.interpolate(ti, size=(c.height, c.width), mode="bilinear", align_corners=False)
-            tl = F.interpolate(tl, size=(c.height, c.width), mode="bilinear", align_corners=False)
-        return ti[0], tl[0]
+        if angle:
+            ti, tl = rotate_crop(
+                np.ascontiguousarray(img),
+                np.ascontiguousarray(lab),
+                h,
+                w,
+                angle,
+                (c.height, c.width),
+            )
+        else:
+            ti = torch.from_numpy(np.ascontiguousarray(img))[None, None]
+            tl = torch.from_numpy(np.ascontiguousarray(lab))[None, None]
+            if (h, w) != (c.height, c.width):
+                size = (c.height, c.width)
+                ti = F.interpolate(ti, size=size, mode="bilinear", align_corners=False)
+                tl = F.interpolate(tl, size=size, mode="bilinear", align_corners=False)
+            ti, tl = ti[0], tl[0]
+        if c.noise:
+            sigma = float(self.rng.uniform(0.0, c.noise))
+            noise = self.rng.standard_normal((c.height, c.width), dtype=np.float32) * sigma
+            ti = (ti + torch.from_numpy(noise)).clamp_(0.0, 1.0)
+        return ti, tl
 
     def batch(self, size: int) -> tuple[torch.Tensor, torch.Tensor]:
         """A (size, 1, H, W) image batch and its label batch."""

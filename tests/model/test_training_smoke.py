@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import math
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from model.artifact import load_artifact, read_manifest
 from model.predictor import Predictor
@@ -120,6 +122,7 @@ def test_train_command_records_its_regularisation_options(tiny_data: Path, tmp_p
         + ["--precision", "fp32", "--epochs", "1", "--steps-per-epoch", "2"]
         + ["--batch-size", "2", "--crop-size", "64", "--folds", "2"]
         + ["--dropout", "0.1", "--weight-decay", "0.02", "--p-control", "0.4"]
+        + ["--augmentation", "strong", "--input-scale", "1.0"]
     )
     assert train_command.run(args) == 0
     (artifact,) = (tmp_path / "o").glob("attention-unet-*")
@@ -127,4 +130,48 @@ def test_train_command_records_its_regularisation_options(tiny_data: Path, tmp_p
     assert manifest.architecture["dropout"] == 0.1
     config = manifest.training["config"]
     assert config["weight_decay"] == 0.02 and config["crop"]["p_control"] == 0.4
+    assert config["crop"]["rotation"] == 15.0 and config["crop"]["scale"] == [0.7, 1.4]
+    assert manifest.preprocessing["input_scale"] == 1.0  # inference runs at the trained scale
     load_artifact(artifact)  # the dropout network rebuilds from its manifest
+
+
+def test_train_command_refuses_an_input_scale_out_of_range(tiny_data: Path, tmp_path: Path) -> None:
+    from cli.commands import train as train_command
+
+    parser = argparse.ArgumentParser()
+    train_command.add_arguments(parser)
+    args = parser.parse_args(
+        ["--data", str(tiny_data), "--out", str(tmp_path / "o"), "--input-scale", "2"]
+    )
+    assert train_command.run(args) == 2
+    assert not (tmp_path / "o").exists()
+
+
+def test_rotate_crop_turns_the_window_about_its_centre() -> None:
+    from model.training.sampling import rotate_crop, rotated_extent
+
+    img = np.arange(64, dtype=np.float32).reshape(8, 8)
+    lab = (img > 40).astype(np.float32)
+    ti, tl = rotate_crop(img, lab, 8, 8, math.pi / 2, (8, 8))
+    np.testing.assert_allclose(ti[0].numpy(), np.rot90(img), atol=1e-4)
+    np.testing.assert_allclose(tl[0].numpy(), np.rot90(lab), atol=1e-4)
+    assert rotated_extent(100, 50, 0.0) == (100, 50)
+    assert rotated_extent(100, 50, math.pi / 2) == (50, 100)
+    assert rotated_extent(10, 10, math.pi / 4) == (15, 15)  # ceil(10 * sqrt 2)
+
+
+def test_strong_augmentation_draws_valid_reproducible_crops(tiny_data: Path) -> None:
+    from model.dataset import find_studies, load_study
+    from model.training.sampling import AUGMENTATIONS, CropSampler
+
+    studies = [load_study(f) for f in find_studies(tiny_data)]
+    strong = CropConfig(height=64, width=64, **AUGMENTATIONS["strong"])
+    x, y = CropSampler(studies, strong, 3, 0.5).batch(16)
+    x2, y2 = CropSampler(studies, strong, 3, 0.5).batch(16)
+    assert x.shape == y.shape == (16, 1, 64, 64)
+    assert torch.equal(x, x2) and torch.equal(y, y2)
+    assert float(x.min()) >= 0.0 and float(x.max()) <= 1.0
+    assert float(y.min()) >= 0.0 and float(y.max()) <= 1.0
+    assert float(y.sum()) > 0, "half the crops centre on a tumor: some label must survive"
+    plain, _ = CropSampler(studies, CropConfig(height=64, width=64), 3, 0.5).batch(16)
+    assert not torch.equal(x, plain)
