@@ -5,7 +5,9 @@
 #
 #   OUT=out/gpu DATA=.devdata/dmiai2023 BUDGET=240 bash bench/gpu_session.sh
 #
-# RUNS entries are name:fold:crop:batch:lr:dropout:weight_decay:p_control (5 folds, seed 0).
+# RUNS entries are name:fold:crop:batch:lr:dropout:weight_decay:p_control:input_scale:augmentation
+# (5 folds, seed 0). SKIP_INFERENCE=1 leaves out the inference benchmark and the CUDA test;
+# CONCURRENCY lists the worker process counts of the pipeline benchmark.
 # The network is small, so one training leaves the GPU mostly idle; the crop loaders need
 # the CPU cores (WORKERS per run). What comes back is at most 8 files, so artifacts travel
 # two to a tar and the logs in one.
@@ -16,7 +18,10 @@ BUDGET=${BUDGET:-240}
 DEVICE=${DEVICE:-cuda}
 WORKERS=${WORKERS:-2}
 PY=${PY:-python3}
-RUNS=${RUNS:-"a1:1:192:16:2e-3:0:1e-4:0.25 a2:2:192:16:2e-3:0:1e-4:0.25 a3:3:192:16:2e-3:0:1e-4:0.25 a4:4:192:16:2e-3:0:1e-4:0.25 r0:0:192:16:2e-3:0.1:1e-2:0.35 r1:1:192:16:2e-3:0.1:1e-2:0.35"}
+RUNS=${RUNS:-"s0:0:192:16:2e-3:0:1e-4:0.25:0.5:strong s1:1:192:16:2e-3:0:1e-4:0.25:0.5:strong s2:2:192:16:2e-3:0:1e-4:0.25:0.5:strong f0:0:384:16:2e-3:0:1e-4:0.25:1.0:strong f1:1:384:16:2e-3:0:1e-4:0.25:1.0:strong f2:2:384:16:2e-3:0:1e-4:0.25:1.0:strong"}
+STEPS_PER_EPOCH=${STEPS_PER_EPOCH:-250}
+CONCURRENCY=${CONCURRENCY:-1 4}
+N=${N:-400}
 export PYTHONUNBUFFERED=1 TQDM_DISABLE=1
 LOGS=/tmp/gpu-logs
 mkdir -p "$OUT" "$LOGS"
@@ -32,16 +37,17 @@ fi
     nproc
 } >"$LOGS/misc.log" 2>&1
 
-train() {  # name fold crop batch lr dropout weight_decay p_control
+train() {  # name fold crop batch lr dropout weight_decay p_control input_scale augmentation
     $PY -m cli train --data "$DATA" --out "/tmp/train-$1" --device "$DEVICE" --fold "$2" \
         --crop-size "$3" --batch-size "$4" --lr "$5" --dropout "$6" --weight-decay "$7" \
-        --p-control "$8" --workers "$WORKERS" --epochs 500 --steps-per-epoch 500 \
+        --p-control "$8" --input-scale "$9" --augmentation "${10}" --workers "$WORKERS" \
+        --epochs 1000 --steps-per-epoch "$STEPS_PER_EPOCH" \
         --time-budget "$BUDGET" --seed 0 ${LIMIT:+--limit $LIMIT} >"$LOGS/train-$1.log" 2>&1
     mkdir -p "/tmp/art/$1" && cp /tmp/train-"$1"/attention-unet-*/* "/tmp/art/$1/"
 }
 for r in $RUNS; do
-    IFS=: read -r name fold crop batch lr dropout wd pctrl <<<"$r"
-    train "$name" "$fold" "$crop" "$batch" "$lr" "$dropout" "$wd" "$pctrl" &
+    IFS=: read -r name fold crop batch lr dropout wd pctrl scale aug <<<"$r"
+    train "$name" "$fold" "$crop" "$batch" "$lr" "$dropout" "$wd" "$pctrl" "$scale" "$aug" &
 done
 wait
 i=0
@@ -54,10 +60,16 @@ done
 [ -n "${SKIP_BENCH:-}" ] && { tar -C "$LOGS" -cf "$OUT/logs.tar" .; exit 0; }
 
 # the released artifact (model/artifacts), as on the CPU
-timeout 150 $PY -m bench.inference --device "$DEVICE" --data "$DATA" --n 128 --seed-n 16 --batch-sizes 8 32 128 --json >"$OUT/bench-inference.json" 2>>"$LOGS/misc.log"
-timeout 150 $PY -m bench.pipeline --data "$DATA" --n 200 --chunk-size 32 --json \
-    >"$OUT/bench-pipeline.json" 2>"$LOGS/pipeline.log"
-timeout 60 $PY -m pytest -p no:cacheprovider --confcutdir=tests/model -q \
-    tests/model/test_predictor.py >>"$LOGS/misc.log" 2>&1
+if [ -z "${SKIP_INFERENCE:-}" ]; then
+    timeout 150 $PY -m bench.inference --device "$DEVICE" --data "$DATA" --n 128 --seed-n 16 \
+        --batch-sizes 8 32 128 --json >"$OUT/bench-inference.json" 2>>"$LOGS/misc.log"
+fi
+# shellcheck disable=SC2086  # CONCURRENCY is a list
+timeout 200 $PY -m bench.pipeline --data "$DATA" --n "$N" --chunk-size 32 --concurrency $CONCURRENCY \
+    --json >"$OUT/bench-pipeline.json" 2>"$LOGS/pipeline.log"
+if [ -z "${SKIP_INFERENCE:-}" ]; then
+    timeout 60 $PY -m pytest -p no:cacheprovider --confcutdir=tests/model -q \
+        tests/model/test_predictor.py >>"$LOGS/misc.log" 2>&1
+fi
 tar -C "$LOGS" -cf "$OUT/logs.tar" .
 tail -n 2 "$LOGS"/train-*.log "$LOGS/misc.log" "$LOGS/pipeline.log"

@@ -53,10 +53,13 @@ def seed_path(net: torch.nn.Module, png: bytes, device: torch.device) -> np.ndar
 
 
 def pick(n: int, data: Path = DATA) -> list:
-    """The first n/2 patients and n/2 controls, sorted by name: fixed across runs."""
+    """The first n/2 patients and n/2 controls, sorted by name: fixed across runs. Where
+    there are fewer than n/2 patients, controls make up the rest."""
     files = find_studies(data)
     pats = [f for f in files if f.is_patient][: n - n // 2]
-    ctrls = [f for f in files if not f.is_patient][: n // 2]
+    ctrls = [f for f in files if not f.is_patient][: n - len(pats)]
+    if len(pats) + len(ctrls) < n:
+        raise ValueError(f"{data} holds {len(files)} studies, fewer than the {n} asked for")
     return pats + ctrls
 
 
