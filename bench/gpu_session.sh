@@ -57,7 +57,8 @@ while [ $# -gt 0 ]; do  # two artifacts (2 x 8 MB) per tar: under the 16 MiB a f
     tar -C /tmp/art -cf "$OUT/artifacts-$i.tar" "$(basename "$1")" ${2:+"$(basename "$2")"}
     shift; [ $# -gt 0 ] && shift
 done
-[ -n "${SKIP_BENCH:-}" ] && { tar -C "$LOGS" -cf "$OUT/logs.tar" .; exit 0; }
+tar -C "$LOGS" -cf "$OUT/train-logs.tar" .  # kept even if a later step runs out of time
+[ -n "${SKIP_BENCH:-}" ] && exit 0
 
 # the released artifact (model/artifacts), as on the CPU
 if [ -z "${SKIP_INFERENCE:-}" ]; then
