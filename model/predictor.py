@@ -15,7 +15,7 @@ from model.artifact import Manifest, load_artifact
 from model.bucketing import make_batches, padding_waste
 from model.network import stride_multiple
 from model.postprocessing import to_mask
-from model.preprocessing import resample
+from model.preprocessing import resample_tensor, scaled_size
 
 log = logging.getLogger(__name__)
 
@@ -183,6 +183,28 @@ class Predictor:
         n = batch.shape[0]
         return 0.5 * (torch.sigmoid(logits[:n]) + torch.sigmoid(torch.flip(logits[n:], dims=[-1])))
 
+    def _upload(self, arrays: Sequence[np.ndarray]) -> list[torch.Tensor]:
+        """float32 tensors of `arrays` on the device; to a GPU through one pinned buffer
+        and one asynchronous copy."""
+        if self.device.type != "cuda":
+            return [torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)) for a in arrays]
+        flat = torch.empty(sum(a.size for a in arrays), dtype=torch.float32, pin_memory=True)
+        host, offsets = flat.numpy(), [0]
+        for a in arrays:
+            host[offsets[-1] : offsets[-1] + a.size] = a.ravel()
+            offsets.append(offsets[-1] + a.size)
+        dev = flat.to(self.device, non_blocking=True)
+        return [dev[o : o + a.size].view(a.shape) for o, a in zip(offsets, arrays, strict=False)]
+
+    def _download(self, maps: Sequence[torch.Tensor]) -> list[np.ndarray]:
+        """Probability maps, clipped to [0, 1], as host arrays: one copy per batch."""
+        flat = torch.cat([m.reshape(-1) for m in maps]).clamp_(0.0, 1.0).cpu().numpy()
+        out, o = [], 0
+        for m in maps:
+            out.append(flat[o : o + m.numel()].reshape(m.shape))
+            o += m.numel()
+        return out
+
     def iter_probabilities(self, images: Sequence[np.ndarray]) -> Iterator[tuple[int, np.ndarray]]:
         """Tumor probability maps as each batch finishes, so callers can encode the first
         masks while the network computes the next batch.
@@ -197,23 +219,28 @@ class Predictor:
         for img in images:
             if img.ndim != 2:
                 raise ValueError(f"expected (H, W) images, got shape {img.shape}")
-        full_shapes = [img.shape for img in images]
-        scaled = [resample(img, self.input_scale) for img in images]
-        shapes: list[tuple[int, int]] = [(s.shape[0], s.shape[1]) for s in scaled]
+        # Resampling to the network's scale and back runs on the device, beside the
+        # network: on a GPU the host only copies decoded images in and maps out, one
+        # transfer each way per batch.
+        shapes = [scaled_size(img.shape, self.input_scale) for img in images]
         batches = make_batches(shapes, self.batch_size, self.multiple)
-        pin = self.device.type == "cuda"
         for b in batches:
-            host = torch.zeros((len(b.indices), 1, b.height, b.width), dtype=torch.float32)
-            for j, i in enumerate(b.indices):
-                h, w = shapes[i]
-                host[j, 0, :h, :w] = torch.from_numpy(np.ascontiguousarray(scaled[i]))
-            if pin:
-                host = host.pin_memory()
             with torch.inference_mode():
-                prob = self._probabilities_batch(host.to(self.device, non_blocking=pin)).cpu()
-            for j, i in enumerate(b.indices):
-                h, w = shapes[i]
-                yield i, np.clip(resample(prob[j, 0, :h, :w].numpy(), 1.0, full_shapes[i]), 0, 1)
+                fulls = self._upload([images[i] for i in b.indices])
+                batch = torch.zeros(
+                    (len(b.indices), 1, b.height, b.width), dtype=torch.float32, device=self.device
+                )
+                for j, i in enumerate(b.indices):
+                    h, w = shapes[i]
+                    batch[j, 0, :h, :w] = resample_tensor(fulls[j], (h, w))
+                prob = self._probabilities_batch(batch)
+                maps = self._download(
+                    [
+                        resample_tensor(prob[j, 0, : shapes[i][0], : shapes[i][1]], fulls[j].shape)
+                        for j, i in enumerate(b.indices)
+                    ]
+                )
+            yield from zip(b.indices, maps, strict=True)
         self.last_run = PredictStats(
             len(images), len(batches), time.perf_counter() - start, padding_waste(batches, shapes)
         )

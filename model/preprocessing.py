@@ -9,9 +9,13 @@ from __future__ import annotations
 import io
 import warnings
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
+
+if TYPE_CHECKING:
+    import torch
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 PNG_IEND = b"IEND\xaeB`\x82"  # the last chunk of every complete PNG, with its CRC
@@ -166,12 +170,38 @@ def pad_to_multiple(arr: np.ndarray, multiple: int, height: int | None = None) -
     return out
 
 
+def scaled_size(shape: tuple[int, ...], scale: float) -> tuple[int, int]:
+    """The (H, W) that `resample` gives an image of `shape` at `scale`."""
+    if scale == 1.0:
+        return int(shape[0]), int(shape[1])
+    return max(1, round(shape[0] * scale)), max(1, round(shape[1] * scale))
+
+
+def resample_tensor(t: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Resize a float (H, W) tensor to `size` on its own device: area averaging when
+    shrinking, bilinear when growing. `resample` is this function on the CPU; the
+    predictor calls it on the GPU, so the host never resamples there."""
+    import torch.nn.functional as F
+
+    if tuple(size) == tuple(t.shape):
+        return t
+    shrinking = size[0] < t.shape[0]
+    out = F.interpolate(
+        t[None, None],
+        size=size,
+        mode="area" if shrinking else "bilinear",
+        **({} if shrinking else {"align_corners": False}),
+    )
+    return out[0, 0]
+
+
 def resample(arr: np.ndarray, scale: float, size: tuple[int, int] | None = None) -> np.ndarray:
     """Resize a (H, W) float array by `scale` (area averaging when shrinking).
 
     The network runs at `manifest.preprocessing["input_scale"]` of the PNG's resolution:
     the PNGs are upsampled from PET voxels, so half resolution keeps the information at a
-    quarter of the cost. Training and inference both go through this function.
+    quarter of the cost. Training and inference both go through this function (or, on
+    tensors, `resample_tensor`).
 
     Args:
         arr: (H, W) array.
@@ -182,20 +212,9 @@ def resample(arr: np.ndarray, scale: float, size: tuple[int, int] | None = None)
         float32 (H', W') array.
     """
     import torch
-    import torch.nn.functional as F
 
-    if size is None:
-        if scale == 1.0:
-            return arr.astype(np.float32, copy=False)
-        size = (max(1, round(arr.shape[0] * scale)), max(1, round(arr.shape[1] * scale)))
+    size = size or scaled_size(arr.shape, scale)
     if tuple(size) == arr.shape:
         return arr.astype(np.float32, copy=False)
-    t = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))[None, None]
-    shrinking = size[0] < arr.shape[0]
-    out = F.interpolate(
-        t,
-        size=size,
-        mode="area" if shrinking else "bilinear",
-        **({} if shrinking else {"align_corners": False}),
-    )
-    return out[0, 0].numpy()
+    t = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
+    return resample_tensor(t, size).numpy()
