@@ -43,6 +43,24 @@ def test_flip_tta_and_half_scale_keep_shapes(tiny_artifact: Path) -> None:
     assert all(p.min() >= 0.0 and p.max() <= 1.0 for p in probs)
 
 
+def test_half_scale_probabilities_are_resample_network_resample_back(
+    tiny_artifact: Path,
+) -> None:
+    # The predictor resamples on its device, in batches, through one copy each way; the
+    # result must be the plain host pipeline of model.preprocessing.resample.
+    from model.preprocessing import pad_to_multiple, resample
+
+    pred = Predictor.from_artifact(tiny_artifact, device="cpu", batch_size=1, precision="fp32")
+    pred.input_scale = 0.5
+    for img, got in zip(images(), pred.probabilities(images()), strict=True):
+        small = resample(img, 0.5)
+        x = torch.from_numpy(pad_to_multiple(small, pred.multiple))[None, None]
+        with torch.inference_mode():
+            p = torch.sigmoid(pred.logits(x))[0, 0, : small.shape[0], : small.shape[1]]
+        want = np.clip(resample(p.numpy(), 1.0, img.shape), 0.0, 1.0)
+        np.testing.assert_allclose(got, want, atol=1e-6)
+
+
 def test_non_2d_input_is_refused(tiny_artifact: Path) -> None:
     pred = Predictor.from_artifact(tiny_artifact, device="cpu")
     with pytest.raises(ValueError, match=r"\(H, W\)"):
@@ -63,6 +81,7 @@ def test_cuda_masks_match_cpu(tiny_artifact: Path, monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
     cpu = Predictor.from_artifact(tiny_artifact, device="cpu", batch_size=1, precision="fp32")
     gpu = Predictor.from_artifact(tiny_artifact, device="cuda", batch_size=1, precision="fp32")
+    cpu.input_scale = gpu.input_scale = 0.5  # the GPU resamples on the device: cover it
     for a, b in zip(cpu.probabilities(images()), gpu.probabilities(images()), strict=True):
         np.testing.assert_allclose(a, b, atol=1e-3)
 
