@@ -224,7 +224,7 @@ class SegmentationService:
         outcomes: dict[int, Outcome] = {}
         good: list[tuple[ClaimedStudy, np.ndarray, np.ndarray | None]] = []
         decode_started = time.perf_counter()
-        with ThreadPoolExecutor(max_workers=self.settings.io_threads) as pool:
+        with ThreadPoolExecutor(max_workers=self.settings.io_threads_per_process) as pool:
             for item, decoded in zip(claimed, pool.map(self._decode, claimed), strict=True):
                 if isinstance(decoded, str):
                     outcomes[item.id] = Outcome(item.id, error=decoded)

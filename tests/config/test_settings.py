@@ -76,3 +76,14 @@ def test_socket_urls_translate_between_kombu_and_redis_py(tmp_path: Path) -> Non
     assert url.startswith("redis+socket:///")
     assert redis_py_url(url) == f"unix://{tmp_path / 'redis.socket'}"
     assert redis_py_url("redis://h:1/0") == "redis://h:1/0"
+
+
+def test_png_threads_follow_the_cores_unless_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 16)
+    assert Settings().io_threads_per_process == 16  # a GPU host: every core decodes
+    assert Settings(worker_concurrency=4).io_threads_per_process == 4
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    assert Settings(worker_concurrency=2).io_threads_per_process == 2  # never fewer than 2
+    assert Settings(io_threads=3).io_threads_per_process == 3
