@@ -48,6 +48,11 @@ def model_time(pngs: list[bytes], batch_size: int) -> tuple[float, str, int]:
     return time.perf_counter() - start, pred.version, pred.batch_size
 
 
+def _stage(t0: float, message: str) -> None:
+    """Progress on stderr: a run cut short by a time limit still shows how far it got."""
+    print(f"[pipeline +{time.perf_counter() - t0:6.1f} s] {message}", file=sys.stderr, flush=True)
+
+
 def _auth_headers(env: dict[str, str]) -> dict[str, str]:
     """Create an API key when the service requires them (its last output line)."""
     from cli.main import COMMANDS
@@ -107,9 +112,11 @@ def run(
     data: Path = DATA,
     full_status: bool = False,
 ) -> dict:
+    began = time.perf_counter()
     files = pick(n, data)
     pngs = [f.image.read_bytes() for f in files]
     model_s, version, resolved_batch = model_time(pngs, batch_size)
+    _stage(began, f"model alone: {n} studies in {model_s:.2f} s; starting the service")
 
     from config.embedded import start_embedded_redis, stop_embedded_redis
 
@@ -132,6 +139,7 @@ def run(
         api = procs.start("api", [*cli, "api", "--port", str(port)], env)
         worker = procs.start("worker", [*cli, "worker", "--concurrency", str(concurrency)], env)
         wait_ready(url, procs)
+        _stage(began, f"API up; logs in {var}")
         headers = _auth_headers(env)
         with httpx.Client(base_url=url, headers=headers, timeout=300) as client:
             warm = client.post(
@@ -145,6 +153,7 @@ def run(
             poller = StatusPoller(f"{url}/v1/jobs/{warm.json()['id']}", headers, 0.2)
             poller.start()
             poller.done.wait(300)
+            _stage(began, f"warm-up job {poller.job.get('status')}")
             # the worker's group is summed over all of /proc: sampled 4 times a second
             # (every 20 ms it took a tenth of a core from the 2 that the model shares)
             with (
@@ -161,6 +170,7 @@ def run(
                 )
                 r.raise_for_status()
                 submit_s = time.perf_counter() - t0
+                _stage(began, f"job of {n} studies submitted in {submit_s:.2f} s")
                 poller = StatusPoller(
                     f"{url}/v1/jobs/{r.json()['id']}", headers, 0.1, full=full_status
                 )
@@ -168,6 +178,7 @@ def run(
                 if not poller.done.wait(1800):
                     raise RuntimeError("the job did not finish within 30 minutes")
                 wall = time.perf_counter() - t0
+                _stage(began, f"job {poller.job.get('status')} after {wall:.2f} s")
         job = poller.job
     finally:
         procs.stop_all()
