@@ -67,10 +67,10 @@ if [ -z "${SKIP_INFERENCE:-}" ]; then
 fi
 # shellcheck disable=SC2086  # CONCURRENCY is a list
 timeout 200 $PY -m bench.pipeline --data "$DATA" --n "$N" --chunk-size 32 --concurrency $CONCURRENCY \
-    --json >"$OUT/bench-pipeline.json" 2>"$LOGS/pipeline.log"
+    --json >"$OUT/bench-pipeline.json" 2>"$OUT/pipeline.log"  # progress, even if cut short
 if [ -z "${SKIP_INFERENCE:-}" ]; then
     timeout 60 $PY -m pytest -p no:cacheprovider --confcutdir=tests/model -q \
         tests/model/test_predictor.py >>"$LOGS/misc.log" 2>&1
 fi
 tar -C "$LOGS" -cf "$OUT/logs.tar" .
-tail -n 2 "$LOGS"/train-*.log "$LOGS/misc.log" "$LOGS/pipeline.log"
+tail -n 2 "$LOGS"/train-*.log "$LOGS/misc.log" "$OUT/pipeline.log"
