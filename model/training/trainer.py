@@ -293,26 +293,9 @@ def _tune(
                 **at(chosen.threshold, chosen.min_component_px, chosen.flip_tta),
             },
         ],
-        "crossfit_dice": _crossfit(val, plain, tta),
+        "crossfit_dice": tuning.crossfit(val, plain, tta),
     }
     return chosen, effects
-
-
-def _crossfit(val: list[Study], plain: list[np.ndarray], tta: list[np.ndarray]) -> float:
-    """Tune on one half of the validation studies, score on the other, and average: an
-    estimate of the Dice without the optimism of tuning and scoring on the same data."""
-    halves = [[i for i in range(len(val)) if i % 2 == k] for k in (0, 1)]
-    scores = []
-    for a, b in ((0, 1), (1, 0)):
-        va = [val[i] for i in halves[a]]
-        vb = [val[i] for i in halves[b]]
-        sa = tuning.grid(va, [plain[i] for i in halves[a]], False) + tuning.grid(
-            va, [tta[i] for i in halves[a]], True
-        )
-        c = tuning.choose(sa)
-        pb = [(tta if c.flip_tta else plain)[i] for i in halves[b]]
-        scores.append(float(tuning.score(vb, pb, c.threshold, c.min_component_px)["dice"] or 0.0))
-    return float(np.mean(scores))
 
 
 def _jsonable(obj: Any) -> Any:

@@ -73,3 +73,20 @@ def choose(settings: Sequence[Setting], dice_tolerance: float = 0.01) -> Setting
             -s.threshold,
         ),
     )
+
+
+def crossfit(val: Sequence[Study], plain: Sequence[np.ndarray], tta: Sequence[np.ndarray]) -> float:
+    """Tune on one half of the validation studies, score on the other, and average: an
+    estimate of the Dice without the optimism of tuning and scoring on the same data."""
+    halves = [[i for i in range(len(val)) if i % 2 == k] for k in (0, 1)]
+    scores = []
+    for a, b in ((0, 1), (1, 0)):
+        va = [val[i] for i in halves[a]]
+        vb = [val[i] for i in halves[b]]
+        sa = grid(va, [plain[i] for i in halves[a]], False) + grid(
+            va, [tta[i] for i in halves[a]], True
+        )
+        c = choose(sa)
+        pb = [(tta if c.flip_tta else plain)[i] for i in halves[b]]
+        scores.append(float(score(vb, pb, c.threshold, c.min_component_px)["dice"] or 0.0))
+    return float(np.mean(scores))
