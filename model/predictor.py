@@ -236,7 +236,9 @@ class Predictor:
                 prob = self._probabilities_batch(batch)
                 maps = self._download(
                     [
-                        resample_tensor(prob[j, 0, : shapes[i][0], : shapes[i][1]], fulls[j].shape)
+                        resample_tensor(
+                            prob[j, 0, : shapes[i][0], : shapes[i][1]], images[i].shape[:2]
+                        )
                         for j, i in enumerate(b.indices)
                     ]
                 )
