@@ -87,3 +87,9 @@ def test_png_threads_follow_the_cores_unless_set(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
     assert Settings(worker_concurrency=2).io_threads_per_process == 2  # never fewer than 2
     assert Settings(io_threads=3).io_threads_per_process == 3
+
+
+def test_readme_settings_table_lists_every_setting() -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    rows = {line.split("`")[1] for line in readme.splitlines() if line.startswith("| `TUMORSEG_")}
+    assert {f"TUMORSEG_{name.upper()}" for name in Settings.model_fields} <= rows
