@@ -30,3 +30,4 @@ def test_pipeline_benchmark_runs_a_job_through_the_real_stack() -> None:
     assert result["overhead"] == pytest.approx(1 - result["model_s"] / result["wall_s"])
     assert result["status_polls"] >= 1 and result["status_p95_ms"] >= result["status_p50_ms"]
     assert result["status_form"].startswith("status alone")
+    assert result["warm_studies"] == 4  # steady state: every study once through first
