@@ -62,6 +62,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="augmentation strength (model/training/sampling.py AUGMENTATIONS)",
     )
     parser.add_argument(
+        "--init-from",
+        type=Path,
+        default=None,
+        help="artifact whose weights (and architecture) the run starts from: fine-tuning",
+    )
+    parser.add_argument(
         "--input-scale",
         type=float,
         default=0.5,
@@ -97,6 +103,15 @@ def run(args: argparse.Namespace) -> int:
             f"tumors), got {args.p_control}"
         )
         return 2
+    architecture = {**DEFAULT_ARCHITECTURE, "dropout": args.dropout}
+    if args.init_from is not None:
+        from model.artifact import ArtifactError, read_manifest
+
+        try:
+            architecture = {**read_manifest(args.init_from).architecture, "dropout": args.dropout}
+        except ArtifactError as exc:
+            print(f"tumorseg train: --init-from: {exc}")
+            return 2
     if not 0.1 <= args.input_scale <= 1.0:
         print(f"tumorseg train: --input-scale must be in [0.1, 1], got {args.input_scale}")
         return 2
@@ -124,7 +139,8 @@ def run(args: argparse.Namespace) -> int:
         ),
         input_scale=args.input_scale,
         weight_decay=args.weight_decay,
-        architecture={**DEFAULT_ARCHITECTURE, "dropout": args.dropout},
+        architecture=architecture,
+        init_from=args.init_from,
         warmup_steps=min(100, max(1, args.epochs * args.steps_per_epoch // 10)),
     )
     artifact = train(cfg)

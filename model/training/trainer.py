@@ -21,7 +21,7 @@ import torch
 from monai.losses import DiceFocalLoss
 from tqdm import tqdm
 
-from model.artifact import Manifest, save_artifact
+from model.artifact import Manifest, load_artifact, save_artifact
 from model.dataset import Study, find_studies, fingerprint, load_study, split
 from model.network import DEFAULT_ARCHITECTURE, build_network
 from model.predictor import Predictor, resolve_device, resolve_precision
@@ -56,6 +56,7 @@ class TrainConfig:
     resume: bool = False
     workers: int = 0
     input_scale: float = 0.5
+    init_from: Path | None = None
     crop: CropConfig = field(default_factory=CropConfig)
     architecture: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_ARCHITECTURE))
 
@@ -130,7 +131,8 @@ def train(cfg: TrainConfig) -> Path:
         val_patients + [s for s in val_set if not s.is_patient][: cfg.val_controls_during_training]
     )
 
-    net = build_network(cfg.architecture).to(device)
+    net, init_version = _initial_network(cfg)
+    net = net.to(device)
     if device.type == "cpu":
         net = net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -249,6 +251,7 @@ def train(cfg: TrainConfig) -> Path:
             "config": _jsonable(asdict(cfg)),
             "history": history,
             "stopped_by_time_budget": out_of_time,
+            "initialized_from": init_version,
         },
         metrics=effects,
     )
@@ -256,6 +259,21 @@ def train(cfg: TrainConfig) -> Path:
     target = save_artifact(net, manifest, Path(cfg.out))
     log.info("wrote artifact %s", target)
     return target
+
+
+def _initial_network(cfg: TrainConfig) -> tuple[torch.nn.Module, str | None]:
+    """A fresh network, or with `cfg.init_from` an artifact's weights to fine-tune (at
+    another input scale or on other data); its architecture must be the run's."""
+    if cfg.init_from is None:
+        return build_network(cfg.architecture), None
+    manifest, net = load_artifact(cfg.init_from)
+    if dict(manifest.architecture) != dict(cfg.architecture):
+        raise ValueError(
+            f"{cfg.init_from} has architecture {manifest.architecture}, "
+            f"not this run's {cfg.architecture}"
+        )
+    net.train()
+    return net, manifest.version
 
 
 def _tune(

@@ -175,3 +175,27 @@ def test_strong_augmentation_draws_valid_reproducible_crops(tiny_data: Path) -> 
     assert float(y.sum()) > 0, "half the crops centre on a tumor: some label must survive"
     plain, _ = CropSampler(studies, CropConfig(height=64, width=64), 3, 0.5).batch(16)
     assert not torch.equal(x, plain)
+
+
+def test_fine_tuning_starts_from_an_artifact_and_records_it(
+    tiny_data: Path, tmp_path: Path
+) -> None:
+    base = train(config(tiny_data, tmp_path / "base"))
+    cfg = config(tiny_data, tmp_path / "tuned")
+    cfg.init_from, cfg.lr, cfg.input_scale = base, 0.0, 1.0  # lr 0: the weights must stay
+    tuned = train(cfg)
+    manifest = read_manifest(tuned)
+    assert manifest.training["initialized_from"] == read_manifest(base).version
+    assert manifest.preprocessing["input_scale"] == 1.0
+    (_, a), (_, b) = load_artifact(base), load_artifact(tuned)
+    for (name, p), (_, q) in zip(a.named_parameters(), b.named_parameters(), strict=True):
+        assert torch.equal(p, q), name
+
+
+def test_fine_tuning_refuses_another_architecture(tiny_data: Path, tmp_path: Path) -> None:
+    base = train(config(tiny_data, tmp_path / "base"))
+    cfg = config(tiny_data, tmp_path / "other")
+    cfg.init_from, cfg.architecture = base, {**TINY_ARCH, "channels": [4, 8, 32]}
+    with pytest.raises(ValueError, match="architecture"):
+        train(cfg)
+    assert not list((tmp_path / "other").glob("attention-unet-*"))
