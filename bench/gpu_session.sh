@@ -3,7 +3,7 @@
 # everything goes into one call): trainings side by side on the one GPU, then the
 # inference benchmark, the end-to-end pipeline benchmark and the CUDA test there.
 #
-#   OUT=out/gpu DATA=.devdata/dmiai2023 BUDGET=240 bash bench/gpu_session.sh
+#   OUT=out/gpu DATA=.devdata/dmiai2023 BUDGET=360 WORKERS=6 bash bench/gpu_session.sh
 #
 # What travels (both in .git/info/exclude, carried; 64 MiB at most): the data as a checked
 # 8-bit gray copy (`.venv/bin/python scripts/gray_copy.py`, 31 MB), and in .whl/ the cp312
@@ -31,9 +31,12 @@ BUDGET=${BUDGET:-240}
 DEVICE=${DEVICE:-cuda}
 WORKERS=${WORKERS:-2}
 PY=${PY:-python3}
-RUNS=${RUNS:-"s0:0:192:16:2e-3:0:1e-4:0.25:0.5:strong s1:1:192:16:2e-3:0:1e-4:0.25:0.5:strong s2:2:192:16:2e-3:0:1e-4:0.25:0.5:strong f0:0:384:16:2e-3:0:1e-4:0.25:1.0:strong f1:1:384:16:2e-3:0:1e-4:0.25:1.0:strong f2:2:384:16:2e-3:0:1e-4:0.25:1.0:strong"}
+# Default: the next open question (docs/MODEL.md): full resolution trained from scratch to
+# about 3,000 steps, standard augmentation, folds 0 and 1, two runs sharing the GPU. The
+# fourth session's six runs were s0-s2 (0.5:192 strong) and f0-f2 (1.0:384 strong).
+RUNS=${RUNS:-"F0:0:384:16:2e-3:0:1e-4:0.25:1.0:standard F1:1:384:16:2e-3:0:1e-4:0.25:1.0:standard"}
 STEPS_PER_EPOCH=${STEPS_PER_EPOCH:-250}
-CONCURRENCY=${CONCURRENCY:-1 4}
+CONCURRENCY=${CONCURRENCY:-4 1}
 N=${N:-400}
 export PYTHONUNBUFFERED=1 TQDM_DISABLE=1
 LOGS=/tmp/gpu-logs
