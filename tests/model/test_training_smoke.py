@@ -199,3 +199,18 @@ def test_fine_tuning_refuses_another_architecture(tiny_data: Path, tmp_path: Pat
     with pytest.raises(ValueError, match="architecture"):
         train(cfg)
     assert not list((tmp_path / "other").glob("attention-unet-*"))
+
+
+def test_train_command_refuses_an_init_artifact_that_is_not_there(
+    tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from cli.commands import train as train_command
+
+    parser = argparse.ArgumentParser()
+    train_command.add_arguments(parser)
+    args = parser.parse_args(
+        ["--data", str(tiny_data), "--out", str(tmp_path / "o"), "--init-from", str(tmp_path)]
+    )
+    assert train_command.run(args) == 2
+    assert "--init-from: no manifest.json" in capsys.readouterr().out
+    assert not (tmp_path / "o").exists()
