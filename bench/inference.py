@@ -37,7 +37,7 @@ from model.dataset import find_studies
 from model.metrics import dice
 from model.network import DEFAULT_ARCHITECTURE, build_network
 from model.predictor import Predictor, bf16_supported
-from model.preprocessing import decode_image, decode_mask
+from model.preprocessing import decode_image, decode_mask, scaled_size
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "dmiai2023"
 
@@ -112,7 +112,7 @@ def network_rate(
 
 def common_shape(images: list[np.ndarray], scale: float, multiple: int) -> tuple[int, int]:
     """The most common padded network input shape of these images."""
-    shapes = [tuple(padded(round(d * scale), multiple) for d in img.shape) for img in images]
+    shapes = [tuple(padded(d, multiple) for d in scaled_size(img.shape, scale)) for img in images]
     return max(set(shapes), key=shapes.count)  # type: ignore[return-value]
 
 

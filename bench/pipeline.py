@@ -120,6 +120,7 @@ def run(
     first time it is seen); `warm=2` measures a cold worker."""
     began = time.perf_counter()
     warm = n if warm is None else warm
+    n_warm_job = max(warm, 2 * concurrency)  # every worker process sees the warm-up job
     files = pick(n, data)
     pngs = [f.image.read_bytes() for f in files]
     model_s, version, resolved_batch = model_time(pngs, batch_size, warm)
@@ -152,15 +153,14 @@ def run(
             warm_job = client.post(
                 "/v1/jobs",
                 files=[
-                    ("files", (f"warm{i}.png", pngs[i % n], "image/png"))
-                    for i in range(max(warm, 2 * concurrency))
+                    ("files", (f"warm{i}.png", pngs[i % n], "image/png")) for i in range(n_warm_job)
                 ],
             )
             warm_job.raise_for_status()
             poller = StatusPoller(f"{url}/v1/jobs/{warm_job.json()['id']}", headers, 0.2)
             poller.start()
             poller.done.wait(600)
-            _stage(began, f"warm-up job of {max(warm, 2 * concurrency)} {poller.job.get('status')}")
+            _stage(began, f"warm-up job of {n_warm_job} {poller.job.get('status')}")
             # the worker's group is summed over all of /proc: sampled 4 times a second
             # (every 20 ms it took a tenth of a core from the 2 that the model shares)
             with (
