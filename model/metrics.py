@@ -6,7 +6,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from model.postprocessing import label_components
+from model.postprocessing import component_sizes
 
 
 def dice(pred: np.ndarray, truth: np.ndarray) -> float:
@@ -54,14 +54,13 @@ def study_metrics(
     mask = mask.astype(bool, copy=False)
     tumor_px = int(np.count_nonzero(mask))
     body_px = int(np.count_nonzero(body_mask(image) | mask))
-    labels, n = label_components(mask)
-    largest = int(np.bincount(labels.ravel())[1:].max()) if n else 0
+    sizes = component_sizes(mask)
     inside = image[mask]
     out: dict[str, float | int | None] = {
         "tumor_pixels": tumor_px,
         "tumor_fraction": tumor_px / body_px if body_px else 0.0,
-        "lesions": n,
-        "largest_lesion_px": largest,
+        "lesions": int(sizes.size),
+        "largest_lesion_px": int(sizes.max()) if sizes.size else 0,
         "uptake_mean": float(inside.mean()) if tumor_px else None,
         "uptake_max": float(inside.max()) if tumor_px else None,
         "dice": None,

@@ -1,10 +1,10 @@
-"""The two benchmarks still run end to end (on a handful of studies; no timing asserted)."""
+"""The benchmarks still run end to end (on a handful of studies; no timing asserted)."""
 
 from __future__ import annotations
 
 import pytest
 
-from bench import inference, pipeline
+from bench import inference, pipeline, postprocessing
 
 pytestmark = pytest.mark.skipif(
     not inference.DATA.is_dir(), reason=f"development data not found at {inference.DATA}"
@@ -31,3 +31,12 @@ def test_pipeline_benchmark_runs_a_job_through_the_real_stack() -> None:
     assert result["status_polls"] >= 1 and result["status_p95_ms"] >= result["status_p50_ms"]
     assert result["status_form"].startswith("status alone")
     assert result["warm_studies"] == 4  # steady state: every study once through first
+
+
+def test_postprocessing_benchmark_checks_masks_and_reports_both_costs() -> None:
+    result = postprocessing.run(n=4, repeat=1)  # asserts equal masks on every study itself
+    assert result["n_studies"] == 4 and result["min_component_px"] >= 2
+    assert result["whole_image_ms_per_study"] > 0 and result["tumor_box_ms_per_study"] > 0
+    assert result["ratio"] == pytest.approx(
+        result["whole_image_ms_per_study"] / result["tumor_box_ms_per_study"]
+    )

@@ -2,7 +2,6 @@ import numpy as np
 import pytest
 
 from model.metrics import dice, precision_recall, study_metrics
-from model.postprocessing import remove_small_components, to_mask
 
 
 def test_dice_matches_the_competition_formula() -> None:
@@ -30,12 +29,3 @@ def test_study_metrics_count_lesions_and_uptake() -> None:
     assert m["tumor_fraction"] == pytest.approx(13 / 256)
     assert m["dice"] == 1.0 and m["precision"] == 1.0 and m["recall"] == 1.0
     assert study_metrics(image, np.zeros_like(mask))["uptake_mean"] is None
-
-
-def test_small_components_are_removed_and_large_kept() -> None:
-    mask = np.zeros((20, 20), bool)
-    mask[0, 0] = True
-    mask[5:10, 5:10] = True
-    out = remove_small_components(mask, 10)
-    assert not out[0, 0] and out[5:10, 5:10].all()
-    assert to_mask(np.where(mask, 0.9, 0.1), 0.5, 0).sum() == 26

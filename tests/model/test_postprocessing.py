@@ -1,0 +1,42 @@
+import numpy as np
+from scipy import ndimage
+
+from model.postprocessing import (
+    CONNECTIVITY,
+    component_sizes,
+    remove_small_components,
+    to_mask,
+)
+
+
+def test_small_components_are_removed_and_large_kept() -> None:
+    mask = np.zeros((20, 20), bool)
+    mask[0, 0] = True
+    mask[5:10, 5:10] = True
+    out = remove_small_components(mask, 10)
+    assert not out[0, 0] and out[5:10, 5:10].all()
+    assert to_mask(np.where(mask, 0.9, 0.1), 0.5, 0).sum() == 26
+
+
+def test_component_work_inside_the_tumor_box_matches_whole_image_labelling() -> None:
+    """Labelling only the bounding box of the tumor pixels must change nothing: same
+    components kept, same sizes, for blobs that touch the box's and the image's edges
+    and for lesions joined only at a corner."""
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        mask = ndimage.binary_dilation(
+            rng.random((60, 45)) > 0.985, iterations=int(rng.integers(0, 3))
+        )
+        mask[rng.integers(0, 60), rng.integers(0, 45)] = bool(rng.integers(0, 2))
+        labels, n = ndimage.label(mask, structure=CONNECTIVITY)
+        sizes = np.bincount(labels.ravel(), minlength=n + 1)[1:]
+        for min_px in (0, 2, 5, 25):
+            keep = np.concatenate([[False], sizes >= min_px]) if min_px > 1 else None
+            expected = keep[labels] if keep is not None else mask
+            assert np.array_equal(remove_small_components(mask, min_px), expected)
+        assert np.array_equal(np.sort(component_sizes(mask)), np.sort(sizes))
+    diagonal = np.zeros((4, 4), bool)
+    diagonal[1, 1] = diagonal[2, 2] = True
+    assert component_sizes(diagonal).tolist() == [2]
+    assert component_sizes(np.zeros((4, 4), bool)).size == 0
+    assert not remove_small_components(np.zeros((4, 4), bool), 5).any()
