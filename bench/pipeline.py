@@ -9,7 +9,9 @@ job, polls `GET /v1/jobs/{id}` until it finishes, and reports:
   measured in the same run before the service starts;
 - overhead = 1 - model time / wall time;
 - p50/p95 latency of `GET /v1/jobs/{id}` during the run;
-- peak RSS of the worker (all its processes) and of the API.
+- peak RSS of the worker (all its processes) and of the API;
+- where the worker's time went: its chunk reports' phases (claim, decode, predict,
+  finish, store) for the timed job, summed over chunks and processes.
 
 Usage: .venv/bin/python -m bench.pipeline [--n 200] [--concurrency 1] [--json]
 """
@@ -17,6 +19,7 @@ Usage: .venv/bin/python -m bench.pipeline [--n 200] [--concurrency 1] [--json]
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import os
 import sys
@@ -47,6 +50,37 @@ def model_time(pngs: list[bytes], batch_size: int, warm: int) -> tuple[float, st
     start = time.perf_counter()
     pred.predict(images)
     return time.perf_counter() - start, pred.version, pred.batch_size
+
+
+def chunk_phases(worker_log: Path, offset: int, n: int, wait_s: float = 5.0) -> dict:
+    """Where the worker's time went: the chunk reports it logged after byte `offset`
+    (`chunk [ids]: {report}`), summed per phase over chunks and pool processes, so that
+    the sums can exceed the wall time. Waits up to `wait_s` for the reports of all `n`
+    studies: a job ends at its last commit, a moment before that chunk is logged."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        with worker_log.open("rb") as f:
+            f.seek(offset)
+            lines = f.read().decode(errors="replace").splitlines()
+        reports = [
+            ast.literal_eval(line[line.index("{'model_version'") :])
+            for line in lines
+            if "worker.segmentation: chunk [" in line and "{'model_version'" in line
+        ]
+        studies = sum(len(r["succeeded"]) + len(r["failed"]) + len(r["skipped"]) for r in reports)
+        if studies >= n or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    phases: dict[str, float] = {}
+    for r in reports:
+        for name, seconds in r["phases"].items():
+            phases[name] = phases.get(name, 0.0) + seconds
+    return {
+        "chunks": len(reports),
+        "chunk_studies": studies,
+        "chunk_seconds_s": sum(r["seconds"] for r in reports),
+        "chunk_phases_s": phases,
+    }
 
 
 def _stage(t0: float, message: str) -> None:
@@ -167,6 +201,7 @@ def run(
                 PeakRSS(worker.pid, interval=0.25, group=True) as worker_mem,
                 PeakRSS(api.pid, interval=0.1) as api_mem,
             ):
+                log_offset = (var / "worker.log").stat().st_size
                 t0 = time.perf_counter()
                 r = client.post(
                     "/v1/jobs",
@@ -187,6 +222,7 @@ def run(
                 wall = time.perf_counter() - t0
                 _stage(began, f"job {poller.job.get('status')} after {wall:.2f} s")
         job = poller.job
+        where = chunk_phases(var / "worker.log", log_offset, n)
     finally:
         procs.stop_all()
         stop_embedded_redis(var / "redis")
@@ -213,6 +249,7 @@ def run(
         "status_form": "full job" if full_status else "status alone (?studies=false)",
         "worker_peak_rss_mb": worker_mem.peak / 2**20,
         "api_peak_rss_mb": api_mem.peak / 2**20,
+        **where,
     }
 
 
@@ -274,6 +311,12 @@ def main() -> None:
             f"{r['model_studies_per_s']:.2f} | {r['overhead']:.1%} | {r['status_p50_ms']:.1f} | "
             f"{r['status_p95_ms']:.1f} | {r['worker_peak_rss_mb']:.0f} | "
             f"{r['api_peak_rss_mb']:.0f} |"
+        )
+    for r in results:
+        phases = ", ".join(f"{k} {v:.2f}" for k, v in r["chunk_phases_s"].items())
+        print(
+            f"\n{r['worker_concurrency']} worker process(es): {r['chunks']} chunks, "
+            f"{r['chunk_seconds_s']:.2f} s in chunks (summed over processes): {phases}"
         )
 
 

@@ -31,6 +31,10 @@ def test_pipeline_benchmark_runs_a_job_through_the_real_stack() -> None:
     assert result["status_polls"] >= 1 and result["status_p95_ms"] >= result["status_p50_ms"]
     assert result["status_form"].startswith("status alone")
     assert result["warm_studies"] == 4  # steady state: every study once through first
+    # the timed job's chunk reports, read back from the worker's log (not the warm-up's)
+    assert result["chunks"] == 2 and result["chunk_studies"] == 4
+    assert set(result["chunk_phases_s"]) == {"claim", "decode", "predict", "finish", "store"}
+    assert 0 < sum(result["chunk_phases_s"].values()) <= result["chunk_seconds_s"] + 0.01
 
 
 def test_postprocessing_benchmark_checks_masks_and_reports_both_costs() -> None:
