@@ -327,17 +327,19 @@ class SegmentationService:
                 jobs_repo.lock_job(session, job_id)
             studies = {s.id: s for s in studies_repo.load_studies(session, [c.id for c in claimed])}
             now = utcnow()
+            results = []
             for outcome in outcomes:
                 study = studies.get(outcome.study_id)
                 if study is None or study.status is not StudyStatus.RUNNING:
                     report.skipped.append(outcome.study_id)  # deleted or finished elsewhere
                     continue
                 if outcome.error is None:
-                    studies_repo.upsert_result(session, outcome.values)
+                    results.append(outcome.values)
                     study.status, study.error = StudyStatus.SUCCEEDED, None
                     report.succeeded.append(study.id)
                 else:
                     study.status, study.error = StudyStatus.FAILED, outcome.error
                     report.failed.append(study.id)
                 study.finished_at = now
+            studies_repo.upsert_results(session, results)
             self._refresh_jobs(session, job_ids)

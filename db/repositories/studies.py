@@ -64,33 +64,50 @@ def upsert_result(session: Session, values: Mapping[str, Any]) -> None:
         values: Column values of :class:`db.models.Result` including ``study_id`` and
             ``model_version``.
     """
-    row = dict(values)
-    row.setdefault("created_at", utcnow())
+    upsert_results(session, [values])
+
+
+def upsert_results(session: Session, rows: Sequence[Mapping[str, Any]]) -> None:
+    """`upsert_result` for many results in one statement (one per set of columns): a
+    worker stores a chunk's results at once (`bench/store.py`: 4 to 5 times cheaper than
+    row by row, on SQLite and PostgreSQL)."""
+    now = utcnow()
+    by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for values in rows:
+        row = {"created_at": now, **values}
+        by_columns.setdefault(tuple(sorted(row)), []).append(row)
     dialect = session.get_bind().dialect.name
-    insert: Any
-    if dialect == "postgresql":
-        insert = postgresql.insert(Result)
-    elif dialect == "sqlite":
-        insert = sqlite.insert(Result)
-    else:  # pragma: no cover - other backends take the portable path
-        existing = session.scalars(
-            select(Result).where(
-                Result.study_id == row["study_id"], Result.model_version == row["model_version"]
-            )
-        ).first()
-        if existing is None:
-            session.add(Result(**row))
-        else:
-            for key, value in row.items():
-                setattr(existing, key, value)
-        session.flush()
-        return
-    stmt = insert.values(**row)
-    changed = {k: stmt.excluded[k] for k in row if k not in ("study_id", "model_version")}
-    session.execute(
-        stmt.on_conflict_do_update(index_elements=["study_id", "model_version"], set_=changed)
-    )
+    for columns, group in by_columns.items():
+        insert: Any
+        if dialect == "postgresql":
+            insert = postgresql.insert(Result)
+        elif dialect == "sqlite":
+            insert = sqlite.insert(Result)
+        else:  # pragma: no cover - other backends take the portable path
+            for row in group:
+                _upsert_portable(session, row)
+            continue
+        changed = {k: insert.excluded[k] for k in columns if k not in ("study_id", "model_version")}
+        session.execute(
+            insert.on_conflict_do_update(
+                index_elements=["study_id", "model_version"], set_=changed
+            ),
+            group,
+        )
     session.flush()
+
+
+def _upsert_portable(session: Session, row: Mapping[str, Any]) -> None:  # pragma: no cover
+    existing = session.scalars(
+        select(Result).where(
+            Result.study_id == row["study_id"], Result.model_version == row["model_version"]
+        )
+    ).first()
+    if existing is None:
+        session.add(Result(**row))
+    else:
+        for key, value in row.items():
+            setattr(existing, key, value)
 
 
 def count_results(session: Session, study_id: int) -> int:

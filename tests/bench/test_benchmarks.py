@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench import inference, pipeline, postprocessing
+from bench import inference, pipeline, postprocessing, store
 
 pytestmark = pytest.mark.skipif(
     not inference.DATA.is_dir(), reason=f"development data not found at {inference.DATA}"
@@ -44,3 +44,11 @@ def test_postprocessing_benchmark_checks_masks_and_reports_both_costs() -> None:
     assert result["ratio"] == pytest.approx(
         result["whole_image_ms_per_study"] / result["tumor_box_ms_per_study"]
     )
+
+
+def test_store_benchmark_times_both_ways_on_sqlite_and_postgresql() -> None:
+    results = store.run(n=8, chunk=4)
+    assert [r["backend"] for r in results] == ["sqlite", "postgresql"]
+    for r in results:
+        assert r["row_by_row_ms"] > 0 and r["one_statement_ms"] > 0
+        assert r["ratio"] == pytest.approx(r["row_by_row_ms"] / r["one_statement_ms"])

@@ -93,6 +93,31 @@ def test_result_upsert_is_idempotent_per_study_and_model_version(db_url: str) ->
             Result.study_id == study_id, Result.model_version == "v1")) == 1  # fmt: skip
 
 
+def test_results_upserted_in_one_call_insert_update_and_keep_their_own_values(
+    db_url: str,
+) -> None:
+    """A chunk's results in one call: new rows, a row of the same key updated, and rows
+    whose columns differ (no dice for a study without a label) each keep their values."""
+    job_id = _job(db_url, n=3)
+    with session_scope(db_url) as session:
+        a, b, c = jobs_repo.queued_study_ids(session, job_id)
+        studies_repo.upsert_result(session, _result(a, "v1", 0.5))
+    no_dice = {k: v for k, v in _result(c, "v1", None).items() if k != "dice"}
+    with session_scope(db_url) as session:
+        studies_repo.upsert_results(
+            session, [_result(a, "v1", 0.75), _result(b, "v1", 0.25), no_dice]
+        )
+        studies_repo.upsert_results(session, [])
+    with session_scope(db_url) as session:
+        rows = session.execute(
+            select(Result.study_id, Result.dice, Result.created_at).where(
+                Result.study_id.in_([a, b, c]), Result.model_version == "v1"
+            )
+        ).all()
+        assert sorted((r[0], r[1]) for r in rows) == [(a, 0.75), (b, 0.25), (c, None)]
+        assert all(r[2] is not None for r in rows)
+
+
 def test_session_scope_rolls_back_on_error(db_url: str) -> None:
     with pytest.raises(RuntimeError), session_scope(db_url) as session:
         job = jobs_repo.create_job(session, "q", [jobs_repo.NewStudy("x.png", b"p")])
