@@ -33,8 +33,8 @@ DEVICE=${DEVICE:-cuda}
 WORKERS=${WORKERS:-2}
 PY=${PY:-python3}
 # Default: the next open question (docs/MODEL.md): strong augmentation at half scale, the
-# best recipe on folds 0-2 (0.723), on folds 3 and 4, so that it has a 5-fold mean to set
-# against the released recipe's 0.709. Earlier sessions' runs: s0-s2 (0.5:192 strong),
+# best recipe on folds 0-2 (0.723; fold 3 on the CPU: 0.687), on folds 3 and 4 on the GPU
+# like folds 0-2, so that it has a 5-fold mean to set against the released recipe's 0.709. Earlier sessions' runs: s0-s2 (0.5:192 strong),
 # f0-f2 and F0-F1 (1.0:384 strong).
 RUNS=${RUNS-"S3:3:192:16:2e-3:0:1e-4:0.25:0.5:strong S4:4:192:16:2e-3:0:1e-4:0.25:0.5:strong"}
 STEPS_PER_EPOCH=${STEPS_PER_EPOCH:-250}
