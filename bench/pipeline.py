@@ -19,7 +19,6 @@ Usage: .venv/bin/python -m bench.pipeline [--n 200] [--concurrency 1] [--json]
 from __future__ import annotations
 
 import argparse
-import ast
 import json
 import os
 import sys
@@ -52,9 +51,12 @@ def model_time(pngs: list[bytes], batch_size: int, warm: int) -> tuple[float, st
     return time.perf_counter() - start, pred.version, pred.batch_size
 
 
+REPORT_START = '{"model_version"'  # a chunk report in the worker's log (JSON)
+
+
 def chunk_phases(worker_log: Path, offset: int, n: int, wait_s: float = 5.0) -> dict:
     """Where the worker's time went: the chunk reports it logged after byte `offset`
-    (`chunk [ids]: {report}`), summed per phase over chunks and pool processes, so that
+    (`chunk [ids]: {JSON report}`), summed per phase over chunks and pool processes, so that
     the sums can exceed the wall time. Waits up to `wait_s` for the reports of all `n`
     studies: a job ends at its last commit, a moment before that chunk is logged."""
     deadline = time.monotonic() + wait_s
@@ -63,9 +65,9 @@ def chunk_phases(worker_log: Path, offset: int, n: int, wait_s: float = 5.0) -> 
             f.seek(offset)
             lines = f.read().decode(errors="replace").splitlines()
         reports = [
-            ast.literal_eval(line[line.index("{'model_version'") :])
+            json.loads(line[line.index(REPORT_START) :])
             for line in lines
-            if "worker.segmentation: chunk [" in line and "{'model_version'" in line
+            if "worker.segmentation: chunk [" in line and REPORT_START in line
         ]
         studies = sum(len(r["succeeded"]) + len(r["failed"]) + len(r["skipped"]) for r in reports)
         if studies >= n or time.monotonic() > deadline:

@@ -33,22 +33,29 @@ def label_components(mask: np.ndarray) -> tuple[np.ndarray, int]:
     return labels, int(n)
 
 
-def component_sizes(mask: np.ndarray) -> np.ndarray:
-    """Pixel counts of the mask's connected components (8-connected), in label order."""
+def _box_components(mask: np.ndarray) -> tuple[tuple[slice, slice], np.ndarray, np.ndarray] | None:
+    """(tumor box, labels inside it, pixel count per label with the background first), or
+    None for an empty mask."""
     box = tumor_box(mask)
     if box is None:
-        return np.zeros(0, dtype=np.int64)
+        return None
     labels, n = label_components(mask[box])
-    return np.bincount(labels.ravel(), minlength=n + 1)[1:]
+    return box, labels, np.bincount(labels.ravel(), minlength=n + 1)
+
+
+def component_sizes(mask: np.ndarray) -> np.ndarray:
+    """Pixel counts of the mask's connected components (8-connected), in label order."""
+    found = _box_components(mask)
+    return np.zeros(0, dtype=np.int64) if found is None else found[2][1:]
 
 
 def remove_small_components(mask: np.ndarray, min_px: int) -> np.ndarray:
     """Drop connected components smaller than `min_px` pixels."""
-    box = tumor_box(mask) if min_px > 1 else None
-    if box is None:
+    found = _box_components(mask) if min_px > 1 else None
+    if found is None:
         return mask
-    labels, n = label_components(mask[box])
-    keep = np.bincount(labels.ravel(), minlength=n + 1) >= min_px
+    box, labels, sizes = found
+    keep = sizes >= min_px
     keep[0] = False
     out = np.zeros_like(mask)
     out[box] = keep[labels]

@@ -14,6 +14,7 @@ model runs:
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
@@ -64,7 +65,7 @@ class Outcome:
 
 @dataclass
 class ChunkReport:
-    """Summary of one chunk, returned by the task (and logged)."""
+    """Summary of one chunk, returned by the task (and logged as JSON)."""
 
     model_version: str
     succeeded: list[int] = field(default_factory=list)
@@ -137,7 +138,7 @@ class SegmentationService:
             self._store(claimed, outcomes, report)
             report.phases["store"] = time.perf_counter() - stored
         report.seconds = time.perf_counter() - started
-        logger.info("chunk %s: %s", list(study_ids), report.as_dict())
+        logger.info("chunk %s: %s", list(study_ids), json.dumps(report.as_dict()))
         return report
 
     def fail_unfinished(self, study_ids: Sequence[int], message: str) -> int:

@@ -76,17 +76,15 @@ def upsert_results(session: Session, rows: Sequence[Mapping[str, Any]]) -> None:
     for values in rows:
         row = {"created_at": now, **values}
         by_columns.setdefault(tuple(sorted(row)), []).append(row)
-    dialect = session.get_bind().dialect.name
+    dialect_insert: Any = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}.get(
+        session.get_bind().dialect.name
+    )
     for columns, group in by_columns.items():
-        insert: Any
-        if dialect == "postgresql":
-            insert = postgresql.insert(Result)
-        elif dialect == "sqlite":
-            insert = sqlite.insert(Result)
-        else:  # pragma: no cover - other backends take the portable path
+        if dialect_insert is None:  # pragma: no cover - other backends take the portable path
             for row in group:
                 _upsert_portable(session, row)
             continue
+        insert = dialect_insert(Result)
         changed = {k: insert.excluded[k] for k in columns if k not in ("study_id", "model_version")}
         session.execute(
             insert.on_conflict_do_update(
