@@ -4,7 +4,8 @@ The seed's path (re-implemented from its description): the PNG's 4 RGBA channels
 input, an Attention U-Net with 4 input channels, MONAI sliding-window inference over
 96x96 windows (sw_batch 4), one study at a time, fp32. Ours: one channel, whole image at
 the artifact's input scale, bucketed batches, channels_last, bf16 autocast where the
-hardware has it natively.
+hardware has it natively, and `--lanes` batches side by side (each in its own thread with
+its share of the CPU threads).
 
 Both are timed from PNG bytes to a bool mask, on the same development studies, in the
 same process; "model only" times ours again on already decoded images (resampling,
@@ -14,7 +15,7 @@ a model-throughput target; on CUDA also in channels_last). The
 agreement column checks that speed was not bought with quality: our
 masks against the fp32, one-study-at-a-time whole-image masks of the same weights.
 
-Usage: .venv/bin/python -m bench.inference [--n 64] [--batch-sizes 1 4 8 16] [--json]
+Usage: .venv/bin/python -m bench.inference [--n 64] [--batch-sizes 1 4 8 16] [--lanes 1 2] [--json]
 """
 
 from __future__ import annotations
@@ -123,6 +124,7 @@ def run(
     device_name: str = "cpu",
     data: Path = DATA,
     artifact: Path | None = None,
+    lanes: list[int] | None = None,
 ) -> dict:
     device = torch.device(device_name)
     files = pick(n, data)
@@ -143,6 +145,7 @@ def run(
         {
             "path": "seed: 4ch, sliding window 96x96, sw_batch 4, 1 study",
             "batch": 1,
+            "lanes": 1,
             "precision": "fp32",
             "studies_per_s": baseline,
             "model_studies_per_s": None,
@@ -165,50 +168,54 @@ def run(
     precisions = ["fp32"] + (["bf16"] if bf16_supported(device) else [])
     shape = common_shape(decoded, reference.input_scale, reference.multiple)
     best = 0.0
-    for precision in precisions:
-        for bs in batch_sizes:
-            pred = Predictor.from_artifact(
-                artifact, device=device_name, batch_size=bs, precision=precision
-            )
-            pred.predict([decode_image(pngs[0])])  # warm-up
-            if device.type == "cuda":
-                torch.cuda.reset_peak_memory_stats(device)
-            with PeakRSS() as mem:
-                t0 = time.perf_counter()
-                masks = pred.predict([decode_image(p) for p in pngs])
-                secs = time.perf_counter() - t0
+    configs = [
+        (precision, bs, n_lanes)
+        for precision in precisions
+        for bs in batch_sizes
+        for n_lanes in lanes or [0]
+    ]
+    for precision, bs, n_lanes in configs:
+        pred = Predictor.from_artifact(
+            artifact, device=device_name, batch_size=bs, precision=precision, lanes=n_lanes
+        )
+        pred.predict([decode_image(pngs[0])])  # warm-up
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        with PeakRSS() as mem:
             t0 = time.perf_counter()
-            pred.predict(decoded)  # the model alone: resampling, network, post-processing
-            model_rate = len(pngs) / (time.perf_counter() - t0)
-            agree = [
-                dice(m, r)
-                for m, r, lab in zip(masks, ref_masks, labels, strict=True)
-                if lab is not None
-            ]
-            gpu_mb = (
-                torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
-            )
-            network = network_rate(pred, shape)
-            network_cl = (
-                network_rate(pred, shape, channels_last=True) if device.type == "cuda" else None
-            )
-            rate = len(pngs) / secs
-            best = max(best, rate)
-            rows.append(
-                {
-                    "path": "ours: 1ch, whole image, bucketed",
-                    "batch": bs,
-                    "precision": precision,
-                    "studies_per_s": rate,
-                    "model_studies_per_s": model_rate,
-                    "network_studies_per_s": network,
-                    "network_channels_last_studies_per_s": network_cl,
-                    "peak_rss_mb": mem.peak / 2**20,
-                    "peak_gpu_mb": gpu_mb,
-                    "agreement_dice": float(np.mean(agree)) if agree else None,
-                    "padding_waste": pred.last_run.padding_waste,
-                }
-            )
+            masks = pred.predict([decode_image(p) for p in pngs])
+            secs = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        pred.predict(decoded)  # the model alone: resampling, network, post-processing
+        model_rate = len(pngs) / (time.perf_counter() - t0)
+        agree = [
+            dice(m, r)
+            for m, r, lab in zip(masks, ref_masks, labels, strict=True)
+            if lab is not None
+        ]
+        gpu_mb = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
+        network = network_rate(pred, shape)
+        network_cl = (
+            network_rate(pred, shape, channels_last=True) if device.type == "cuda" else None
+        )
+        rate = len(pngs) / secs
+        best = max(best, rate)
+        rows.append(
+            {
+                "path": "ours: 1ch, whole image, bucketed",
+                "batch": bs,
+                "lanes": pred.lanes,
+                "precision": precision,
+                "studies_per_s": rate,
+                "model_studies_per_s": model_rate,
+                "network_studies_per_s": network,
+                "network_channels_last_studies_per_s": network_cl,
+                "peak_rss_mb": mem.peak / 2**20,
+                "peak_gpu_mb": gpu_mb,
+                "agreement_dice": float(np.mean(agree)) if agree else None,
+                "padding_waste": pred.last_run.padding_waste,
+            }
+        )
     return {
         "machine": machine(device),
         "model_version": reference.version,
@@ -242,12 +249,21 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=64, help="development studies (half patients)")
     parser.add_argument("--seed-n", type=int, default=16, help="studies for the slow seed path")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 4, 8, 16])
+    parser.add_argument(
+        "--lanes",
+        type=int,
+        nargs="+",
+        default=[0],
+        help="batches side by side, each in its own thread (0 = the default, 1)",
+    )
     parser.add_argument("--device", default="cpu", help="cpu | cuda (both paths run there)")
     parser.add_argument("--data", type=Path, default=DATA, help="folder in the DM i AI layout")
     parser.add_argument("--artifact", type=Path, default=None, help="default: the released one")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    result = run(args.n, args.batch_sizes, args.seed_n, args.device, args.data, args.artifact)
+    result = run(
+        args.n, args.batch_sizes, args.seed_n, args.device, args.data, args.artifact, args.lanes
+    )
     if args.json:
         print(json.dumps(result))
         return
@@ -257,10 +273,10 @@ def main() -> None:
         f"network-only input {result['network_input_shape']}\n"
     )
     print(
-        "| path | batch | precision | studies/s | model only studies/s | network only "
+        "| path | batch | lanes | precision | studies/s | model only studies/s | network only "
         "studies/s | peak RSS MB | peak GPU MB | padding waste | mask Dice vs fp32 single |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in result["rows"]:
         waste = "" if r["padding_waste"] is None else f"{r['padding_waste']:.1%}"
         agree = "" if r["agreement_dice"] is None else f"{r['agreement_dice']:.4f}"
@@ -270,7 +286,8 @@ def main() -> None:
             network += f" ({r['network_channels_last_studies_per_s']:.1f} channels_last)"
         gpu = "" if r["peak_gpu_mb"] is None else f"{r['peak_gpu_mb']:.0f}"
         print(
-            f"| {r['path']} | {r['batch']} | {r['precision']} | {r['studies_per_s']:.2f} | "
+            f"| {r['path']} | {r['batch']} | {r['lanes']} | {r['precision']} | "
+            f"{r['studies_per_s']:.2f} | "
             f"{model} | {network} | {r['peak_rss_mb']:.0f} | {gpu} | {waste} | {agree} |"
         )
     print(f"\nratio (best ours / seed): {result['ratio']:.1f}x")

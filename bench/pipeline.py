@@ -36,14 +36,16 @@ from bench.memory import PeakRSS
 from cli.stack import Processes, free_port, wait_ready
 
 
-def model_time(pngs: list[bytes], batch_size: int, warm: int) -> tuple[float, str, int]:
+def model_time(
+    pngs: list[bytes], batch_size: int, warm: int, lanes: int = 0
+) -> tuple[float, str, int]:
     """Seconds the released predictor needs for these studies, decoded beforehand, after a
     warm-up pass over the first `warm` of them; its version, and the batch size it ran (0
-    resolves to the device's best)."""
+    resolves to the device's best, as `lanes` does)."""
     from model.predictor import Predictor
     from model.preprocessing import decode_image
 
-    pred = Predictor.from_artifact(None, device="auto", batch_size=batch_size)
+    pred = Predictor.from_artifact(None, device="auto", batch_size=batch_size, lanes=lanes)
     images = [decode_image(p) for p in pngs]
     pred.predict(images[: max(warm, 1)])  # warm-up: each new input shape costs a first time
     start = time.perf_counter()
@@ -149,6 +151,7 @@ def run(
     data: Path = DATA,
     full_status: bool = False,
     warm: int | None = None,
+    lanes: int = 0,
 ) -> dict:
     """One end-to-end run. `warm` studies (default: all n) go through the model alone and
     through the service once before the timed job, so that both are measured in the steady
@@ -159,7 +162,7 @@ def run(
     n_warm_job = max(warm, 2 * concurrency)  # every worker process sees the warm-up job
     files = pick(n, data)
     pngs = [f.image.read_bytes() for f in files]
-    model_s, version, resolved_batch = model_time(pngs, batch_size, warm)
+    model_s, version, resolved_batch = model_time(pngs, batch_size, warm, lanes)
     _stage(began, f"model alone: {n} studies in {model_s:.2f} s; starting the service")
 
     from config.embedded import start_embedded_redis, stop_embedded_redis
@@ -178,6 +181,7 @@ def run(
             "TUMORSEG_API_URL": url,
             "TUMORSEG_CHUNK_SIZE": str(chunk_size),
             "TUMORSEG_BATCH_SIZE": str(batch_size),
+            "TUMORSEG_INFERENCE_LANES": str(lanes),
         }
         cli = [sys.executable, "-m", "cli"]
         api = procs.start("api", [*cli, "api", "--port", str(port)], env)
@@ -234,6 +238,7 @@ def run(
         "model_version": version,
         "n_studies": n,
         "worker_concurrency": concurrency,
+        "lanes": lanes,
         "chunk_size": chunk_size,
         "warm_studies": warm,
         "batch_size": resolved_batch,
@@ -267,7 +272,21 @@ def main() -> None:
         default=[1],
         help="worker processes; several values run one after the other",
     )
-    parser.add_argument("--chunk-size", type=int, default=None)
+    parser.add_argument(
+        "--lanes",
+        type=int,
+        nargs="+",
+        default=[0],
+        help="TUMORSEG_INFERENCE_LANES of the worker and the model alone (0 = the default,"
+        " 1); several values run one after the other, for each --concurrency",
+    )
+    parser.add_argument(
+        "--chunk-size",
+        type=int,
+        nargs="+",
+        default=None,
+        help="studies per task (default: the settings'); several values run one after the other",
+    )
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--data", type=Path, default=DATA, help="folder in the DM i AI layout")
     parser.add_argument(
@@ -287,29 +306,33 @@ def main() -> None:
     from config.settings import get_settings
 
     settings = get_settings()
-    chunk = args.chunk_size or settings.chunk_size
+    chunks = args.chunk_size or [settings.chunk_size]
     batch = args.batch_size or settings.batch_size
     results = [
-        run(args.n, c, chunk, batch, args.data, args.full_status, args.warm_studies)
+        run(args.n, c, chunk, batch, args.data, args.full_status, args.warm_studies, lanes)
         for c in args.concurrency
+        for chunk in chunks
+        for lanes in args.lanes
     ]
     if args.json:
         print(json.dumps(results[0] if len(results) == 1 else results))
         return
     print(
         f"machine: {results[0]['machine']}\nmodel: {results[0]['model_version']}, "
-        f"{args.n} studies, chunk {chunk}, batch {results[0]['batch_size']}, "
+        f"{args.n} studies, batch {results[0]['batch_size']}, "
         f"polling the {results[0]['status_form']}, "
         f"{results[0]['warm_studies']} studies through model and service first\n"
     )
     print(
-        "| workers | job | studies/s | model studies/s | overhead | status p50 ms | "
-        "status p95 ms | worker peak RSS MB | API peak RSS MB |"
+        "| workers | chunk | lanes | job | studies/s | model studies/s | overhead | "
+        "status p50 ms | status p95 ms | worker peak RSS MB | API peak RSS MB |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         print(
-            f"| {r['worker_concurrency']} | {r['job_status']} | {r['studies_per_s']:.2f} | "
+            f"| {r['worker_concurrency']} | {r['chunk_size']} | {r['lanes'] or 'auto'} | "
+            f"{r['job_status']} | "
+            f"{r['studies_per_s']:.2f} | "
             f"{r['model_studies_per_s']:.2f} | {r['overhead']:.1%} | {r['status_p50_ms']:.1f} | "
             f"{r['status_p95_ms']:.1f} | {r['worker_peak_rss_mb']:.0f} | "
             f"{r['api_peak_rss_mb']:.0f} |"
@@ -317,7 +340,9 @@ def main() -> None:
     for r in results:
         phases = ", ".join(f"{k} {v:.2f}" for k, v in r["chunk_phases_s"].items())
         print(
-            f"\n{r['worker_concurrency']} worker process(es): {r['chunks']} chunks, "
+            f"\n{r['worker_concurrency']} worker process(es), chunk {r['chunk_size']}, "
+            f"lanes {r['lanes'] or 'auto'}: "
+            f"{r['chunks']} chunks, "
             f"{r['chunk_seconds_s']:.2f} s in chunks (summed over processes): {phases}"
         )
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,7 +14,7 @@ import numpy as np
 import torch
 
 from model.artifact import Manifest, load_artifact
-from model.bucketing import make_batches, padding_waste
+from model.bucketing import Batch, make_batches, padding_waste
 from model.network import stride_multiple
 from model.postprocessing import to_mask
 from model.preprocessing import resample_tensor, scaled_size
@@ -75,6 +77,16 @@ def resolve_batch_size(
     return batch_size or BEST_BATCH_SIZE.get((device.type, autocast_dtype), 1)
 
 
+def resolve_lanes(lanes: int) -> int:
+    """0 means the measured best, 1 on every device so far: on 2 CPU cores two one-thread
+    lanes ran the model alone 7-14 % faster than one two-thread lane, but the worker's
+    predict phase 3-12 % slower beside the API, Redis and its PNG threads
+    (docs/BENCHMARKS.md); on CUDA, lanes are not yet measured."""
+    if lanes < 0:
+        raise ValueError(f"lanes must be >= 0, got {lanes}")
+    return lanes or 1
+
+
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype for 'auto' | 'bf16' | 'fp16' | 'fp32'; None means fp32."""
     if precision == "auto":
@@ -96,10 +108,15 @@ class Predictor:
         batch_size: int = 8,
         autocast_dtype: torch.dtype | None = None,
         compile: bool = False,
+        lanes: int = 1,
     ) -> None:
         self.manifest = manifest
         self.device = device
         self.batch_size = batch_size
+        #: Batches computed side by side, each in its own thread. On a CPU the lanes split
+        #: torch's threads between them (lanes = threads: one core each).
+        self.lanes = max(1, lanes)
+        self._lanes_executor: ThreadPoolExecutor | None = None
         self.autocast_dtype = autocast_dtype
         self.multiple = stride_multiple(manifest.architecture)
         self.threshold = float(manifest.threshold)
@@ -120,6 +137,7 @@ class Predictor:
         batch_size: int = 0,
         precision: str = "auto",
         compile: bool = False,
+        lanes: int = 0,
     ) -> Predictor:
         """Load an artifact (None = the bundled default) and build a ready predictor.
 
@@ -129,6 +147,8 @@ class Predictor:
             batch_size: Images per forward pass; 0 = the measured best for the device.
             precision: 'auto' (bf16 where native, else fp32), 'bf16', 'fp16' or 'fp32'.
             compile: Wrap the network in `torch.compile`.
+            lanes: Batches run side by side, each in its own thread (on a CPU with an
+                equal share of torch's threads); 0 = the measured best (1).
 
         Raises:
             model.artifact.ArtifactError: The artifact is missing or corrupt.
@@ -137,7 +157,13 @@ class Predictor:
         dev = resolve_device(device)
         dtype = resolve_precision(precision, dev)
         return cls(
-            manifest, network, dev, resolve_batch_size(batch_size, dev, dtype), dtype, compile
+            manifest,
+            network,
+            dev,
+            resolve_batch_size(batch_size, dev, dtype),
+            dtype,
+            compile,
+            resolve_lanes(lanes),
         )
 
     @property
@@ -224,28 +250,72 @@ class Predictor:
         # transfer each way per batch.
         shapes = [scaled_size(img.shape, self.input_scale) for img in images]
         batches = make_batches(shapes, self.batch_size, self.multiple)
-        for b in batches:
-            with torch.inference_mode():
-                fulls = self._upload([images[i] for i in b.indices])
-                batch = torch.zeros(
-                    (len(b.indices), 1, b.height, b.width), dtype=torch.float32, device=self.device
-                )
-                for j, i in enumerate(b.indices):
-                    h, w = shapes[i]
-                    batch[j, 0, :h, :w] = resample_tensor(fulls[j], (h, w))
-                prob = self._probabilities_batch(batch)
-                maps = self._download(
-                    [
-                        resample_tensor(
-                            prob[j, 0, : shapes[i][0], : shapes[i][1]], images[i].shape[:2]
-                        )
-                        for j, i in enumerate(b.indices)
-                    ]
-                )
-            yield from zip(b.indices, maps, strict=True)
+        if self.lanes == 1 or len(batches) == 1:
+            for b in batches:
+                yield from self._run_batch(images, shapes, b)
+        else:
+            yield from self._run_lanes(images, shapes, batches)
         self.last_run = PredictStats(
             len(images), len(batches), time.perf_counter() - start, padding_waste(batches, shapes)
         )
+
+    def _run_lanes(
+        self, images: Sequence[np.ndarray], shapes: list[tuple[int, int]], batches: list[Batch]
+    ) -> Iterator[tuple[int, np.ndarray]]:
+        """`_run_batch` over `batches` with `lanes` of them in flight, yielded in order."""
+        pool = self._lane_pool()
+        threads = torch.get_num_threads()
+        # At most `lanes` batches are submitted at a time, so none waits in the queue: a
+        # caller that stops early waits only for the batches already running.
+        pending: deque[Future[list[tuple[int, np.ndarray]]]] = deque()
+        try:
+            for b in batches:
+                pending.append(pool.submit(self._run_batch, images, shapes, b))
+                if len(pending) == self.lanes:
+                    yield from pending.popleft().result()
+            while pending:
+                yield from pending.popleft().result()
+        finally:
+            wait(pending)  # never leave a lane running on the caller's images
+            if self.device.type == "cpu":
+                # A lane thread's count also became torch's default for new threads.
+                torch.set_num_threads(threads)
+
+    def _lane_pool(self) -> ThreadPoolExecutor:
+        """The lanes' threads, started once per predictor: on a CPU each takes an equal
+        share of the creating thread's torch threads (torch keeps the count per thread;
+        the caller's own is untouched)."""
+        if self._lanes_executor is None:
+            per_lane = max(1, torch.get_num_threads() // self.lanes)
+
+            def init() -> None:
+                if self.device.type == "cpu":
+                    torch.set_num_threads(per_lane)
+
+            self._lanes_executor = ThreadPoolExecutor(self.lanes, "predictor-lane", init)
+        return self._lanes_executor
+
+    def _run_batch(
+        self, images: Sequence[np.ndarray], shapes: list[tuple[int, int]], b: Batch
+    ) -> list[tuple[int, np.ndarray]]:
+        """One batch: copy in, resample to the network's scale, network, resample back,
+        copy out. Returns (index into `images`, probabilities) pairs."""
+        with torch.inference_mode():
+            fulls = self._upload([images[i] for i in b.indices])
+            batch = torch.zeros(
+                (len(b.indices), 1, b.height, b.width), dtype=torch.float32, device=self.device
+            )
+            for j, i in enumerate(b.indices):
+                h, w = shapes[i]
+                batch[j, 0, :h, :w] = resample_tensor(fulls[j], (h, w))
+            prob = self._probabilities_batch(batch)
+            maps = self._download(
+                [
+                    resample_tensor(prob[j, 0, : shapes[i][0], : shapes[i][1]], images[i].shape[:2])
+                    for j, i in enumerate(b.indices)
+                ]
+            )
+        return list(zip(b.indices, maps, strict=True))
 
     def probabilities(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Tumor probability maps, one per image, each the size of its input."""

@@ -30,10 +30,11 @@ class ModelChoice:
 class PredictorCache:
     """Holds this process's predictor and the choice it was loaded for."""
 
-    def __init__(self, device: str, batch_size: int, threads: int = 0) -> None:
+    def __init__(self, device: str, batch_size: int, threads: int = 0, lanes: int = 0) -> None:
         self._device = device
         self._batch_size = batch_size
         self._threads = threads
+        self._lanes = lanes
         self._lock = threading.Lock()
         self._pid: int | None = None
         self._choice: ModelChoice | None = None
@@ -60,13 +61,18 @@ class PredictorCache:
 
                 old = self._predictor.version if self._predictor is not None else None
                 self._predictor = Predictor.from_artifact(
-                    choice.path, device=self._device, batch_size=self._batch_size
+                    choice.path,
+                    device=self._device,
+                    batch_size=self._batch_size,
+                    lanes=self._lanes,
                 )
                 self._choice, self._pid = choice, os.getpid()
                 logger.info(
-                    "loaded model %s (trained=%s) from %s; was %s",
+                    "loaded model %s (trained=%s, batch %d, %d lanes) from %s; was %s",
                     self._predictor.version,
                     self._predictor.trained,
+                    self._predictor.batch_size,
+                    self._predictor.lanes,
                     choice.path or "bundled default",
                     old,
                 )

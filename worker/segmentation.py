@@ -102,7 +102,10 @@ class SegmentationService:
         self.settings = settings
         self.db_url = settings.sqlalchemy_url
         self.cache = cache or PredictorCache(
-            settings.device, settings.batch_size, settings.torch_threads_per_process
+            settings.device,
+            settings.batch_size,
+            settings.torch_threads_per_process,
+            settings.inference_lanes,
         )
 
     # -- model ---------------------------------------------------------------------
