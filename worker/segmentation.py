@@ -10,6 +10,10 @@ model runs:
    message and the others go on), predict the good ones as true batches, compute metrics
    and encode the mask PNG (overlays are drawn by the API when asked for).
 3. *store* (one transaction): upsert every result of the chunk and update the job.
+
+A chunk that an earlier delivery claimed and never stored (its process was killed, maybe
+by one of its studies) is done one study per claim-compute-store instead, so that only
+the study that kills its worker uses up its deliveries, and its chunk-mates are done.
 """
 
 from __future__ import annotations
@@ -132,17 +136,40 @@ class SegmentationService:
         started = time.perf_counter()
         predictor = self.current_predictor()
         report = ChunkReport(model_version=predictor.version)
-        claimed = self._claim(study_ids, predictor, report)
+        with session_scope(self.db_url) as session:
+            interrupted = studies_repo.interrupted_studies(session, study_ids)
         report.phases["claim"] = time.perf_counter() - started
-        logger.info("chunk claimed %s", [c.id for c in claimed])
-        if claimed:
-            outcomes = self._compute(predictor, claimed, report.phases)
-            stored = time.perf_counter()
-            self._store(claimed, outcomes, report)
-            report.phases["store"] = time.perf_counter() - stored
+        if interrupted:
+            # An earlier delivery died holding these (a crash, an OOM kill, the hard time
+            # limit), maybe because of one of them: one study per claim from here, so the
+            # culprit uses up its own deliveries and the others are done.
+            logger.warning(
+                "chunk %s: %s were claimed before and never finished; one study at a time",
+                list(study_ids),
+                interrupted,
+            )
+            for study_id in study_ids:
+                self._segment([study_id], predictor, report)
+        else:
+            self._segment(study_ids, predictor, report)
         report.seconds = time.perf_counter() - started
         logger.info("chunk %s: %s", list(study_ids), json.dumps(report.as_dict()))
         return report
+
+    def _segment(self, study_ids: Sequence[int], predictor: Predictor, report: ChunkReport) -> None:
+        """Claim, compute and store these studies; the phases' seconds add to `report`."""
+        phases: dict[str, float] = {}
+        started = time.perf_counter()
+        claimed = self._claim(study_ids, predictor, report)
+        phases["claim"] = time.perf_counter() - started
+        logger.info("chunk claimed %s", [c.id for c in claimed])
+        if claimed:
+            outcomes = self._compute(predictor, claimed, phases)
+            stored = time.perf_counter()
+            self._store(claimed, outcomes, report)
+            phases["store"] = time.perf_counter() - stored
+        for phase, seconds in phases.items():
+            report.phases[phase] = report.phases.get(phase, 0.0) + seconds
 
     def fail_unfinished(self, study_ids: Sequence[int], message: str) -> int:
         """Fail the studies among ``study_ids`` that are still queued or running.

@@ -10,7 +10,7 @@ from sqlalchemy import select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, undefer
 
-from db.models import Job, Result, Study, StudyStatus, utcnow
+from db.models import UNFINISHED_STUDY, Job, Result, Study, StudyStatus, utcnow
 
 
 def get_study(session: Session, study_id: int) -> Study | None:
@@ -44,6 +44,20 @@ def latest_results(session: Session, study_ids: Sequence[int]) -> dict[int, Resu
         select(Result).where(Result.study_id.in_(list(study_ids))).order_by(Result.id)
     )
     return {r.study_id: r for r in rows}
+
+
+def interrupted_studies(session: Session, study_ids: Sequence[int]) -> list[int]:
+    """Ids among ``study_ids`` that an earlier delivery claimed and never finished: still
+    queued or running with at least one attempt (its worker died, or the reaper re-queued
+    them)."""
+    if not study_ids:
+        return []
+    stmt = select(Study.id).where(
+        Study.id.in_(list(study_ids)),
+        Study.status.in_(UNFINISHED_STUDY),
+        Study.attempts >= 1,
+    )
+    return sorted(session.scalars(stmt))
 
 
 def studies_with_result(session: Session, study_ids: Sequence[int], model_version: str) -> set[int]:

@@ -211,3 +211,31 @@ def test_worker_follows_the_promoted_model_version(
             row = models_repo.get_version(session, "promoted-copy")
             assert row is not None
             row.promoted = False
+
+
+def test_interrupted_chunk_goes_one_study_at_a_time_and_the_culprit_fails_alone(
+    service: SegmentationService, settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A delivery died holding all four (claimed, never stored); one of them has used up
+    # its deliveries. Claimed together again, all four would be charged a delivery.
+    _job_id, ids = _make_job(settings.sqlalchemy_url, _labelled(4))
+    with session_scope(settings.sqlalchemy_url) as session:
+        for study in jobs_repo.get_job(session, _job_id).studies:  # type: ignore[union-attr]
+            study.status, study.attempts = StudyStatus.RUNNING, 1
+            if study.id == ids[1]:
+                study.attempts = settings.max_deliveries
+    with caplog.at_level("INFO", logger="worker.segmentation"):
+        report = service.run_chunk(ids)
+    claims = [r.args[0] for r in caplog.records if r.msg == "chunk claimed %s"]
+    assert claims == [[ids[0]], [], [ids[2]], [ids[3]]]  # the culprit is failed at its claim
+    assert report.failed == [ids[1]] and sorted(report.succeeded) == [ids[0], ids[2], ids[3]]
+    assert set(report.phases) == {"claim", "decode", "predict", "finish", "store"}
+    with session_scope(settings.sqlalchemy_url) as session:
+        attempts = {s.id: s.attempts for s in jobs_repo.get_job(session, _job_id).studies}  # type: ignore[union-attr]
+    assert attempts == {ids[0]: 2, ids[1]: settings.max_deliveries, ids[2]: 2, ids[3]: 2}
+
+    caplog.clear()
+    _job_id, fresh = _make_job(settings.sqlalchemy_url, _labelled(2))  # a first delivery
+    with caplog.at_level("INFO", logger="worker.segmentation"):
+        service.run_chunk(fresh)
+    assert [r.args[0] for r in caplog.records if r.msg == "chunk claimed %s"] == [fresh]
