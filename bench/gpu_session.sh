@@ -21,7 +21,9 @@
 # RUNS entries are name:fold:crop:batch:lr:dropout:weight_decay:p_control:input_scale:augmentation
 # (5 folds, seed 0); RUNS= (empty) trains nothing. SKIP_INFERENCE=1 leaves out the inference
 # benchmark and the CUDA test; CONCURRENCY lists the worker process counts of the pipeline
-# benchmark.
+# benchmark, LANES the predictor lanes (batches side by side) of both benchmarks: on a GPU
+# a second lane may copy and post-process one batch while the GPU runs the other; not yet
+# measured there (on 2 CPU cores it lost in the worker).
 # The network is small, so one training leaves the GPU mostly idle; the crop loaders need
 # the CPU cores (WORKERS per run). What comes back is at most 8 files, so artifacts travel
 # two to a tar and the logs in one.
@@ -38,7 +40,8 @@ PY=${PY:-python3}
 # f0-f2 and F0-F1 (1.0:384 strong).
 RUNS=${RUNS-"S3:3:192:16:2e-3:0:1e-4:0.25:0.5:strong S4:4:192:16:2e-3:0:1e-4:0.25:0.5:strong"}
 STEPS_PER_EPOCH=${STEPS_PER_EPOCH:-250}
-CONCURRENCY=${CONCURRENCY:-4 1}
+CONCURRENCY=${CONCURRENCY:-1}
+LANES=${LANES:-1 2}
 N=${N:-400}
 export PYTHONUNBUFFERED=1 TQDM_DISABLE=1
 LOGS=/tmp/gpu-logs
@@ -82,11 +85,11 @@ tar -C "$LOGS" -cf "$OUT/train-logs.tar" .  # kept even if a later step runs out
 # the released artifact (model/artifacts), as on the CPU
 if [ -z "${SKIP_INFERENCE:-}" ]; then
     timeout 150 $PY -m bench.inference --device "$DEVICE" --data "$DATA" --n 128 --seed-n 16 \
-        --batch-sizes 8 32 128 --json >"$OUT/bench-inference.json" 2>>"$LOGS/misc.log"
+        --batch-sizes 32 --lanes $LANES --json >"$OUT/bench-inference.json" 2>>"$LOGS/misc.log"
 fi
-# shellcheck disable=SC2086  # CONCURRENCY is a list
+# shellcheck disable=SC2086  # CONCURRENCY and LANES are lists
 timeout 200 $PY -m bench.pipeline --data "$DATA" --n "$N" --chunk-size 32 --concurrency $CONCURRENCY \
-    --json >"$OUT/bench-pipeline.json" 2>"$OUT/pipeline.log"  # progress, even if cut short
+    --lanes $LANES --json >"$OUT/bench-pipeline.json" 2>"$OUT/pipeline.log"  # progress, even if cut short
 if [ -z "${SKIP_INFERENCE:-}" ]; then
     timeout 60 $PY -m pytest -p no:cacheprovider --confcutdir=tests/model -q \
         tests/model/test_predictor.py >>"$LOGS/misc.log" 2>&1
