@@ -249,11 +249,14 @@ class SegmentationService:
     def _compute(
         self, predictor: Predictor, claimed: Sequence[ClaimedStudy], phases: dict[str, float]
     ) -> list[Outcome]:
-        """Decode, predict and measure; decoding and encoding run in a small thread pool
-        so that they overlap with the network (masks are encoded as each batch ends).
+        """Decode, predict and measure (metrics and the mask PNG); decoding and measuring
+        run in a thread pool. On a GPU the studies are measured as each batch ends, beside
+        the next batch; on a CPU after the last batch, since the network already uses every
+        core there and host work beside it only slows it (bench/host_overlap.py).
         Seconds spent per phase are added to `phases`."""
         outcomes: dict[int, Outcome] = {}
         good: list[tuple[ClaimedStudy, np.ndarray, np.ndarray | None]] = []
+        beside_network = predictor.device.type != "cpu"
         decode_started = time.perf_counter()
         with ThreadPoolExecutor(max_workers=self.settings.io_threads_per_process) as pool:
             for item, decoded in zip(claimed, pool.map(self._decode, claimed), strict=True):
@@ -264,23 +267,34 @@ class SegmentationService:
             started = time.perf_counter()
             phases["decode"] = started - decode_started
             pending: list[tuple[int, Future[Outcome]]] = []
+            masks: list[tuple[int, np.ndarray]] = []
             for i, mask in self._predict(predictor, [img for _, img, _ in good]):
-                item, image, label = good[i]
                 if isinstance(mask, str):
-                    outcomes[item.id] = Outcome(item.id, error=mask)
+                    outcomes[good[i][0].id] = Outcome(good[i][0].id, error=mask)
+                elif beside_network:
+                    pending.append(self._submit_measure(pool, good[i], mask, predictor))
                 else:
-                    pending.append(
-                        (item.id, pool.submit(self._measure, item, image, label, mask, predictor))
-                    )
+                    masks.append((i, mask))
             predicted = time.perf_counter()
             phases["predict"] = predicted - started
             per_image = (predicted - started) / max(len(good), 1)
+            pending += [self._submit_measure(pool, good[i], mask, predictor) for i, mask in masks]
             for study_id, future in pending:
                 outcome = outcomes[study_id] = future.result()
                 if outcome.error is None:
                     outcome.values["inference_seconds"] = per_image
             phases["finish"] = time.perf_counter() - predicted
         return [outcomes[item.id] for item in claimed]
+
+    def _submit_measure(
+        self,
+        pool: ThreadPoolExecutor,
+        study: tuple[ClaimedStudy, np.ndarray, np.ndarray | None],
+        mask: np.ndarray,
+        predictor: Predictor,
+    ) -> tuple[int, Future[Outcome]]:
+        item, image, label = study
+        return item.id, pool.submit(self._measure, item, image, label, mask, predictor)
 
     def _decode(self, item: ClaimedStudy) -> tuple[np.ndarray, np.ndarray | None] | str:
         """The study's image and label arrays, or the reason they are unusable."""
