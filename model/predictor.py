@@ -79,8 +79,8 @@ def resolve_batch_size(
 
 def resolve_lanes(lanes: int) -> int:
     """0 means the measured best, 1 on every device so far: on 2 CPU cores two one-thread
-    lanes ran the model alone 7-14 % faster than one two-thread lane, but the worker's
-    predict phase 3-12 % slower beside the API, Redis and its PNG threads
+    lanes ran the model alone up to 9 % faster than one two-thread lane, but the worker's
+    predict phase 4-24 % slower beside the API, Redis and its PNG threads
     (docs/BENCHMARKS.md); on CUDA, lanes are not yet measured."""
     if lanes < 0:
         raise ValueError(f"lanes must be >= 0, got {lanes}")
