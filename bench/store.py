@@ -13,15 +13,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import secrets
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 from db.migrate import upgrade_to_head
@@ -29,6 +27,7 @@ from db.models import METRIC_FIELDS, StudyStatus
 from db.repositories import jobs as jobs_repo
 from db.repositories import studies as studies_repo
 from db.session import dispose_engines, session_scope
+from db.throwaway import throwaway_database
 
 PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
@@ -66,7 +65,6 @@ def ms_per_study(url: str, write: Write, n: int, chunk: int) -> float:
 
 
 def backend(name: str, url: str, n: int, chunk: int) -> dict[str, Any]:
-    upgrade_to_head(url)
     before = ms_per_study(url, row_by_row, n, chunk)
     after = ms_per_study(url, one_statement, n, chunk)
     return {
@@ -80,25 +78,18 @@ def backend(name: str, url: str, n: int, chunk: int) -> dict[str, Any]:
 def run(n: int = 256, chunk: int = 32, pg_url: str | None = PG_URL) -> list[dict[str, Any]]:
     out = []
     with tempfile.TemporaryDirectory() as tmp:
-        out.append(backend("sqlite", f"sqlite:///{Path(tmp) / 'bench.db'}", n, chunk))
+        url = f"sqlite:///{Path(tmp) / 'bench.db'}"
+        upgrade_to_head(url)
+        out.append(backend("sqlite", url, n, chunk))
         dispose_engines()
     if pg_url:
-        admin = create_engine(pg_url, isolation_level="AUTOCOMMIT")
-        name = f"bench_store_{secrets.token_hex(4)}"
-        try:
-            with admin.connect() as conn:
-                conn.execute(text(f'CREATE DATABASE "{name}"'))
-        except Exception as exc:  # no PostgreSQL here: SQLite alone
-            print(f"PostgreSQL skipped: {type(exc).__name__}: {exc}")
-        else:
+        with ExitStack() as stack:
             try:
-                url = make_url(pg_url).set(database=name).render_as_string(hide_password=False)
+                url, _, _ = stack.enter_context(throwaway_database(pg_url, "bench_store"))
+            except Exception as exc:  # no PostgreSQL here: SQLite alone
+                print(f"PostgreSQL skipped: {type(exc).__name__}: {exc}")
+            else:
                 out.append(backend("postgresql", url, n, chunk))
-            finally:
-                dispose_engines()
-                with admin.connect() as conn:
-                    conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
     return out
 
 

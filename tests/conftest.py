@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import io
 import os
-import secrets
 import signal
 import subprocess
 import sys
@@ -27,11 +26,11 @@ import pytest
 import redis
 from PIL import Image
 from sqlalchemy import Engine, create_engine, text
-from sqlalchemy.engine import make_url
 
 from config.settings import Settings
 from db.migrate import upgrade_to_head
 from db.session import dispose_engines
+from db.throwaway import throwaway_database
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = REPO_ROOT.parent / "shared" / "data" / "dmiai2023"
@@ -100,27 +99,9 @@ def _pg_admin_url() -> str:
 
 @contextmanager
 def throwaway_pg_database(prefix: str) -> Iterator[tuple[str, str, Engine]]:
-    """Create and migrate a PostgreSQL database named `prefix_<random>`, drop it after.
-
-    Yields:
-        (url, name, admin engine): the admin engine (AUTOCOMMIT, on the server's default
-        database) can alter the database while it is in use.
-    """
-    admin_url = _pg_admin_url()
-    name = f"{prefix}_{secrets.token_hex(4)}"
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-    try:
-        upgrade_to_head(url)
-        yield url, name, admin
-    finally:
-        dispose_engines()
-        with admin.connect() as conn:
-            conn.execute(text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true'))
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    """`db.throwaway.throwaway_database` on the reachable PostgreSQL server."""
+    with throwaway_database(_pg_admin_url(), prefix) as created:
+        yield created
 
 
 @pytest.fixture(scope="session", params=["sqlite", "postgresql"])
