@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from model.dataset import find_studies, load_study, split
+from model.dataset import Study, find_studies, load_study, split
 from model.metrics import body_mask
 from model.postprocessing import CONNECTIVITY
 from model.predictor import Predictor
@@ -83,6 +83,34 @@ def component_rows(
         1,
     )
     return feats, size, overlap
+
+
+def study_components(predictor: Predictor, studies: list[Study], threshold: float) -> list[dict]:
+    """Per study: patient or not, its expert tumor pixels, and its components' features,
+    sizes and overlaps with the expert mask (`component_rows`) at `threshold`."""
+    probs = predictor.probabilities([s.image for s in studies])
+    out = []
+    for s, p in zip(studies, probs, strict=True):
+        feats, size, overlap = component_rows(p, s.image, s.label, threshold)
+        out.append(
+            {
+                "patient": s.is_patient,
+                "true_px": int(s.label.sum()),
+                "x": feats,
+                "size": size,
+                "overlap": overlap,
+            }  # fmt: skip
+        )
+    return out
+
+
+def study_features(s: dict) -> np.ndarray:
+    """A study's gate features: its most probable component's size, peak and mean
+    probability and relative uptake, the predicted area, and how many components."""
+    if not len(s["size"]):
+        return np.zeros(6)
+    top = int(np.argmax(s["x"][:, 1] + 1e-3 * s["x"][:, 0]))
+    return np.array([*s["x"][top, [0, 1, 2, 5]], np.log(s["size"].sum()), np.log(len(s["size"]))])
 
 
 def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1e-2) -> tuple[np.ndarray, ...]:
@@ -150,20 +178,7 @@ def main() -> None:
     )
     sets: dict[str, list[dict]] = {}
     for name, files in (("train", train_files), ("validation", val_files)):
-        loaded = [load_study(f) for f in files]
-        probs = predictor.probabilities([s.image for s in loaded])
-        sets[name] = []
-        for s, p in zip(loaded, probs, strict=True):
-            feats, size, overlap = component_rows(p, s.image, s.label, t)
-            sets[name].append(
-                {
-                    "patient": s.is_patient,
-                    "true_px": int(s.label.sum()),
-                    "x": feats,
-                    "size": size,
-                    "overlap": overlap,
-                }  # fmt: skip
-            )
+        sets[name] = study_components(predictor, [load_study(f) for f in files], t)
         n_comp = sum(len(s["size"]) for s in sets[name])
         n_tumor = sum(int((s["overlap"] > 0).sum()) for s in sets[name])
         print(f"{name}: {len(files)} studies, {n_comp} components, {n_tumor} touch a tumor")
@@ -219,21 +234,12 @@ def main() -> None:
     cross_points = sweep(cross, "filter cross-fitted in the fold")
 
     # A study-level gate on the same outputs: is there any tumor in this study at all?
-    # (features: the largest component's size, probabilities and relative uptake, and
-    # how many components; trained on the training folds, patients against controls).
-    def study_x(s: dict) -> np.ndarray:
-        if not len(s["size"]):
-            return np.zeros(6)
-        top = int(np.argmax(s["x"][:, 1] + 1e-3 * s["x"][:, 0]))
-        return np.array(
-            [*s["x"][top, [0, 1, 2, 5]], np.log(s["size"].sum()), np.log(len(s["size"]))]
-        )
-
+    # (`study_features`; trained on the training folds, patients against controls).
     gate = fit_logistic(
-        np.stack([study_x(s) for s in sets["train"]]),
+        np.stack([study_features(s) for s in sets["train"]]),
         np.array([float(s["patient"]) for s in sets["train"]]),
     )
-    gate_scores = predict_logistic(gate, np.stack([study_x(s) for s in val]))
+    gate_scores = predict_logistic(gate, np.stack([study_features(s) for s in val]))
     gate_points = []
     for cut, min_px in itertools.product(np.linspace(0.0, 0.95, 39), (0, 10, 25, 50)):
         keep = [

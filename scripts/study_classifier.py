@@ -25,11 +25,12 @@ import numpy as np
 import torch
 from component_filter import (
     LEVELS,
-    component_rows,
     fit_logistic,
     frontier,
     predict_logistic,
     score,
+    study_components,
+    study_features,
 )
 from torch import nn
 
@@ -177,31 +178,15 @@ def main() -> None:
 
     # The released masks and the output-based study gate, as in component_filter.py.
     t = manifest.threshold
-    rows: dict[str, list[dict]] = {}
-    for name, studies in (("train", train_studies), ("validation", val_studies)):
-        probs = predictor.probabilities([s.image for s in studies])
-        rows[name] = []
-        for s, p in zip(studies, probs, strict=True):
-            feats, size, overlap = component_rows(p, s.image, s.label, t)
-            rows[name].append(
-                {
-                    "patient": s.is_patient,
-                    "true_px": int(s.label.sum()),
-                    "x": feats,
-                    "size": size,
-                    "overlap": overlap,
-                }  # fmt: skip
-            )
+    rows = {
+        "train": study_components(predictor, train_studies, t),
+        "validation": study_components(predictor, val_studies, t),
+    }
     val = rows["validation"]
 
     def study_x(s: dict, image_p: float) -> np.ndarray:
         logit = np.log(image_p + 1e-6) - np.log(1 - image_p + 1e-6)
-        if not len(s["size"]):
-            return np.array([0, 0, 0, 0, 0, 0, logit])
-        top = int(np.argmax(s["x"][:, 1] + 1e-3 * s["x"][:, 0]))
-        return np.array(
-            [*s["x"][top, [0, 1, 2, 5]], np.log(s["size"].sum()), np.log(len(s["size"])), logit]
-        )
+        return np.append(study_features(s), logit)
 
     # Stacked gate: fitted on the training folds, where both inputs are optimistic.
     stacked = fit_logistic(
