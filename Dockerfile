@@ -4,7 +4,7 @@ FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
 WORKDIR /app
 
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY api ./api
 COPY archive ./archive
 COPY cli ./cli
@@ -12,7 +12,7 @@ COPY config ./config
 COPY db ./db
 COPY model ./model
 COPY worker ./worker
-RUN pip install .
+RUN pip install -c constraints.txt .
 
 RUN useradd --create-home tumorseg
 USER tumorseg

@@ -3,12 +3,12 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint chaos
+.PHONY: demo test lint chaos constraints
 
-# Created once, when missing (torch is pinned in pyproject.toml).
+# Created once, when missing (torch is pinned in pyproject.toml, the rest in constraints.txt).
 $(BIN)/tumorseg:
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -e '.[dev]'
+	$(BIN)/pip install -c constraints.txt -e '.[dev]'
 
 demo: $(BIN)/tumorseg
 	$(BIN)/tumorseg demo
@@ -23,3 +23,11 @@ chaos: $(BIN)/tumorseg
 lint: $(BIN)/tumorseg
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check api archive cli config db worker tests
+
+# After changing dependencies in pyproject.toml: upgrade the venv, then pin what passes.
+constraints: $(BIN)/tumorseg
+	$(BIN)/pip install --upgrade -e '.[dev]'
+	$(BIN)/pytest
+	head -4 constraints.txt > constraints.txt.new
+	$(BIN)/pip freeze --exclude-editable | grep -v '^torch==' >> constraints.txt.new
+	mv constraints.txt.new constraints.txt
