@@ -16,7 +16,7 @@ import torch
 from model.artifact import Manifest, load_artifact
 from model.bucketing import Batch, make_batches, padding_waste
 from model.network import stride_multiple
-from model.postprocessing import to_mask
+from model.postprocessing import remove_small_components
 from model.preprocessing import resample_tensor, scaled_size
 
 log = logging.getLogger(__name__)
@@ -222,9 +222,14 @@ class Predictor:
         dev = flat.to(self.device, non_blocking=True)
         return [dev[o : o + a.size].view(a.shape) for o, a in zip(offsets, arrays, strict=False)]
 
-    def _download(self, maps: Sequence[torch.Tensor]) -> list[np.ndarray]:
-        """Probability maps, clipped to [0, 1], as host arrays: one copy per batch."""
-        flat = torch.cat([m.reshape(-1) for m in maps]).clamp_(0.0, 1.0).cpu().numpy()
+    def _download(self, maps: Sequence[torch.Tensor], threshold: float | None) -> list[np.ndarray]:
+        """Host arrays of `maps`, one copy per batch: the probabilities clipped to [0, 1],
+        or with a threshold the bool masks above it, compared on the device (a quarter of
+        the bytes to copy, and no float maps to handle on the host)."""
+        if threshold is None:
+            flat = torch.cat([m.reshape(-1) for m in maps]).clamp_(0.0, 1.0).cpu().numpy()
+        else:
+            flat = torch.cat([m.reshape(-1) > threshold for m in maps]).cpu().numpy()
         out, o = [], 0
         for m in maps:
             out.append(flat[o : o + m.numel()].reshape(m.shape))
@@ -241,6 +246,12 @@ class Predictor:
         Yields:
             (index into `images`, float32 (H, W) probabilities in [0, 1]).
         """
+        yield from self._iter_outputs(images, None)
+
+    def _iter_outputs(
+        self, images: Sequence[np.ndarray], threshold: float | None
+    ) -> Iterator[tuple[int, np.ndarray]]:
+        """Probability maps (threshold None) or the masks above `threshold`, per batch."""
         start = time.perf_counter()
         for img in images:
             if img.ndim != 2:
@@ -252,15 +263,19 @@ class Predictor:
         batches = make_batches(shapes, self.batch_size, self.multiple)
         if self.lanes == 1 or len(batches) == 1:
             for b in batches:
-                yield from self._run_batch(images, shapes, b)
+                yield from self._run_batch(images, shapes, b, threshold)
         else:
-            yield from self._run_lanes(images, shapes, batches)
+            yield from self._run_lanes(images, shapes, batches, threshold)
         self.last_run = PredictStats(
             len(images), len(batches), time.perf_counter() - start, padding_waste(batches, shapes)
         )
 
     def _run_lanes(
-        self, images: Sequence[np.ndarray], shapes: list[tuple[int, int]], batches: list[Batch]
+        self,
+        images: Sequence[np.ndarray],
+        shapes: list[tuple[int, int]],
+        batches: list[Batch],
+        threshold: float | None,
     ) -> Iterator[tuple[int, np.ndarray]]:
         """`_run_batch` over `batches` with `lanes` of them in flight, yielded in order."""
         pool = self._lane_pool()
@@ -270,7 +285,7 @@ class Predictor:
         pending: deque[Future[list[tuple[int, np.ndarray]]]] = deque()
         try:
             for b in batches:
-                pending.append(pool.submit(self._run_batch, images, shapes, b))
+                pending.append(pool.submit(self._run_batch, images, shapes, b, threshold))
                 if len(pending) == self.lanes:
                     yield from pending.popleft().result()
             while pending:
@@ -296,10 +311,14 @@ class Predictor:
         return self._lanes_executor
 
     def _run_batch(
-        self, images: Sequence[np.ndarray], shapes: list[tuple[int, int]], b: Batch
+        self,
+        images: Sequence[np.ndarray],
+        shapes: list[tuple[int, int]],
+        b: Batch,
+        threshold: float | None = None,
     ) -> list[tuple[int, np.ndarray]]:
         """One batch: copy in, resample to the network's scale, network, resample back,
-        copy out. Returns (index into `images`, probabilities) pairs."""
+        (threshold,) copy out. Returns (index into `images`, probabilities or masks) pairs."""
         with torch.inference_mode():
             fulls = self._upload([images[i] for i in b.indices])
             batch = torch.zeros(
@@ -313,7 +332,8 @@ class Predictor:
                 [
                     resample_tensor(prob[j, 0, : shapes[i][0], : shapes[i][1]], images[i].shape[:2])
                     for j, i in enumerate(b.indices)
-                ]
+                ],
+                threshold,
             )
         return list(zip(b.indices, maps, strict=True))
 
@@ -323,9 +343,12 @@ class Predictor:
         return [out[i] for i in range(len(images))]
 
     def iter_predict(self, images: Sequence[np.ndarray]) -> Iterator[tuple[int, np.ndarray]]:
-        """Binary masks (bool, input size) as each batch finishes: (index, mask) pairs."""
-        for i, p in self.iter_probabilities(images):
-            yield i, to_mask(p, self.threshold, self.min_component_px)
+        """Binary masks (bool, input size) as each batch finishes: (index, mask) pairs.
+
+        The same masks as `model.postprocessing.to_mask` on `iter_probabilities`, but
+        thresholded on the device, so only the component removal runs on the host."""
+        for i, above in self._iter_outputs(images, self.threshold):
+            yield i, remove_small_components(above, self.min_component_px)
 
     def predict(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Binary tumor masks (bool, input size) after threshold and post-processing."""

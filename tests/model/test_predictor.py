@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from model.postprocessing import to_mask
 from model.predictor import Predictor, resolve_batch_size, resolve_device, resolve_lanes
 
 
@@ -20,6 +21,31 @@ def test_masks_have_input_shapes_and_are_binary(tiny_artifact: Path) -> None:
     assert all(m.dtype == bool for m in masks)
     assert pred.last_run.n_images == 4 and pred.last_run.n_batches >= 2
     assert 0.0 <= pred.last_run.padding_waste < 1.0
+
+
+@pytest.mark.parametrize("lanes", [1, 2])
+def test_masks_thresholded_on_the_device_equal_the_host_post_processing(
+    tiny_artifact: Path, lanes: int
+) -> None:
+    # `predict` compares on the device and copies bool masks out; the result must be
+    # `to_mask` on the probability maps, with and without component removal.
+    pred = Predictor.from_artifact(
+        tiny_artifact, device="cpu", batch_size=2, precision="fp32", lanes=lanes
+    )
+    imgs = images()
+    probs = pred.probabilities(imgs)
+    pred.threshold = float(np.median(np.concatenate([p.ravel() for p in probs])))
+    removed = False
+    for min_px in (0, 3):
+        pred.min_component_px = min_px
+        want = [to_mask(p, pred.threshold, min_px) for p in probs]
+        got = pred.predict(imgs)
+        for g, w, p in zip(got, want, probs, strict=True):
+            assert g.dtype == bool and g.shape == p.shape
+            np.testing.assert_array_equal(g, w)
+            assert w.any() and not w.all()
+            removed |= not np.array_equal(w, p > pred.threshold)
+    assert removed  # some components were small enough to go
 
 
 def test_batched_equals_one_at_a_time_within_a_bucket(tiny_artifact: Path) -> None:
@@ -84,6 +110,13 @@ def test_cuda_masks_match_cpu(tiny_artifact: Path, monkeypatch: pytest.MonkeyPat
     cpu.input_scale = gpu.input_scale = 0.5  # the GPU resamples on the device: cover it
     for a, b in zip(cpu.probabilities(images()), gpu.probabilities(images()), strict=True):
         np.testing.assert_allclose(a, b, atol=1e-3)
+    # Masks are thresholded on the GPU and copied out as bool: the host's masks of the
+    # same GPU's maps (deterministic convolutions, so both passes compute the same maps).
+    monkeypatch.setattr(torch.backends.cudnn, "deterministic", True)
+    probs = gpu.probabilities(images())
+    gpu.threshold = float(np.median(np.concatenate([p.ravel() for p in probs])))
+    for m, p in zip(gpu.predict(images()), probs, strict=True):
+        np.testing.assert_array_equal(m, to_mask(p, gpu.threshold, gpu.min_component_px))
 
 
 def test_batch_size_zero_means_the_measured_best_for_the_device(tiny_artifact: Path) -> None:
@@ -125,10 +158,10 @@ def test_a_failing_lane_raises_to_the_caller(tiny_artifact: Path) -> None:
     boom = RuntimeError("lane down")
     real = pred._run_batch
 
-    def run_batch(images, shapes, b):  # type: ignore[no-untyped-def]
+    def run_batch(images, shapes, b, threshold=None):  # type: ignore[no-untyped-def]
         if 2 in b.indices:
             raise boom
-        return real(images, shapes, b)
+        return real(images, shapes, b, threshold)
 
     pred._run_batch = run_batch  # type: ignore[method-assign]
     with pytest.raises(RuntimeError, match="lane down"):
