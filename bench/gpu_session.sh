@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One prepared run on a lent GPU machine (device time is scarce: 15 minutes a session, so
 # everything goes into one call): trainings side by side on the one GPU, then the
-# inference benchmark, the end-to-end pipeline benchmark and the CUDA test there.
+# inference and post-processing benchmarks, the end-to-end pipeline benchmark and the CUDA
+# test there.
 #
 #   OUT=out/gpu DATA=.devdata/dmiai2023 BUDGET=360 WORKERS=6 bash bench/gpu_session.sh
 #
@@ -86,6 +87,9 @@ tar -C "$LOGS" -cf "$OUT/train-logs.tar" .  # kept even if a later step runs out
 if [ -z "${SKIP_INFERENCE:-}" ]; then
     timeout 150 $PY -m bench.inference --device "$DEVICE" --data "$DATA" --n 128 --seed-n 16 \
         --batch-sizes 32 --lanes $LANES --json >"$OUT/bench-inference.json" 2>>"$LOGS/misc.log"
+    # masks thresholded on the GPU and copied out as bool, against floats out (CPU: 1.0x)
+    timeout 60 $PY -m bench.postprocessing --device "$DEVICE" --data "$DATA" --n 128 --repeat 5 \
+        --json >>"$LOGS/misc.log" 2>&1
 fi
 # shellcheck disable=SC2086  # CONCURRENCY and LANES are lists
 timeout 200 $PY -m bench.pipeline --data "$DATA" --n "$N" --chunk-size 32 --concurrency $CONCURRENCY \

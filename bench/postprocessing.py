@@ -1,12 +1,18 @@
-"""Post-processing cost per study: component removal inside the tumor box against
-labelling the whole image (the previous implementation), in one run on the same maps.
+"""Post-processing cost per study, each comparison in one run on the same maps:
+
+1. component removal inside the tumor box against labelling the whole image (the
+   previous implementation);
+2. the predictor's copy out of each batch: probability maps copied to the host and
+   thresholded there (the previous way) against masks thresholded on the device and
+   copied out as bool, then components removed (`Predictor.iter_predict` now).
 
 On a GPU the network costs about 0.2 ms a study and everything else runs on the host, so
 the host's post-processing bounds the predictor's throughput there. The maps are the
 released model's probabilities on development studies (patients and controls); both
-implementations must give the same masks, which the benchmark checks.
+sides of each comparison must give the same masks, which the benchmark checks.
 
-Usage: .venv/bin/python -m bench.postprocessing [--n 64] [--repeat 5] [--json]
+Usage: .venv/bin/python -m bench.postprocessing [--n 64] [--repeat 5] [--device cpu]
+    [--data DIR] [--json]
 """
 
 from __future__ import annotations
@@ -14,12 +20,13 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from bench.inference import DATA, machine, pick
-from model.postprocessing import CONNECTIVITY, label_components, to_mask
+from model.postprocessing import CONNECTIVITY, label_components, remove_small_components, to_mask
 from model.predictor import Predictor
 from model.preprocessing import decode_image
 
@@ -43,9 +50,38 @@ def ms_per_study(fn, maps: list[np.ndarray], repeat: int) -> float:
     return (time.perf_counter() - start) / (repeat * len(maps)) * 1000
 
 
-def run(n: int, repeat: int) -> dict:
-    predictor = Predictor.from_artifact(device="cpu")
-    studies = pick(n, DATA)
+def copy_out_ms(predictor: Predictor, maps: list[np.ndarray], repeat: int) -> tuple[float, float]:
+    """ms per study to bring each batch's full-size maps from the predictor's device to host
+    masks: floats thresholded on the host, against bool masks thresholded on the device.
+    The two are alternated pass by pass; each figure is the median pass."""
+    t, m = predictor.threshold, predictor.min_component_px
+    size = predictor.batch_size
+    batches = [
+        [torch.from_numpy(p).to(predictor.device) for p in maps[k : k + size]]
+        for k in range(0, len(maps), size)
+    ]
+
+    def on_host() -> list[np.ndarray]:
+        return [to_mask(p, t, m) for b in batches for p in predictor._download(b, None)]
+
+    def on_device() -> list[np.ndarray]:
+        return [remove_small_components(a, m) for b in batches for a in predictor._download(b, t)]
+
+    for a, b in zip(on_host(), on_device(), strict=True):
+        if not np.array_equal(a, b):
+            raise RuntimeError("thresholding on the device gives different masks")
+    passes: dict[str, list[float]] = {"host": [], "device": []}
+    for _ in range(repeat):
+        for name, fn in (("host", on_host), ("device", on_device)):
+            start = time.perf_counter()
+            fn()
+            passes[name].append((time.perf_counter() - start) / len(maps) * 1000)
+    return float(np.median(passes["host"])), float(np.median(passes["device"]))
+
+
+def run(n: int, repeat: int, device: str = "cpu", data: Path = DATA) -> dict:
+    predictor = Predictor.from_artifact(device=device)
+    studies = pick(n, data)
     maps = predictor.probabilities([decode_image(s.image.read_bytes()) for s in studies])
     t, m = predictor.threshold, max(predictor.min_component_px, 2)
     for s, p in zip(studies, maps, strict=True):
@@ -53,8 +89,11 @@ def run(n: int, repeat: int) -> dict:
             raise RuntimeError(f"{s.name}: the two implementations give different masks")
     before = ms_per_study(lambda p: whole_image(p, t, m), maps, repeat)
     after = ms_per_study(lambda p: to_mask(p, t, m), maps, repeat)
+    host, on_device = copy_out_ms(predictor, maps, repeat)
     return {
-        "machine": machine(torch.device("cpu")),
+        "machine": machine(predictor.device),
+        "device": str(predictor.device),
+        "batch_size": predictor.batch_size,
         "model_version": predictor.version,
         "n_studies": len(maps),
         "threshold": t,
@@ -63,6 +102,9 @@ def run(n: int, repeat: int) -> dict:
         "whole_image_ms_per_study": before,
         "tumor_box_ms_per_study": after,
         "ratio": before / after,
+        "host_threshold_ms_per_study": host,
+        "device_threshold_ms_per_study": on_device,
+        "copy_out_ratio": host / on_device,
     }
 
 
@@ -70,9 +112,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=64)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--device", default="cpu", help="the predictor's: cpu, cuda, auto")
+    parser.add_argument("--data", type=Path, default=DATA, help="development data folder")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    r = run(args.n, args.repeat)
+    r = run(args.n, args.repeat, args.device, args.data)
     if args.json:
         print(json.dumps(r))
         return
@@ -81,6 +125,13 @@ def main() -> None:
     print(f"| whole image (before) | {r['whole_image_ms_per_study']:.3f} |")
     print(f"| tumor box (now) | {r['tumor_box_ms_per_study']:.3f} |")
     print(f"ratio {r['ratio']:.2f}x, same masks on all {r['n_studies']} studies")
+    print(f"\ncopy out, {r['device']}, batches of {r['batch_size']}, median of passes")
+    print("| maps to masks | ms per study |\n|---|---|")
+    print(
+        f"| floats out, threshold on the host (before) | {r['host_threshold_ms_per_study']:.3f} |"
+    )
+    print(f"| threshold on the device, bool out (now) | {r['device_threshold_ms_per_study']:.3f} |")
+    print(f"ratio {r['copy_out_ratio']:.2f}x, same masks on all {r['n_studies']} studies")
 
 
 if __name__ == "__main__":

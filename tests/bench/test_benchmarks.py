@@ -47,6 +47,10 @@ def test_postprocessing_benchmark_checks_masks_and_reports_both_costs() -> None:
     assert result["ratio"] == pytest.approx(
         result["whole_image_ms_per_study"] / result["tumor_box_ms_per_study"]
     )
+    assert result["device"] == "cpu" and result["batch_size"] >= 1
+    assert result["copy_out_ratio"] == pytest.approx(
+        result["host_threshold_ms_per_study"] / result["device_threshold_ms_per_study"]
+    )
 
 
 def test_store_benchmark_times_both_ways_on_sqlite_and_postgresql() -> None:
