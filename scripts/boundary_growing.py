@@ -94,13 +94,16 @@ def main() -> None:
     print("| patient | Dice | precision | recall | expert px | predicted px | in lesions missed |")
     print("|---|---|---|---|---|---|---|")
     rows = []
-    for s, b in zip(studies, base, strict=True):
+    missed: list[tuple[float, int]] = []  # (peak probability, px) of each lesion missed whole
+    for s, b, p in zip(studies, base, probs, strict=True):
         if not s.is_patient:
             continue
         truth = int(s.label.sum())
         hit = int((b & s.label).sum())
-        lesions, _ = ndimage.label(s.label, structure=CONNECTIVITY)
+        lesions, n = ndimage.label(s.label, structure=CONNECTIVITY)
         found = np.unique(lesions[b & s.label])
+        for j in sorted(set(range(1, n + 1)) - set(found.tolist())):
+            missed.append((float(p[lesions == j].max()), int((lesions == j).sum())))
         in_missed = int((s.label & ~np.isin(lesions, found)).sum()) / max(truth - hit, 1)
         rows.append(
             (
@@ -123,6 +126,16 @@ def main() -> None:
         f"patients under Dice 0.6: {len(weak)}; of their missed expert pixels, "
         f"{np.mean([r[5] for r in weak]):.0%} on average lie in lesions missed whole"
     )
+    peaks, px = np.array([m[0] for m in missed]), np.array([m[1] for m in missed])
+    print(
+        f"expert lesions missed whole: {len(missed)} (median {np.median(px):.0f} px); "
+        f"their peak probability: median {np.median(peaks):.3f}"
+    )
+    for level in (0.05, 0.1, 0.2):
+        print(
+            f"  peak > {level}: {np.mean(peaks > level):.0%} of them, "
+            f"{px[peaks > level].sum() / px.sum():.0%} of their pixels"
+        )
 
 
 if __name__ == "__main__":
