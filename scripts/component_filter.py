@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -161,6 +162,43 @@ def frontier(points: list[tuple[float, float, str]]) -> dict[float, tuple[float,
     return out
 
 
+def sweep(
+    studies: list[dict],
+    scores: Sequence[np.ndarray | float],
+    cuts: Iterable[float],
+    min_sizes: Iterable[int],
+    label: str,
+) -> list[tuple[float, float, str]]:
+    """(Dice, clean, setting) keeping the components scored >= each cut and of at least
+    each minimum size; a score per component, or one per study (a gate)."""
+    points = []
+    for cut, min_px in itertools.product(cuts, min_sizes):
+        keep = [
+            (np.asarray(sc) >= cut) & (s["size"] >= max(min_px, 1))
+            for sc, s in zip(scores, studies, strict=True)
+        ]
+        points.append((*score(studies, keep), f"{label} >= {cut:.3f}, min {min_px} px"))
+    return points
+
+
+def print_frontiers(columns: dict[str, list[tuple[float, float, str]]], n_studies: int) -> None:
+    """The best Dice at each level of clean controls, a column per way, then the settings
+    behind 80 and 85 %."""
+    print(f"\nbest patient Dice at each level of clean controls ({n_studies} validation studies):")
+    print("| clean controls >= | " + " | ".join(columns) + " |")
+    print("|---|" + "---|" * len(columns))
+    fr = {name: frontier(points) for name, points in columns.items()}
+    for level in LEVELS:
+        cells = [
+            f"{f[level][0]:.3f} ({f[level][1]:.0%})" if level in f else "-" for f in fr.values()
+        ]
+        print(f"| {level:.0%} | " + " | ".join(cells) + " |")
+    for name, f in fr.items():
+        for level in (0.8, 0.85):
+            if level in f:
+                print(f"  {name} at >= {level:.0%}: {f[level][2]}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -198,16 +236,6 @@ def main() -> None:
         f"Dice {dice:.4f}, clean {clean:.1%}"
     )
 
-    def sweep(scores: list[np.ndarray], label: str) -> list[tuple[float, float, str]]:
-        pts = []
-        for cut, min_px in itertools.product(np.linspace(0.0, 0.95, 39), (0, 10, 25)):
-            keep = [
-                (sc >= cut) & (s["size"] >= max(min_px, 1))
-                for sc, s in zip(scores, val, strict=True)
-            ]
-            pts.append((*score(val, keep), f"{label}: score >= {cut:.3f}, min {min_px} px"))
-        return pts
-
     def xy(studies: list[dict]) -> tuple[np.ndarray, np.ndarray]:
         x = np.concatenate([s["x"] for s in studies if len(s["size"])])
         y = np.concatenate([(s["overlap"] > 0).astype(float) for s in studies if len(s["size"])])
@@ -217,9 +245,13 @@ def main() -> None:
     print("weights (trained on the training folds):")
     for feature, w in zip(FEATURES, on_train[2], strict=True):
         print(f"  {feature:>20}: {w:+.3f}")
+    cuts = np.linspace(0.0, 0.95, 39)
     train_points = sweep(
+        val,
         [predict_logistic(on_train, s["x"]) if len(s["size"]) else np.zeros(0) for s in val],
-        "filter from training folds",
+        cuts,
+        (0, 10, 25),
+        "filter from training folds: score",
     )
 
     rng = np.random.default_rng(0)
@@ -231,7 +263,7 @@ def main() -> None:
         for i in held:
             if len(val[i]["size"]):
                 cross[i] = predict_logistic(model, val[i]["x"])
-    cross_points = sweep(cross, "filter cross-fitted in the fold")
+    cross_points = sweep(val, cross, cuts, (0, 10, 25), "filter cross-fitted in the fold: score")
 
     # A study-level gate on the same outputs: is there any tumor in this study at all?
     # (`study_features`; trained on the training folds, patients against controls).
@@ -240,32 +272,16 @@ def main() -> None:
         np.array([float(s["patient"]) for s in sets["train"]]),
     )
     gate_scores = predict_logistic(gate, np.stack([study_features(s) for s in val]))
-    gate_points = []
-    for cut, min_px in itertools.product(np.linspace(0.0, 0.95, 39), (0, 10, 25, 50)):
-        keep = [
-            (s["size"] >= max(min_px, 1)) & (g >= cut)
-            for s, g in zip(val, gate_scores, strict=True)
-        ]
-        gate_points.append((*score(val, keep), f"study gate >= {cut:.3f}, min {min_px} px"))
-
-    print(f"\nbest patient Dice at each level of clean controls ({len(val)} validation studies):")
-    print(
-        "| clean controls >= | released knobs (size, peak) | filter trained on training folds "
-        "| filter cross-fitted in the fold | study gate trained on training folds |"
+    gate_points = sweep(val, list(gate_scores), cuts, (0, 10, 25, 50), "study gate")
+    print_frontiers(
+        {
+            "released knobs (size, peak)": rule_points,
+            "filter trained on training folds": train_points,
+            "filter cross-fitted in the fold": cross_points,
+            "study gate trained on training folds": gate_points,
+        },
+        len(val),
     )
-    print("|---|---|---|---|---|")
-    fr = [frontier(p) for p in (rule_points, train_points, cross_points, gate_points)]
-    for level in LEVELS:
-        cells = [f"{f[level][0]:.3f} ({f[level][1]:.0%})" if level in f else "-" for f in fr]
-        print(f"| {level:.0%} | " + " | ".join(cells) + " |")
-    for f, name in zip(
-        fr,
-        ("released knobs", "training-fold filter", "cross-fitted filter", "study gate"),
-        strict=True,
-    ):
-        for level in (0.8, 0.85):
-            if level in f:
-                print(f"  {name} at >= {level:.0%}: {f[level][2]}")
 
 
 if __name__ == "__main__":

@@ -17,20 +17,18 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import itertools
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 from component_filter import (
-    LEVELS,
     fit_logistic,
-    frontier,
     predict_logistic,
-    score,
+    print_frontiers,
     study_components,
     study_features,
+    sweep,
 )
 from torch import nn
 
@@ -198,31 +196,18 @@ def main() -> None:
     )
     print(f"AUC of the stacked gate on the validation fold: {auc(p_stacked, y_val):.3f}")
 
-    def sweep(gate: np.ndarray, label: str) -> list[tuple[float, float, str]]:
-        pts = []
+    def gate_sweep(gate: np.ndarray, label: str) -> list[tuple[float, float, str]]:
         cuts = np.unique(np.concatenate([[0.0], np.quantile(gate, np.linspace(0, 1, 41))]))
-        for cut, min_px in itertools.product(cuts, (0, 10, 25, 50)):
-            keep = [
-                (s["size"] >= max(min_px, 1)) & (g >= cut) for s, g in zip(val, gate, strict=True)
-            ]
-            pts.append((*score(val, keep), f"{label} >= {cut:.3f}, min {min_px} px"))
-        return pts
+        return sweep(val, list(gate), cuts, (0, 10, 25, 50), label)
 
-    no_gate = sweep(np.ones(len(val)), "no gate")
-    print(f"\nbest patient Dice at each level of clean controls ({len(val)} validation studies):")
-    print(
-        "| clean controls >= | released masks, min size only "
-        "| image classifier gate | stacked gate |"
+    print_frontiers(
+        {
+            "released masks, min size only": gate_sweep(np.ones(len(val)), "no gate"),
+            "image classifier gate": gate_sweep(p_val, "image gate"),
+            "stacked gate": gate_sweep(p_stacked, "stacked"),
+        },
+        len(val),
     )
-    print("|---|---|---|---|")
-    fr = [frontier(p) for p in (no_gate, sweep(p_val, "image gate"), sweep(p_stacked, "stacked"))]
-    for level in LEVELS:
-        cells = [f"{f[level][0]:.3f} ({f[level][1]:.0%})" if level in f else "-" for f in fr]
-        print(f"| {level:.0%} | " + " | ".join(cells) + " |")
-    for f in fr:
-        for level in (0.8, 0.85):
-            if level in f:
-                print(f"  at >= {level:.0%}: {f[level][2]}")
 
 
 if __name__ == "__main__":
