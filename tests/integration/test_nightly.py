@@ -114,8 +114,24 @@ def test_interactive_jobs_overtake_a_large_nightly_job(
     assert all(j["status"] == "succeeded" for j in done)
     overtaken = statuses()
     assert live_client.get(f"/v1/jobs/{nightly.job_id}").json()["status"] in {"queued", "running"}
-    last_interactive = max(datetime.fromisoformat(j["timings"]["started_at"]) for j in done)
-    for study_id in waiting:  # every nightly study that waited started after both
+    starts = [datetime.fromisoformat(j["timings"]["started_at"]) for j in done]
+    first_interactive, last_interactive = min(starts), max(starts)
+
+    # A nightly study still queued in the database may already be in the worker's hands:
+    # the worker takes the next task the moment it finishes one and claims its studies a
+    # few ms later, so a chunk it took just before the clinic's jobs arrived still goes
+    # first (seen once: taken 6 ms after the previous chunk, claimed 40 ms later). At most
+    # that one chunk (prefetch 1, acks late), and before the first clinic job: no nightly
+    # study that waited starts between the clinic jobs, the rest start after both.
+    early = set()
+    for study_id in waiting:
         status, started = overtaken[study_id]
-        assert status is StudyStatus.QUEUED or (started and started > last_interactive)
+        if status is StudyStatus.QUEUED:
+            continue
+        assert started is not None
+        assert not first_interactive <= started <= last_interactive, "nightly between clinic jobs"
+        if started < first_interactive:
+            early.add(study_id)
+    assert len(early) <= settings.chunk_size, f"{len(early)} nightly studies went first"
+    assert len(waiting - early) >= 4, "too few nightly studies waited to show the overtaking"
     live_client.delete(f"/v1/jobs/{nightly.job_id}")  # leave the worker idle
