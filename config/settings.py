@@ -147,6 +147,13 @@ class Settings(BaseSettings):
         "unset means the released artifact bundled under model/artifacts/.",
     )
     device: str = Field("auto", description="Inference device: auto, cpu, cuda, cuda:N.")
+    model_members: int = Field(
+        0,
+        ge=0,
+        le=64,
+        description="Networks of an ensemble artifact a worker runs: 0 = all, 1 = fast (the "
+        "first member only, for CPU-only sites); a single-network artifact has one.",
+    )
     worker_concurrency: int = Field(1, ge=1, le=64, description="Worker processes per node.")
     log_level: str = Field("INFO", description="Python logging level.")
     api_key: str | None = Field(
