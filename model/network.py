@@ -1,4 +1,6 @@
-"""The segmentation network: MONAI's 2D Attention U-Net, built from manifest arguments."""
+"""The segmentation networks, built from manifest arguments: MONAI's 2D Attention U-Net
+(the released single model) and the deeper, deep-supervised one in
+`model/deep_attention_unet.py`."""
 
 from __future__ import annotations
 
@@ -8,6 +10,8 @@ from typing import Any
 import torch
 from monai.networks.nets import AttentionUnet
 
+from model.deep_attention_unet import DeepAttentionUnet
+
 DEFAULT_ARCHITECTURE: dict[str, Any] = {
     "name": "AttentionUnet",
     "spatial_dims": 2,
@@ -16,6 +20,23 @@ DEFAULT_ARCHITECTURE: dict[str, Any] = {
     "channels": [16, 32, 64, 128, 256],
     "strides": [2, 2, 2, 2],
     "dropout": 0.0,
+}
+
+#: The whole-image recipe's network: six levels, instance norm, two auxiliary heads.
+DEEP_ARCHITECTURE: dict[str, Any] = {
+    "name": "DeepAttentionUnet",
+    "spatial_dims": 2,
+    "in_channels": 1,
+    "out_channels": 1,
+    "channels": [16, 32, 64, 128, 256, 256],
+    "strides": [2, 2, 2, 2, 2],
+    "deep_supervision": 2,
+    "dropout": 0.0,
+}
+
+ARCHITECTURES: dict[str, dict[str, Any]] = {
+    "attention-unet": DEFAULT_ARCHITECTURE,
+    "deep-attention-unet": DEEP_ARCHITECTURE,
 }
 
 
@@ -34,13 +55,26 @@ def build_network(architecture: Mapping[str, Any]) -> torch.nn.Module:
         architecture: Keys as in `DEFAULT_ARCHITECTURE`.
 
     Returns:
-        The MONAI AttentionUnet.
+        The network (in training mode; `DeepAttentionUnet` then returns its auxiliary
+        outputs too).
 
     Raises:
         ValueError: The architecture names another network or has inconsistent arguments.
     """
-    if architecture.get("name") != "AttentionUnet":
-        raise ValueError(f"unsupported network {architecture.get('name')!r}")
+    name = architecture.get("name")
+    if name == "DeepAttentionUnet":
+        if int(architecture["spatial_dims"]) != 2:
+            raise ValueError("DeepAttentionUnet is 2D only")
+        return DeepAttentionUnet(
+            in_channels=int(architecture["in_channels"]),
+            out_channels=int(architecture["out_channels"]),
+            channels=list(architecture["channels"]),
+            strides=list(architecture["strides"]),
+            deep_supervision=int(architecture.get("deep_supervision", 0)),
+            dropout=float(architecture.get("dropout", 0.0)),
+        )
+    if name != "AttentionUnet":
+        raise ValueError(f"unsupported network {name!r}")
     channels = list(architecture["channels"])
     strides = list(architecture["strides"])
     if len(strides) != len(channels) - 1:

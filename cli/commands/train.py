@@ -68,6 +68,38 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="artifact whose weights (and architecture) the run starts from: fine-tuning",
     )
     parser.add_argument(
+        "--recipe",
+        choices=("crops", "whole"),
+        default="crops",
+        help="crops: the released recipe (192-px crops, AttentionUnet, DiceFocal, best"
+        " checkpoint); whole: whole studies bucketed by height, DeepAttentionUnet with deep"
+        " supervision, per-image Dice + BCE, probabilistic augmentation, final EMA weights",
+    )
+    parser.add_argument(
+        "--loss",
+        choices=("dice-focal", "dice-bce"),
+        default=None,
+        help="override the recipe's loss",
+    )
+    parser.add_argument(
+        "--ema",
+        type=float,
+        default=None,
+        help="EMA decay of the shipped weights (0: best checkpoint); overrides the recipe's",
+    )
+    parser.add_argument(
+        "--architecture",
+        choices=("attention-unet", "deep-attention-unet"),
+        default=None,
+        help="override the recipe's network (model/network.py ARCHITECTURES)",
+    )
+    parser.add_argument(
+        "--p-control-images",
+        type=float,
+        default=0.3,
+        help="whole recipe: share of batches of healthy controls",
+    )
+    parser.add_argument(
         "--input-scale",
         type=float,
         default=0.5,
@@ -76,9 +108,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from model.network import DEFAULT_ARCHITECTURE
+    from model.network import ARCHITECTURES
     from model.training.sampling import AUGMENTATIONS, CropConfig
     from model.training.trainer import TrainConfig, train
+    from model.training.whole_images import WholeImageConfig
+
+    whole = args.recipe == "whole"
+    arch_name = args.architecture or ("deep-attention-unet" if whole else "attention-unet")
+    loss = args.loss or ("dice-bce" if whole else "dice-focal")
+    ema = args.ema if args.ema is not None else (0.999 if whole else 0.0)
+    if not (ema == 0.0 or 0.0 < ema < 1.0):
+        print(f"tumorseg train: --ema must be 0 or in (0, 1), got {ema}")
+        return 2
+    if not 0.0 <= args.p_control_images < 1.0:
+        print(f"tumorseg train: --p-control-images must be in [0, 1), got {args.p_control_images}")
+        return 2
 
     if not args.data.is_dir():
         print(f"tumorseg train: {args.data} is not a folder")
@@ -103,7 +147,7 @@ def run(args: argparse.Namespace) -> int:
             f"tumors), got {args.p_control}"
         )
         return 2
-    architecture = {**DEFAULT_ARCHITECTURE, "dropout": args.dropout}
+    architecture = {**ARCHITECTURES[arch_name], "dropout": args.dropout}
     if args.init_from is not None:
         from model.artifact import ArtifactError, read_manifest
 
@@ -137,6 +181,10 @@ def run(args: argparse.Namespace) -> int:
             p_control=args.p_control,
             **AUGMENTATIONS[args.augmentation],
         ),
+        sampler="whole" if whole else "crops",
+        whole=WholeImageConfig(p_control=args.p_control_images),
+        loss=loss,
+        ema_decay=ema,
         input_scale=args.input_scale,
         weight_decay=args.weight_decay,
         architecture=architecture,

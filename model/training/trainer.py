@@ -1,8 +1,13 @@
-"""The training loop: crops in, a versioned artifact out.
+"""The training loop: crops or whole studies in, a versioned artifact out.
 
 Deterministic for a given seed (single-process sampling, seeded torch), resumable from a
 checkpoint, validated on whole images with the competition Dice, and ends by tuning the
-post-processing on the validation split.
+post-processing on the validation split and writing its out-of-fold maps.
+
+Two recipes share the loop. The released one: 192-px crops, MONAI's AttentionUnet,
+DiceFocal, the best validation checkpoint. The whole-image one (`--recipe whole`):
+height-bucketed whole studies, the deep-supervised `DeepAttentionUnet`, per-image Dice
+plus BCE, probabilistic augmentation, and the final EMA weights.
 """
 
 from __future__ import annotations
@@ -18,15 +23,17 @@ from typing import Any
 
 import numpy as np
 import torch
-from monai.losses import DiceFocalLoss
 from tqdm import tqdm
 
 from model.artifact import Manifest, load_artifact, save_artifact
 from model.dataset import Study, find_studies, fingerprint, load_study, split
-from model.network import DEFAULT_ARCHITECTURE, build_network
-from model.predictor import Predictor, resolve_device, resolve_precision
-from model.training import tuning
+from model.network import DEFAULT_ARCHITECTURE, build_network, stride_multiple
+from model.predictor import resolve_device, resolve_precision
+from model.training import validation
+from model.training.ema import EMA
+from model.training.losses import make_loss
 from model.training.sampling import CropConfig, CropSampler, parallel_batches
+from model.training.whole_images import WholeImageConfig, WholeImageSampler
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +65,13 @@ class TrainConfig:
     input_scale: float = 0.5
     init_from: Path | None = None
     crop: CropConfig = field(default_factory=CropConfig)
+    #: "crops" (CropSampler) or "whole" (WholeImageSampler with `whole`).
+    sampler: str = "crops"
+    whole: WholeImageConfig = field(default_factory=WholeImageConfig)
+    #: "dice-focal" or "dice-bce" (model/training/losses.py).
+    loss: str = "dice-focal"
+    #: 0: ship the best validation checkpoint; else ship the final EMA at this decay.
+    ema_decay: float = 0.0
     architecture: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_ARCHITECTURE))
 
     @property
@@ -84,26 +98,6 @@ def _load(files: list, limit: int | None) -> list[Study]:
         ctrls = [f for f in files if not f.is_patient][: max(1, limit // 2)]
         files = pats + ctrls
     return [load_study(f) for f in files]
-
-
-def _validate(
-    net: torch.nn.Module,
-    device: torch.device,
-    dtype: torch.dtype | None,
-    studies: list[Study],
-    input_scale: float,
-    flip_tta: bool = False,
-) -> list[np.ndarray]:
-    manifest = Manifest(
-        version="validation",
-        trained=False,
-        postprocessing={"min_component_px": 0, "flip_tta": flip_tta},
-    )
-    manifest.preprocessing["input_scale"] = input_scale
-    pred = Predictor(manifest, net, device, batch_size=4, autocast_dtype=dtype)
-    probs = pred.probabilities([s.image for s in studies])
-    net.train()
-    return probs
 
 
 def train(cfg: TrainConfig) -> Path:
@@ -136,10 +130,22 @@ def train(cfg: TrainConfig) -> Path:
     if device.type == "cpu":
         net = net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    loss_fn = DiceFocalLoss(
-        sigmoid=True, batch=True, lambda_dice=cfg.lambda_dice, lambda_focal=cfg.lambda_focal
-    )
-    sampler = CropSampler(train_set, cfg.crop, cfg.seed, cfg.input_scale)
+    loss_fn = make_loss(cfg.loss, cfg.lambda_dice, cfg.lambda_focal)
+    ema = EMA(net, cfg.ema_decay) if cfg.ema_decay else None
+    sampler: CropSampler | WholeImageSampler
+    if cfg.sampler == "whole":
+        sampler = WholeImageSampler(
+            train_set,
+            cfg.whole,
+            cfg.seed,
+            cfg.input_scale,
+            stride_multiple(cfg.architecture),
+            device,
+        )
+    elif cfg.sampler == "crops":
+        sampler = CropSampler(train_set, cfg.crop, cfg.seed, cfg.input_scale)
+    else:
+        raise ValueError(f"unknown sampler {cfg.sampler!r}: crops or whole")
     run_dir = Path(cfg.out) / "runs" / f"seed{cfg.seed}-fold{cfg.fold}of{cfg.folds}"
     run_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = run_dir / "checkpoint.pt"
@@ -153,13 +159,17 @@ def train(cfg: TrainConfig) -> Path:
         torch.set_rng_state(ck["torch_rng"])
         step, best_dice, best_state = ck["step"], ck["best_dice"], ck["best_state"]
         history, elapsed_before = ck["history"], ck["elapsed"]
+        if ema is not None:
+            ema.load_state_dict(ck["ema"])
         log.info("resumed from %s at step %d", ckpt_path, step)
 
+    if cfg.workers > 0 and not isinstance(sampler, CropSampler):
+        raise ValueError("--workers applies to crops; whole images are batched on the device")
     batches = (
         parallel_batches(
             sampler, cfg.batch_size, cfg.workers, cfg.seed, step, pin_memory=device.type == "cuda"
         )
-        if cfg.workers > 0
+        if cfg.workers > 0 and isinstance(sampler, CropSampler)
         else None
     )
     net.train()
@@ -175,11 +185,13 @@ def train(cfg: TrainConfig) -> Path:
         if device.type == "cpu":
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            logits = net(x)
-        loss = loss_fn(logits.float(), y)
+            outputs = net(x)
+        loss = loss_fn(outputs, y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        if ema is not None:
+            ema.update(net, step)
         step += 1
         bar.update(1)
         if step % 25 == 0:  # reading the loss waits for the device
@@ -187,28 +199,26 @@ def train(cfg: TrainConfig) -> Path:
         elapsed = elapsed_before + time.monotonic() - started
         out_of_time = cfg.time_budget_s is not None and elapsed > cfg.time_budget_s
         if step % cfg.steps_per_epoch == 0 or step == cfg.total_steps or out_of_time:
-            probs = _validate(net, device, dtype, val_quick, cfg.input_scale)
-            best_t = max(
-                tuning.THRESHOLDS, key=lambda t: tuning.score(val_quick, probs, t, 0)["dice"] or 0.0
+            scored = ema.network if ema is not None else net
+            probs = validation.probabilities(
+                scored, device, dtype, val_quick, cfg.input_scale, cfg.architecture
             )
-            summary = tuning.score(val_quick, probs, best_t, 0)
-            vd = float(summary["dice"] or 0.0)
+            quick = validation.quick_score(val_quick, probs)
+            vd = quick["val_dice"]
             history.append(
                 {
                     "step": step,
                     "loss": float(loss.item()),
-                    "val_dice": vd,
-                    "threshold": best_t,
+                    **quick,
                     "elapsed_s": round(elapsed, 1),
-                    "controls_clean": summary["controls_clean_fraction"],
                 }
             )
-            log.info("step %d: val dice %.4f at threshold %.2f", step, vd, best_t)
+            log.info("step %d: val dice %.4f at threshold %.2f", step, vd, quick["threshold"])
             tqdm.write(
-                f"step {step}: val dice {vd:.4f} (t={best_t}) "
-                f"clean controls {summary['controls_clean_fraction']}"
+                f"step {step}: val dice {vd:.4f} (t={quick['threshold']}) "
+                f"clean controls {quick['controls_clean']}"
             )
-            if vd > best_dice:
+            if ema is None and vd > best_dice:
                 best_dice, best_state = vd, copy.deepcopy(net.state_dict())
             torch.save(
                 {
@@ -221,14 +231,24 @@ def train(cfg: TrainConfig) -> Path:
                     "best_state": best_state,
                     "history": history,
                     "elapsed": elapsed,
+                    "ema": ema.state_dict() if ema is not None else None,
                 },
                 ckpt_path,
             )
     bar.close()
-    if best_state is not None:
+    if ema is not None:
+        net = ema.network
+    elif best_state is not None:
         net.load_state_dict(best_state)
+    net.eval()
     train_seconds = elapsed_before + time.monotonic() - started
-    post, effects = _tune(net, device, dtype, val_set, cfg.input_scale)
+    plain, tta = (
+        validation.probabilities(
+            net, device, dtype, val_set, cfg.input_scale, cfg.architecture, flip_tta=f
+        )
+        for f in (False, True)
+    )
+    post, effects = validation.tune(val_set, plain, tta)
     manifest = Manifest(
         version="pending",
         trained=True,
@@ -251,12 +271,14 @@ def train(cfg: TrainConfig) -> Path:
             "config": _jsonable(asdict(cfg)),
             "history": history,
             "stopped_by_time_budget": out_of_time,
+            "weights": f"final EMA (decay {cfg.ema_decay})" if ema else "best validation",
             "initialized_from": init_version,
         },
         metrics=effects,
     )
     manifest.preprocessing["input_scale"] = cfg.input_scale
     target = save_artifact(net, manifest, Path(cfg.out))
+    validation.save_oof(target / validation.OOF_NAME, val_set, plain, tta)
     log.info("wrote artifact %s", target)
     return target
 
@@ -274,46 +296,6 @@ def _initial_network(cfg: TrainConfig) -> tuple[torch.nn.Module, str | None]:
         )
     net.train()
     return net, manifest.version
-
-
-def _tune(
-    net: torch.nn.Module,
-    device: torch.device,
-    dtype: torch.dtype | None,
-    val: list[Study],
-    input_scale: float,
-) -> tuple[tuning.Setting, dict[str, Any]]:
-    """Pick threshold / min component / TTA on validation and record each one's effect."""
-    plain = _validate(net, device, dtype, val, input_scale, flip_tta=False)
-    tta = _validate(net, device, dtype, val, input_scale, flip_tta=True)
-    settings = tuning.grid(val, plain, False) + tuning.grid(val, tta, True)
-    chosen = tuning.choose(settings)
-    probs = tta if chosen.flip_tta else plain
-    summary = tuning.score(val, probs, chosen.threshold, chosen.min_component_px)
-
-    def at(t: float, m: int, f: bool) -> dict[str, Any]:
-        r = tuning.score(val, tta if f else plain, t, m)
-        return {"threshold": t, "min_component_px": m, "flip_tta": f, **r}
-
-    best_plain = max(tuning.THRESHOLDS, key=lambda t: tuning.score(val, plain, t, 0)["dice"] or 0)
-    effects = {
-        "validation": summary,
-        "chosen": asdict(chosen),
-        "effects": [
-            {"step": "threshold 0.5, no post-processing", **at(0.5, 0, False)},
-            {"step": "tuned threshold", **at(best_plain, 0, False)},
-            {
-                "step": "tuned threshold + min component",
-                **at(chosen.threshold, chosen.min_component_px, False),
-            },
-            {
-                "step": "chosen (with flip TTA if it helps)",
-                **at(chosen.threshold, chosen.min_component_px, chosen.flip_tta),
-            },
-        ],
-        "crossfit_dice": tuning.crossfit(val, plain, tta),
-    }
-    return chosen, effects
 
 
 def _jsonable(obj: Any) -> Any:

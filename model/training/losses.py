@@ -1,0 +1,95 @@
+"""Training losses: the released DiceFocal, and per-image Dice plus BCE, with deep
+supervision.
+
+The competition scores Dice per patient image and averages over patients, so
+`DiceBCELoss` takes the soft Dice of each image that holds tumor and averages those
+(controls add nothing to it: a Dice of an empty image is undefined), and adds the binary
+cross-entropy over every pixel of every image, which is what teaches the network to keep
+controls and physiological uptake clean.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from monai.losses import DiceFocalLoss
+
+#: Relative weights of the full-resolution output and the auxiliary heads (halving in
+#: size); normalised to sum to 1 over the heads a network has.
+DEEP_SUPERVISION_WEIGHTS = (1.0, 0.5, 0.25, 0.125)
+
+
+def per_image_soft_dice(
+    logits: torch.Tensor, target: torch.Tensor, smooth: float = 1.0
+) -> torch.Tensor:
+    """1 - soft Dice of each image with tumor in `target`, averaged; 0 when none has any.
+
+    Args:
+        logits: (B, 1, H, W) logits.
+        target: (B, 1, H, W) soft labels in [0, 1].
+        smooth: Added to numerator and denominator (pixels).
+    """
+    p = torch.sigmoid(logits.float()).flatten(1)
+    t = target.float().flatten(1)
+    has_tumor = t.sum(1) > 0
+    if not bool(has_tumor.any()):
+        return logits.sum() * 0.0  # keeps the graph (and its device)
+    inter = (p * t).sum(1)
+    dice = (2 * inter + smooth) / (p.sum(1) + t.sum(1) + smooth)
+    return (1.0 - dice[has_tumor]).mean()
+
+
+class DiceBCELoss(torch.nn.Module):
+    """Per-image soft Dice on images with tumor plus BCE on every image."""
+
+    def __init__(self, lambda_dice: float = 1.0, lambda_bce: float = 1.0) -> None:
+        super().__init__()
+        self.lambda_dice = lambda_dice
+        self.lambda_bce = lambda_bce
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        bce = F.binary_cross_entropy_with_logits(logits.float(), target.float())
+        return self.lambda_dice * per_image_soft_dice(logits, target) + self.lambda_bce * bce
+
+
+class DeepSupervisionLoss(torch.nn.Module):
+    """`loss` on each output, against the label area-averaged to that output's size,
+    weighted by `DEEP_SUPERVISION_WEIGHTS` normalised over the outputs given."""
+
+    def __init__(self, loss: torch.nn.Module) -> None:
+        super().__init__()
+        self.loss = loss
+
+    def forward(
+        self, outputs: torch.Tensor | Sequence[torch.Tensor], target: torch.Tensor
+    ) -> torch.Tensor:
+        outs = [outputs] if isinstance(outputs, torch.Tensor) else list(outputs)
+        weights = torch.tensor(DEEP_SUPERVISION_WEIGHTS[: len(outs)])
+        weights = weights / weights.sum()
+        total = outs[0].new_zeros((), dtype=torch.float32)
+        for w, out in zip(weights.tolist(), outs, strict=True):
+            t = (
+                target
+                if out.shape[-2:] == target.shape[-2:]
+                else F.adaptive_avg_pool2d(target, (out.shape[-2], out.shape[-1]))
+            )
+            total = total + w * self.loss(out.float(), t)
+        return total
+
+
+def make_loss(
+    name: str, lambda_dice: float = 1.0, lambda_focal: float = 10.0
+) -> DeepSupervisionLoss:
+    """'dice-bce' (per-image Dice + BCE) or 'dice-focal' (the released recipe's, batch
+    Dice), wrapped for networks with or without auxiliary outputs."""
+    if name == "dice-bce":
+        return DeepSupervisionLoss(DiceBCELoss(lambda_dice))
+    if name == "dice-focal":
+        return DeepSupervisionLoss(
+            DiceFocalLoss(
+                sigmoid=True, batch=True, lambda_dice=lambda_dice, lambda_focal=lambda_focal
+            )
+        )
+    raise ValueError(f"unknown loss {name!r}: dice-bce or dice-focal")
