@@ -36,7 +36,11 @@ class StudyOut(BaseModel):
     label_filename: str | None
     status: str = Field(description="queued|running|succeeded|failed|cancelled")
     error: str | None
-    attempts: int
+    attempts: int = Field(description="Deliveries that claimed it (capped by max_deliveries).")
+    requeues: int = Field(
+        description="Times the recovery sent it again: its worker died or its task was lost."
+    )
+    worker: str | None = Field(description="While running: the worker (node:pid) holding it.")
     metrics: StudyMetrics | None
     mask_url: str | None
     overlay_url: str | None
@@ -58,6 +62,9 @@ class JobAggregates(BaseModel):
 
     labelled_studies: int = Field(description="Succeeded studies that had a label.")
     mean_dice: float | None = Field(description="Mean Dice over labelled studies.")
+    requeued_studies: int = Field(
+        description="Studies the recovery sent again (a dead worker, a lost task)."
+    )
 
 
 class JobSummary(BaseModel):

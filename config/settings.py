@@ -182,20 +182,36 @@ class Settings(BaseSettings):
     task_db_retries: int = Field(
         5, ge=0, le=100, description="Retries of a chunk after database errors."
     )
+    lease_seconds: int = Field(
+        45,
+        ge=3,
+        le=3600,
+        description="Seconds a worker's claim on its running studies holds unless renewed; "
+        "its heartbeat renews it every third of that, and a dead worker's studies are "
+        "re-queued once it lapses.",
+    )
     reap_after: int = Field(
         7200,
         ge=1,
-        description="Seconds a study may stay running before the reaper re-queues it; "
-        "must exceed task_time_limit.",
+        description="Backstop for running studies without a lease (claimed before leases "
+        "existed): seconds before the reaper re-queues them; must exceed task_time_limit.",
     )
     reap_interval: int = Field(
-        300, ge=5, description="Seconds between reaper passes run by the beat service."
+        15,
+        ge=1,
+        description="Seconds between recovery passes (lapsed leases, lost tasks), run by "
+        "every worker and sent by beat.",
     )
     reap_queued_after: int = Field(
-        21600,
+        30,
         ge=0,
-        description="Seconds a study may stay queued (job idle) before the reaper sends it "
-        "again; 0 disables.",
+        description="Seconds a study may stay queued in an idle job, its queue empty, before "
+        "the reaper sends it again (its message was lost); 0 disables.",
+    )
+    worker_reaper: bool = Field(
+        True,
+        description="Each worker runs the recovery pass every reap_interval seconds itself "
+        "(no beat needed); false leaves it to beat. The pass at start-up always runs.",
     )
     environment: Literal["development", "production"] = Field(
         "development",
@@ -233,6 +249,12 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{self.var_dir / 'tumorseg.db'}"
+
+    @property
+    def heartbeat_seconds(self) -> float:
+        """Seconds between a running chunk's lease renewals: a third of the lease, so two
+        renewals may fail before it lapses."""
+        return self.lease_seconds / 3
 
     @property
     def task_soft_time_limit(self) -> int:

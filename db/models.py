@@ -139,7 +139,10 @@ class Study(Base):
     """One input image of a job (bytes kept in the DB) and its processing state."""
 
     __tablename__ = "studies"
-    __table_args__ = (Index("ix_studies_job_status", "job_id", "status"),)
+    __table_args__ = (
+        Index("ix_studies_job_status", "job_id", "status"),
+        Index("ix_studies_status_lease", "status", "lease_expires_at"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
@@ -155,6 +158,12 @@ class Study(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    #: While running: the worker process that claimed it (``node:pid``) and until when
+    #: its claim holds unless renewed (see ``worker/leases.py``); cleared when it ends.
+    lease_owner: Mapped[str | None] = mapped_column(String(255))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    #: Times the recovery (``worker/reaper.py``) sent it again after a lost worker or task.
+    requeues: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
 
     job: Mapped[Job] = relationship(back_populates="studies")
     results: Mapped[list[Result]] = relationship(

@@ -115,7 +115,12 @@ def beat_config(settings: Settings) -> dict[str, Any]:
             "stuck-study-reaper": {  # worker.reaper: re-send studies whose task was lost
                 "task": REAP_TASK_NAME,
                 "schedule": float(settings.reap_interval),
-                "options": {"queue": settings.interactive_queue},
+                # a pass that waited behind a backlog for longer than the interval is
+                # dropped: the workers' own passes (worker/recovery.py) ran meanwhile
+                "options": {
+                    "queue": settings.interactive_queue,
+                    "expires": float(settings.reap_interval),
+                },
             },
         },
         "beat_schedule_filename": str(settings.var_dir / "celerybeat-schedule"),

@@ -3,9 +3,10 @@
 A chunk is handled in three steps so that no database transaction stays open while the
 model runs:
 
-1. *claim* (one transaction): skip studies that are cancelled, failed or already done
-   with the current model version; fail those past the delivery cap; mark the rest
-   running.
+1. *claim* (one transaction): skip studies that are cancelled, failed, already done
+   with the current model version or held by another live worker's lease; fail those
+   past the delivery cap; mark the rest running under this process's lease, which a
+   heartbeat thread renews until the chunk ends (``worker/leases.py``).
 2. *compute* (no transaction): decode each study (a bad one is failed with a clear
    message and the others go on), predict the good ones as true batches, compute metrics
    and encode the mask PNG (overlays are drawn by the API when asked for).
@@ -25,6 +26,7 @@ import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +39,7 @@ from db.repositories import jobs as jobs_repo
 from db.repositories import model_versions as models_repo
 from db.repositories import studies as studies_repo
 from db.session import session_scope
+from worker.leases import Heartbeat, held_elsewhere, lease_owner
 from worker.predictor_cache import ModelChoice, PredictorCache
 
 if TYPE_CHECKING:
@@ -124,15 +127,22 @@ class SegmentationService:
         return self.cache.get(choice)
 
     # -- the chunk -----------------------------------------------------------------
-    def run_chunk(self, study_ids: Sequence[int]) -> ChunkReport:
+    def run_chunk(self, study_ids: Sequence[int], owner: str | None = None) -> ChunkReport:
         """Segment the studies with these ids; safe to call again for the same ids.
 
         Args:
             study_ids: Ids of studies (normally of one job) to segment.
+            owner: Lease owner of this process (``node:pid``); this process's default
+                when None.
 
         Returns:
             Which studies succeeded, failed or were skipped.
         """
+        owner = owner or lease_owner()
+        with Heartbeat(self.settings, study_ids, owner):
+            return self._run_chunk(study_ids, owner)
+
+    def _run_chunk(self, study_ids: Sequence[int], owner: str) -> ChunkReport:
         started = time.perf_counter()
         predictor = self.current_predictor()
         report = ChunkReport(model_version=predictor.version)
@@ -149,18 +159,20 @@ class SegmentationService:
                 interrupted,
             )
             for study_id in study_ids:
-                self._segment([study_id], predictor, report)
+                self._segment([study_id], predictor, report, owner)
         else:
-            self._segment(study_ids, predictor, report)
+            self._segment(study_ids, predictor, report, owner)
         report.seconds = time.perf_counter() - started
         logger.info("chunk %s: %s", list(study_ids), json.dumps(report.as_dict()))
         return report
 
-    def _segment(self, study_ids: Sequence[int], predictor: Predictor, report: ChunkReport) -> None:
+    def _segment(
+        self, study_ids: Sequence[int], predictor: Predictor, report: ChunkReport, owner: str
+    ) -> None:
         """Claim, compute and store these studies; the phases' seconds add to `report`."""
         phases: dict[str, float] = {}
         started = time.perf_counter()
-        claimed = self._claim(study_ids, predictor, report)
+        claimed = self._claim(study_ids, predictor, report, owner)
         phases["claim"] = time.perf_counter() - started
         logger.info("chunk claimed %s", [c.id for c in claimed])
         if claimed:
@@ -189,6 +201,7 @@ class SegmentationService:
                         message,
                         utcnow(),
                     )
+                    study.lease_owner = study.lease_expires_at = None
                     n += 1
             self._refresh_jobs(session, job_ids)
         return n
@@ -207,9 +220,10 @@ class SegmentationService:
                 jobs_repo.refresh_job_status(session, job)
 
     def _claim(
-        self, study_ids: Sequence[int], predictor: Predictor, report: ChunkReport
+        self, study_ids: Sequence[int], predictor: Predictor, report: ChunkReport, owner: str
     ) -> list[ClaimedStudy]:
         max_deliveries = self.settings.max_deliveries
+        lease = timedelta(seconds=self.settings.lease_seconds)
         claimed: list[ClaimedStudy] = []
         with session_scope(self.db_url) as session:
             job_ids = self._job_ids(session, study_ids)
@@ -228,6 +242,10 @@ class SegmentationService:
                 if finished or (study.status is StudyStatus.SUCCEEDED and study.id in done):
                     report.skipped.append(study.id)
                     continue
+                if study.status is StudyStatus.RUNNING and held_elsewhere(study, owner, now):
+                    logger.info("study %d: held by %s; skipped", study.id, study.lease_owner)
+                    report.skipped.append(study.id)  # a duplicate delivery: it is running
+                    continue
                 if study.attempts >= max_deliveries:
                     study.status, study.finished_at = StudyStatus.FAILED, now
                     study.error = (
@@ -235,9 +253,11 @@ class SegmentationService:
                         f"the {self.settings.task_time_limit}s time limit each time"
                     )
                     report.failed.append(study.id)
+                    study.lease_owner = study.lease_expires_at = None
                     continue
                 study.attempts += 1
                 study.status, study.started_at, study.error = StudyStatus.RUNNING, now, None
+                study.lease_owner, study.lease_expires_at = owner, now + lease
                 claimed.append(
                     ClaimedStudy(
                         study.id, study.job_id, study.filename, study.input_png, study.label_png
@@ -386,5 +406,6 @@ class SegmentationService:
                     study.status, study.error = StudyStatus.FAILED, outcome.error
                     report.failed.append(study.id)
                 study.finished_at = now
+                study.lease_owner = study.lease_expires_at = None
             studies_repo.upsert_results(session, results)
             self._refresh_jobs(session, job_ids)

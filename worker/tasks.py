@@ -12,6 +12,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy.exc import OperationalError
 
 from config.settings import ARCHIVE_SCAN_TASK_NAME, SEGMENT_TASK_NAME, get_settings
+from worker.leases import lease_owner
 from worker.reaper import REAP_TASK_NAME, celery_queue_depth, celery_sender, reap
 from worker.segmentation import SegmentationService
 
@@ -33,7 +34,7 @@ def segment_chunk(self: Task, study_ids: list[int]) -> dict[str, Any]:
     """Segment one chunk of studies by id; idempotent, so redelivery is harmless."""
     service = get_service()
     try:
-        return service.run_chunk(study_ids).as_dict()
+        return service.run_chunk(study_ids, lease_owner(self.request.hostname)).as_dict()
     except SoftTimeLimitExceeded:
         limit = service.settings.task_soft_time_limit
         n = service.fail_unfinished(study_ids, f"timed out: the chunk ran over {limit}s")

@@ -201,6 +201,8 @@ def study_view(study: Study, result: Result | None) -> schemas.StudyOut:
         status=study.status.value,
         error=study.error,
         attempts=study.attempts,
+        requeues=study.requeues,
+        worker=study.lease_owner if study.status is StudyStatus.RUNNING else None,
         metrics=metrics_view(result),
         mask_url=f"/v1/studies/{study.id}/mask.png" if done else None,
         overlay_url=f"/v1/studies/{study.id}/overlay.png" if done else None,
@@ -247,7 +249,11 @@ def job_view(session: Session, job: Job, with_studies: bool = True) -> schemas.J
         studies = [study_view(s, results.get(s.id)) for s in rows]
     return schemas.JobOut(
         **job_summary(job, counts).model_dump(),
-        aggregates=schemas.JobAggregates(labelled_studies=labelled, mean_dice=mean_dice),
+        aggregates=schemas.JobAggregates(
+            labelled_studies=labelled,
+            mean_dice=mean_dice,
+            requeued_studies=jobs_repo.requeued_studies(session, job.id),
+        ),
         studies=studies,
     )
 

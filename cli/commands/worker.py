@@ -24,6 +24,7 @@ def run(args: argparse.Namespace) -> int:
     from config.settings import get_settings
     from db.migrate import upgrade_to_head
     from worker.celery_app import create_celery_app
+    from worker.recovery import install
 
     if args.concurrency:
         # The pool children read their settings again: the command line must win there too.
@@ -36,6 +37,7 @@ def run(args: argparse.Namespace) -> int:
     # order matters: with queue_order_strategy=priority the first queue is served first
     queues = args.queues or f"{settings.interactive_queue},{settings.nightly_queue}"
     app = create_celery_app(settings, broker_url(settings))
+    install(app, settings)  # recovery at start-up and every reap_interval seconds
     app.worker_main(
         [
             "worker",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
@@ -115,6 +116,30 @@ def lock_job(session: Session, job_id: int) -> Job | None:
     session.execute(update(Job).where(Job.id == job_id).values(updated_at=utcnow()))
     job = session.get(Job, job_id, populate_existing=True)
     return job
+
+
+def lock_job_if_idle(session: Session, job_id: int, idle_before: datetime) -> Job | None:
+    """Like :func:`lock_job`, but only while the job has seen no activity since
+    ``idle_before``; None when it has (or does not exist).
+
+    The check and the lock are one UPDATE, so of two reaper passes that both found the
+    job idle only the first gets it: the second sees the first one's activity.
+    """
+    result = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.updated_at < idle_before)
+        .values(updated_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    if not result.rowcount:  # type: ignore[attr-defined]
+        return None
+    return session.get(Job, job_id, populate_existing=True)
+
+
+def requeued_studies(session: Session, job_id: int) -> int:
+    """Number of the job's studies that the recovery sent again at least once."""
+    stmt = select(func.count()).where(Study.job_id == job_id, Study.requeues > 0)
+    return int(session.scalar(stmt) or 0)
 
 
 def study_counts(session: Session, job_id: int) -> dict[StudyStatus, int]:

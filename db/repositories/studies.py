@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, undefer
 
@@ -127,17 +127,6 @@ def count_results(session: Session, study_id: int) -> int:
     return len(list(session.scalars(select(Result.id).where(Result.study_id == study_id))))
 
 
-def stuck_running(session: Session, started_before: datetime, limit: int = 10_000) -> list[int]:
-    """Ids of studies running since before ``started_before`` (their worker likely died)."""
-    stmt = (
-        select(Study.id)
-        .where(Study.status == StudyStatus.RUNNING, Study.started_at < started_before)
-        .order_by(Study.id)
-        .limit(limit)
-    )
-    return list(session.scalars(stmt))
-
-
 def idle_queued(session: Session, idle_since: datetime, limit: int = 10_000) -> list[int]:
     """Ids of queued studies whose job has seen no activity since ``idle_since``.
 
@@ -152,31 +141,6 @@ def idle_queued(session: Session, idle_since: datetime, limit: int = 10_000) -> 
         .limit(limit)
     )
     return list(session.scalars(stmt))
-
-
-def requeue_running(session: Session, study_ids: Sequence[int], started_before: datetime) -> int:
-    """Put back to queued the studies among ``study_ids`` still running since the cutoff.
-
-    The conditions are re-checked in the UPDATE, so a study a worker finished meanwhile
-    is left alone. ``attempts`` is kept: the delivery cap still counts these tries.
-
-    Returns:
-        The number of studies re-queued.
-    """
-    if not study_ids:
-        return 0
-    result = session.execute(
-        update(Study)
-        .where(
-            Study.id.in_(list(study_ids)),
-            Study.status == StudyStatus.RUNNING,
-            Study.started_at < started_before,
-        )
-        .values(status=StudyStatus.QUEUED, started_at=None)
-        .execution_options(synchronize_session=False)
-    )
-    session.expire_all()
-    return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
 def queued_among(session: Session, study_ids: Sequence[int]) -> list[tuple[int, int, str]]:

@@ -1,0 +1,129 @@
+"""Leases on running studies: who holds them and until when, renewal, and recovery.
+
+A worker that claims a study records a lease on it: its identity (``node:pid``) and an
+expiry a little ahead. A heartbeat renews the lease while the chunk runs, so a study
+whose lease lapsed was held by a worker that died (or lost the database for longer than
+the lease). Recovery puts such studies back to queued; the job's lock serialises it with
+the workers' claims and stores.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import ColumnElement, and_, or_, select, update
+from sqlalchemy.orm import Session
+
+from db.models import Study, StudyStatus
+
+
+def node_prefix(node: str) -> str:
+    """The start of every lease owner of worker node ``node``."""
+    return f"{node}:"
+
+
+def renew(session: Session, study_ids: Sequence[int], owner: str, expires_at: datetime) -> int:
+    """Move the expiry of ``owner``'s leases among ``study_ids`` to ``expires_at``.
+
+    Only studies still running under this owner's lease are touched: one the recovery
+    took back, or another worker claimed since, stays as it is.
+
+    Returns:
+        The number of leases renewed.
+    """
+    if not study_ids:
+        return 0
+    result = session.execute(
+        update(Study)
+        .where(
+            Study.id.in_(list(study_ids)),
+            Study.status == StudyStatus.RUNNING,
+            Study.lease_owner == owner,
+        )
+        .values(lease_expires_at=expires_at)
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+def _recoverable(now: datetime, started_before: datetime, node: str | None) -> ColumnElement[bool]:
+    """Running studies nobody holds any more: the lease lapsed, or it belongs to ``node``
+    (a worker node that just started, so whatever it held belongs to its previous life),
+    or (rows claimed before leases existed) no lease and running since ``started_before``."""
+    held_by_nobody = or_(
+        Study.lease_expires_at < now,
+        and_(Study.lease_owner.is_(None), Study.started_at < started_before),
+    )
+    if node is not None:
+        held_by_nobody = or_(
+            held_by_nobody, Study.lease_owner.startswith(node_prefix(node), autoescape=True)
+        )
+    return and_(Study.status == StudyStatus.RUNNING, held_by_nobody)
+
+
+def recoverable(
+    session: Session,
+    now: datetime,
+    started_before: datetime,
+    node: str | None = None,
+    limit: int = 10_000,
+) -> dict[int, str | None]:
+    """Running studies whose worker is gone (see :func:`_recoverable`): id -> the lease
+    owner that held them (None for rows without a lease)."""
+    stmt = (
+        select(Study.id, Study.lease_owner)
+        .where(_recoverable(now, started_before, node))
+        .order_by(Study.id)
+        .limit(limit)
+    )
+    return {int(i): owner for i, owner in session.execute(stmt)}
+
+
+def requeue(
+    session: Session,
+    study_ids: Sequence[int],
+    now: datetime,
+    started_before: datetime,
+    node: str | None = None,
+) -> list[int]:
+    """Put back to queued the studies among ``study_ids`` that are still recoverable.
+
+    The conditions are checked again in the UPDATE, so a study a worker finished or whose
+    lease was renewed meanwhile is left alone, and of two recovery passes only one takes
+    a study back. ``attempts`` is kept (the delivery cap still counts these tries) and
+    ``requeues`` counts one more.
+
+    Returns:
+        The ids re-queued by this call.
+    """
+    if not study_ids:
+        return []
+    rows = session.execute(
+        update(Study)
+        .where(Study.id.in_(list(study_ids)), _recoverable(now, started_before, node))
+        .values(
+            status=StudyStatus.QUEUED,
+            started_at=None,
+            lease_owner=None,
+            lease_expires_at=None,
+            requeues=Study.requeues + 1,
+        )
+        .returning(Study.id)
+        .execution_options(synchronize_session=False)
+    )
+    ids = sorted(int(i) for i in rows.scalars())
+    session.expire_all()
+    return ids
+
+
+def count_resent(session: Session, study_ids: Sequence[int]) -> None:
+    """Count one more re-send on queued studies whose task message was lost."""
+    if study_ids:
+        session.execute(
+            update(Study)
+            .where(Study.id.in_(list(study_ids)), Study.status == StudyStatus.QUEUED)
+            .values(requeues=Study.requeues + 1)
+            .execution_options(synchronize_session=False)
+        )
+        session.expire_all()
