@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
-# One prepared run on a lent GPU machine (device time is scarce: 15 minutes a session, so
-# everything goes into one call): trainings side by side on the one GPU, then the
-# inference and post-processing benchmarks, the end-to-end pipeline benchmark and the CUDA
-# test there.
+# One prepared run on a GPU machine, everything in one call: trainings side by side on
+# the one GPU, then the inference and post-processing benchmarks, the end-to-end pipeline
+# benchmark and the CUDA test there. Written for a machine reached through a file
+# transfer of 64 MiB at most, 8 files back, and about 15 minutes of device time.
 #
-#   OUT=out/gpu DATA=.devdata/dmiai2023 BUDGET=360 WORKERS=6 bash bench/gpu_session.sh
+#   OUT=out/gpu DATA=.devdata/dmiai2023 BUDGET=360 WORKERS=6 bash bench/gpu_run.sh
 #
-# What travels (both in .git/info/exclude, carried; 64 MiB at most): the data as a checked
-# 8-bit gray copy (`.venv/bin/python scripts/gray_copy.py`, 31 MB), and in .whl/ the cp312
+# What travels beside the tree (both in .git/info/exclude; 64 MiB at most): the data as a checked
+# 8-bit gray copy (`.venv/bin/python -m bench.gray_copy`, 31 MB), and in .whl/ the cp312
 # wheels the GPU image lacks (25 MB):
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
 #     --implementation cp --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 \
@@ -35,10 +35,10 @@ BUDGET=${BUDGET:-240}
 DEVICE=${DEVICE:-cuda}
 WORKERS=${WORKERS:-2}
 PY=${PY:-python3}
-# Default: the next open question (docs/MODEL.md): strong augmentation at half scale, the
-# best recipe on folds 0-2 (0.723; fold 3 on the CPU: 0.687), on folds 3 and 4 on the GPU
-# like folds 0-2, so that it has a 5-fold mean to set against the released recipe's 0.709. Earlier sessions' runs: s0-s2 (0.5:192 strong),
-# f0-f2 and F0-F1 (1.0:384 strong).
+# Default: the next open question (docs/experiments.md): strong augmentation at half scale,
+# the best recipe on folds 0-2 (0.723; fold 3 on the CPU: 0.687), on folds 3 and 4 on the
+# GPU like folds 0-2, so that it has a 5-fold mean to set against the released recipe's
+# 0.709. Earlier runs: s0-s2 (0.5:192 strong), f0-f2 and F0-F1 (1.0:384 strong).
 RUNS=${RUNS-"S3:3:192:16:2e-3:0:1e-4:0.25:0.5:strong S4:4:192:16:2e-3:0:1e-4:0.25:0.5:strong"}
 STEPS_PER_EPOCH=${STEPS_PER_EPOCH:-250}
 CONCURRENCY=${CONCURRENCY:-1}

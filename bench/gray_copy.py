@@ -1,11 +1,11 @@
 """Write an 8-bit gray copy of a DM i AI folder, checked pixel-exact through the decoder.
 
 The development PNGs are RGBA with R = G = B and a constant alpha; as mode L they are a
-third the size, which lets the whole development set travel to a lent GPU machine within
-its 64 MiB transfer limit (bench/gpu_session.sh). Every image and mask of the copy is
-decoded again and compared with the original; any difference aborts.
+third the size, which lets the whole development set travel to a GPU machine within a
+64 MiB transfer limit (bench/gpu_run.sh). Every image and mask of the copy is decoded
+again and compared with the original; any difference aborts.
 
-Usage: .venv/bin/python scripts/gray_copy.py [SRC] [DST]
+Usage: .venv/bin/python -m bench.gray_copy [SRC] [DST]
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ and accounts for every study in the database: succeeded, failed, missing, duplic
 
 Usage::
 
-    .venv/bin/python scripts/load_test.py --clients 4 --studies 1000 --job-size 25
+    .venv/bin/python -m bench.load_test --clients 4 --studies 1000 --job-size 25
 
 Prints a JSON report (also written to ``--out``); exits 1 if any study is lost or
 duplicated.
@@ -32,10 +32,9 @@ from typing import Any
 
 import httpx
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
+from cli.stack import Processes, free_port, wait_ready
 
-from cli.stack import Processes, free_port, wait_ready  # noqa: E402
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 logger = logging.getLogger("load_test")
 DATA = REPO_ROOT.parent / "shared" / "data" / "dmiai2023"

@@ -1,4 +1,5 @@
-"""Imports point one way: model/ and db/ import no other project package; the API no torch."""
+"""Imports point one way: model/ and db/ import no other project package; the API no torch;
+no product package imports the tooling (bench/) or the tests."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT = {"api", "archive", "cli", "config", "db", "model", "worker"}
+TOOLING = {"bench", "experiments", "scripts", "tests"}
 ALLOWED = {
     "model": {"model"},
     "db": {"db"},
@@ -39,6 +41,13 @@ def test_package_imports_only_what_it_may(package: str) -> None:
     for path in sources:
         wrong = (_imports(path) & PROJECT) - ALLOWED[package]
         assert not wrong, f"{path.relative_to(ROOT)} imports {sorted(wrong)}"
+
+
+@pytest.mark.parametrize("package", sorted(PROJECT))
+def test_product_packages_import_no_tooling(package: str) -> None:
+    for path in sorted((ROOT / package).rglob("*.py")):
+        tooling = _imports(path) & TOOLING
+        assert not tooling, f"{path.relative_to(ROOT)} imports {sorted(tooling)}"
 
 
 def test_api_sources_never_import_torch_or_monai() -> None:
