@@ -3,12 +3,19 @@
 The manifest is enough to rebuild the network and reproduce its masks: architecture
 arguments, preprocessing, threshold and post-processing, training provenance and metrics.
 Training writes a new directory per version and never overwrites an old one.
+
+An ensemble artifact holds K networks of the manifest's architecture instead, one fp16
+`member-K.safetensors` each, listed with their hashes in the manifest's `members`; the
+predictor averages their probabilities. A manifest without `members` is a single network.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
+import shutil
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,6 +28,8 @@ from model.network import DEFAULT_ARCHITECTURE, build_network
 
 MANIFEST_NAME = "manifest.json"
 WEIGHTS_NAME = "model.safetensors"
+#: File name of ensemble member k (1-based).
+MEMBER_NAME = "member-{}.safetensors"
 FORMAT_VERSION = 1
 ARTIFACTS_DIR = Path(__file__).parent / "artifacts"
 RELEASED_FILE = ARTIFACTS_DIR / "RELEASED"
@@ -35,7 +44,8 @@ class Manifest:
     """What an artifact says about itself.
 
     Attributes:
-        version: Unique name, `attention-unet-YYYYMMDD-<hash of weights>`.
+        version: Unique name, `attention-unet-YYYYMMDD-<hash of weights>`, for an
+            ensemble `attention-unet-ens-YYYYMMDD-<hash over the members' hashes>`.
         trained: False for a placeholder with random weights.
         architecture: Arguments of `model.network.build_network`.
         preprocessing: How pixels become the network input (documentation and checks).
@@ -43,7 +53,11 @@ class Manifest:
         postprocessing: `min_component_px` and `flip_tta`.
         training: Provenance: data fingerprint, seed, epochs, steps, seconds, device.
         metrics: Validation metrics.
-        weights_sha256: Hash of the weights file, checked on load.
+        weights_sha256: Hash of the weights file, checked on load; for an ensemble the
+            hash over its members' hashes (`members_sha256`).
+        members: Ensemble members, each `{"weights": file name, "sha256": hash of that
+            file, "fold": held-out fold or None}`; empty for a single network in
+            `model.safetensors`. All members share `architecture` and the post-processing.
     """
 
     version: str
@@ -67,9 +81,18 @@ class Manifest:
     weights_sha256: str = ""
     created_at: str = ""
     format_version: int = FORMAT_VERSION
+    members: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def n_members(self) -> int:
+        """Networks in the artifact: 1 for a single network."""
+        return len(self.members) or 1
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2, sort_keys=True)
+        raw = asdict(self)
+        if not raw["members"]:
+            del raw["members"]  # a single network's manifest reads as it did before ensembles
+        return json.dumps(raw, indent=2, sort_keys=True)
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> Manifest:
@@ -81,8 +104,42 @@ class Manifest:
             raise ArtifactError(
                 f"manifest format {raw.get('format_version')} is not {FORMAT_VERSION}"
             )
+        if "members" in raw:
+            _check_members(raw["members"])
         known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in raw.items() if k in known})
+
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def _check_members(members: Any) -> None:
+    """Refuse a `members` list that does not name distinct plain files with hashes."""
+    if not isinstance(members, list) or not members:
+        raise ArtifactError("manifest members must be a non-empty list")
+    seen: set[str] = set()
+    for k, m in enumerate(members, 1):
+        if not isinstance(m, dict):
+            raise ArtifactError(f"manifest member {k} is not an object")
+        name, sha, fold = m.get("weights"), m.get("sha256"), m.get("fold")
+        if (
+            not isinstance(name, str)
+            or Path(name).name != name
+            or not name.endswith(".safetensors")
+        ):
+            raise ArtifactError(f"manifest member {k} names no .safetensors file: {name!r}")
+        if name in seen:
+            raise ArtifactError(f"manifest lists {name} twice")
+        seen.add(name)
+        if not isinstance(sha, str) or not _SHA256.fullmatch(sha):
+            raise ArtifactError(f"manifest member {name} has no sha256")
+        if fold is not None and (not isinstance(fold, int) or isinstance(fold, bool)):
+            raise ArtifactError(f"manifest member {name} has a fold that is not an integer")
+
+
+def members_sha256(hashes: Sequence[str]) -> str:
+    """An ensemble's `weights_sha256`: the hash over its members' hashes, in order."""
+    return hashlib.sha256("\n".join(hashes).encode()).hexdigest()
 
 
 def _sha256(path: Path) -> str:
@@ -131,23 +188,97 @@ def save_artifact(
     Raises:
         ArtifactError: The target directory already exists.
     """
-    parent = Path(parent)
-    parent.mkdir(parents=True, exist_ok=True)
+    tmp = _new_tmp_dir(Path(parent))
     state = {k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()}
+    save_file(state, str(tmp / WEIGHTS_NAME))
+    return _publish(tmp, manifest, _sha256(tmp / WEIGHTS_NAME), "attention-unet", name)
+
+
+def save_ensemble(
+    networks: Sequence[torch.nn.Module],
+    manifest: Manifest,
+    parent: Path,
+    name: str | None = None,
+    folds: Sequence[int | None] | None = None,
+) -> Path:
+    """Write K member networks (fp16 safetensors each) and their manifest into a new
+    directory under `parent`.
+
+    Floating tensors are stored as float16 (half the bytes; `load_members` casts them back
+    to float32). The version is `attention-unet-ens-YYYYMMDD-<hash over the members'
+    hashes>`. An existing directory is never overwritten.
+
+    Args:
+        networks: The members, each of `manifest.architecture`; the first is the one the
+            `fast` setting (one member) runs.
+        manifest: Their manifest; `members`, `version`, `weights_sha256` and `created_at`
+            are filled in.
+        parent: Directory that receives the new artifact directory.
+        name: Directory name; defaults to the version.
+        folds: Each member's held-out fold (None where none was held out).
+
+    Returns:
+        The new artifact directory.
+
+    Raises:
+        ValueError: No networks, or `folds` of another length.
+        ArtifactError: A member does not fit the architecture or float16, or the target
+            directory already exists.
+    """
+    if not networks:
+        raise ValueError("an ensemble needs at least one network")
+    if folds is not None and len(folds) != len(networks):
+        raise ValueError(f"{len(folds)} folds for {len(networks)} networks")
+    reference = _build(manifest.architecture)
+    states = []
+    for k, network in enumerate(networks, 1):
+        states.append(_half_state(network, MEMBER_NAME.format(k)))
+        try:
+            reference.load_state_dict(states[-1], strict=True)
+        except RuntimeError as exc:
+            raise ArtifactError(f"member {k} does not fit the manifest: {exc}") from exc
+    tmp = _new_tmp_dir(Path(parent))
+    manifest.members = []
+    for k, state in enumerate(states, 1):
+        file = MEMBER_NAME.format(k)
+        save_file(state, str(tmp / file))
+        fold = folds[k - 1] if folds is not None else None
+        manifest.members.append({"weights": file, "sha256": _sha256(tmp / file), "fold": fold})
+    sha = members_sha256([m["sha256"] for m in manifest.members])
+    return _publish(tmp, manifest, sha, "attention-unet-ens", name)
+
+
+def _half_state(network: torch.nn.Module, file: str) -> dict[str, torch.Tensor]:
+    """The network's state on the CPU with floating tensors in float16."""
+    state = {}
+    for key, value in network.state_dict().items():
+        t = value.detach().cpu()
+        if t.is_floating_point():
+            half = t.to(torch.float16)
+            if not bool(torch.isfinite(half).all()) and bool(torch.isfinite(t).all()):
+                raise ArtifactError(f"{file}: {key} overflows float16")
+            t = half
+        state[key] = t.contiguous()
+    return state
+
+
+def _new_tmp_dir(parent: Path) -> Path:
+    parent.mkdir(parents=True, exist_ok=True)
     tmp = parent / f".tmp-{datetime.now(UTC).strftime('%Y%m%d%H%M%S%f')}"
     tmp.mkdir()
-    save_file(state, str(tmp / WEIGHTS_NAME))
-    sha = _sha256(tmp / WEIGHTS_NAME)
+    return tmp
+
+
+def _publish(tmp: Path, manifest: Manifest, sha: str, prefix: str, name: str | None) -> Path:
+    """Stamp the manifest (hash, date, version), write it, and move `tmp` into place."""
     now = datetime.now(UTC)
     manifest.weights_sha256 = sha
     manifest.created_at = now.isoformat(timespec="seconds")
-    manifest.version = f"attention-unet-{now.strftime('%Y%m%d')}-{sha[:8]}"
+    manifest.version = f"{prefix}-{now.strftime('%Y%m%d')}-{sha[:8]}"
     (tmp / MANIFEST_NAME).write_text(manifest.to_json())
-    target = parent / (name or manifest.version)
+    target = tmp.parent / (name or manifest.version)
     if target.exists():
-        for f in tmp.iterdir():
-            f.unlink()
-        tmp.rmdir()
+        shutil.rmtree(tmp)
         raise ArtifactError(f"refusing to overwrite existing artifact {target}")
     tmp.rename(target)
     return target
@@ -165,7 +296,8 @@ def default_artifact_dir() -> Path:
 
 
 def load_artifact(directory: Path | None = None) -> tuple[Manifest, torch.nn.Module]:
-    """Load an artifact: check the manifest and the weights, rebuild the network.
+    """Load a single-network artifact: check the manifest and the weights, rebuild the
+    network. An ensemble is refused: `load_members` loads it.
 
     Args:
         directory: Artifact directory; None means the bundled default.
@@ -174,24 +306,79 @@ def load_artifact(directory: Path | None = None) -> tuple[Manifest, torch.nn.Mod
         (manifest, network in eval mode on the CPU).
 
     Raises:
-        ArtifactError: Missing files, a weights hash mismatch, or weights that do not fit
-            the manifest's architecture.
+        ArtifactError: An ensemble, missing files, a weights hash mismatch, or weights
+            that do not fit the manifest's architecture.
     """
     directory = Path(directory) if directory is not None else default_artifact_dir()
     manifest = read_manifest(directory)
-    weights = directory / WEIGHTS_NAME
-    if not weights.is_file():
-        raise ArtifactError(f"no {WEIGHTS_NAME} in {directory}")
-    if manifest.weights_sha256 and _sha256(weights) != manifest.weights_sha256:
-        raise ArtifactError(f"{weights} does not match the manifest's sha256 (corrupt?)")
+    if manifest.members:
+        raise ArtifactError(
+            f"{directory} is an ensemble of {manifest.n_members} networks: load it with "
+            "model.artifact.load_members"
+        )
+    return manifest, _load_network(directory, WEIGHTS_NAME, manifest)
+
+
+def load_members(
+    directory: Path | None = None, max_members: int = 0
+) -> tuple[Manifest, list[torch.nn.Module]]:
+    """Load any artifact's networks: the one of a single-network artifact, or an
+    ensemble's members in manifest order, each checked against its hash.
+
+    Args:
+        directory: Artifact directory; None means the bundled default.
+        max_members: Load at most this many members, the first ones (1 = the `fast`
+            setting); 0 = all.
+
+    Returns:
+        (manifest, networks in eval mode on the CPU, at least one).
+
+    Raises:
+        ValueError: A negative `max_members`.
+        ArtifactError: Missing or corrupt files (the message names the file), member
+            hashes that do not match `weights_sha256`, or weights that do not fit the
+            manifest's architecture.
+    """
+    if max_members < 0:
+        raise ValueError(f"max_members must be >= 0, got {max_members}")
+    directory = Path(directory) if directory is not None else default_artifact_dir()
+    manifest = read_manifest(directory)
+    if not manifest.members:
+        return manifest, [_load_network(directory, WEIGHTS_NAME, manifest)]
+    if members_sha256([m["sha256"] for m in manifest.members]) != manifest.weights_sha256:
+        raise ArtifactError(
+            f"the member hashes in {directory / MANIFEST_NAME} do not match its "
+            "weights_sha256 (edited?)"
+        )
+    chosen = manifest.members[:max_members] if max_members else manifest.members
+    return manifest, [_load_network(directory, m["weights"], manifest, m["sha256"]) for m in chosen]
+
+
+def _build(architecture: dict[str, Any]) -> torch.nn.Module:
     try:
-        network = build_network(manifest.architecture)
+        return build_network(architecture)
     except (ValueError, KeyError, TypeError) as exc:
         raise ArtifactError(f"manifest architecture is invalid: {exc}") from exc
+
+
+def _load_network(
+    directory: Path, file: str, manifest: Manifest, sha256: str | None = None
+) -> torch.nn.Module:
+    """One network of `manifest.architecture` from `directory / file`, hash checked
+    (against `sha256`, else the manifest's `weights_sha256`), in float32 and eval mode."""
+    weights = directory / file
+    if not weights.is_file():
+        raise ArtifactError(f"no {file} in {directory}")
+    expected = sha256 if sha256 is not None else manifest.weights_sha256
+    if expected and _sha256(weights) != expected:
+        raise ArtifactError(f"{weights} does not match the manifest's sha256 (corrupt?)")
+    network = _build(manifest.architecture)
     try:
-        state = load_file(str(weights))
+        state = {
+            k: v.float() if v.is_floating_point() else v for k, v in load_file(str(weights)).items()
+        }
         network.load_state_dict(state, strict=True)
     except (RuntimeError, OSError) as exc:
-        raise ArtifactError(f"weights in {directory} do not fit the manifest: {exc}") from exc
+        raise ArtifactError(f"weights {weights} do not fit the manifest: {exc}") from exc
     network.eval()
-    return manifest, network
+    return network

@@ -1,4 +1,8 @@
-"""Batched whole-image inference: load an artifact once, predict many times."""
+"""Batched whole-image inference: load an artifact once, predict many times.
+
+An ensemble artifact's members each run once per batch; the maps are the mean of their
+probabilities (`model.ensemble`).
+"""
 
 from __future__ import annotations
 
@@ -8,13 +12,15 @@ from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from model.artifact import Manifest, load_artifact
+from model.artifact import Manifest, load_members
 from model.bucketing import Batch, make_batches, padding_waste
+from model.ensemble import mean_probabilities
 from model.network import stride_multiple
 from model.postprocessing import remove_small_components
 from model.preprocessing import resample_tensor, scaled_size
@@ -94,8 +100,17 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
     return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}[precision]
 
 
+def _prepare(network: torch.nn.Module, device: torch.device, compile: bool) -> torch.nn.Module:
+    """A network on `device` in eval mode (channels_last on a CPU), compiled if asked."""
+    net = network.to(device).eval()
+    if device.type == "cpu":
+        net = net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    return torch.compile(net) if compile else net  # type: ignore[return-value]
+
+
 class Predictor:
-    """A loaded network plus its manifest's post-processing, ready to segment batches.
+    """A loaded network (or an ensemble's members) plus its manifest's post-processing,
+    ready to segment batches.
 
     Build it with `Predictor.from_artifact`; every attribute is set by the constructor.
     """
@@ -103,7 +118,7 @@ class Predictor:
     def __init__(
         self,
         manifest: Manifest,
-        network: torch.nn.Module,
+        network: torch.nn.Module | Sequence[torch.nn.Module],
         device: torch.device,
         batch_size: int = 8,
         autocast_dtype: torch.dtype | None = None,
@@ -123,10 +138,11 @@ class Predictor:
         self.min_component_px = int(manifest.postprocessing.get("min_component_px", 0))
         self.flip_tta = bool(manifest.postprocessing.get("flip_tta", False))
         self.input_scale = float(manifest.preprocessing.get("input_scale", 1.0))
-        net = network.to(device).eval()
-        if device.type == "cpu":
-            net = net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-        self.network: torch.nn.Module = torch.compile(net) if compile else net  # type: ignore[assignment]
+        nets = [network] if isinstance(network, torch.nn.Module) else list(network)
+        if not nets:
+            raise ValueError("a predictor needs at least one network")
+        #: The member networks, the first one first; their probabilities are averaged.
+        self.networks: list[torch.nn.Module] = [_prepare(n, device, compile) for n in nets]
         self.last_run = PredictStats(0, 0, 0.0, 0.0)
 
     @classmethod
@@ -138,6 +154,7 @@ class Predictor:
         precision: str = "auto",
         compile: bool = False,
         lanes: int = 0,
+        members: int = 0,
     ) -> Predictor:
         """Load an artifact (None = the bundled default) and build a ready predictor.
 
@@ -149,16 +166,19 @@ class Predictor:
             compile: Wrap the network in `torch.compile`.
             lanes: Batches run side by side, each in its own thread (on a CPU with an
                 equal share of torch's threads); 0 = the measured best (1).
+            members: Run at most this many of an ensemble's members, the first ones
+                (1 = the `fast` setting for CPU-only sites); 0 = all.
 
         Raises:
+            ValueError: A negative `members`.
             model.artifact.ArtifactError: The artifact is missing or corrupt.
         """
-        manifest, network = load_artifact(Path(path) if path is not None else None)
+        manifest, networks = load_members(Path(path) if path is not None else None, members)
         dev = resolve_device(device)
         dtype = resolve_precision(precision, dev)
         return cls(
             manifest,
-            network,
+            networks,
             dev,
             resolve_batch_size(batch_size, dev, dtype),
             dtype,
@@ -168,15 +188,28 @@ class Predictor:
 
     @property
     def version(self) -> str:
+        """The manifest's version (an ensemble's, however many members run)."""
         return self.manifest.version
+
+    @property
+    def n_members(self) -> int:
+        """Member networks this predictor runs (1 for a single network, or `fast`)."""
+        return len(self.networks)
+
+    @property
+    def network(self) -> torch.nn.Module:
+        """The first member network (the only one of a single-network artifact)."""
+        return self.networks[0]
 
     @property
     def trained(self) -> bool:
         return bool(self.manifest.trained)
 
-    def logits(self, batch: torch.Tensor) -> torch.Tensor:
-        """Logits for a (B, 1, H, W) float batch already on the device (the network alone,
-        in the predictor's precision and memory format; call under `torch.inference_mode`)."""
+    def logits(self, batch: torch.Tensor, member: int = 0) -> torch.Tensor:
+        """Logits for a (B, 1, H, W) float batch already on the device (one member network
+        alone, in the predictor's precision and memory format; call under
+        `torch.inference_mode`)."""
+        network = self.networks[member]
         if self.device.type == "cpu":
             batch = batch.contiguous(memory_format=torch.channels_last)
         h, w = batch.shape[-2:]
@@ -192,22 +225,18 @@ class Predictor:
                     batch,
                     SLIDING_WINDOW_ROI,
                     sw_batch_size=self.batch_size,
-                    predictor=self.network,
+                    predictor=network,
                     overlap=0.25,
                 )
                 assert isinstance(out, torch.Tensor)
                 logits = out
             else:
-                logits = self.network(batch)
+                logits = network(batch)
         return logits.float()
 
     def _probabilities_batch(self, batch: torch.Tensor) -> torch.Tensor:
-        if not self.flip_tta:
-            return torch.sigmoid(self.logits(batch))
-        both = torch.cat([batch, torch.flip(batch, dims=[-1])])
-        logits = self.logits(both)
-        n = batch.shape[0]
-        return 0.5 * (torch.sigmoid(logits[:n]) + torch.sigmoid(torch.flip(logits[n:], dims=[-1])))
+        members = [partial(self.logits, member=k) for k in range(len(self.networks))]
+        return mean_probabilities(members, batch, self.flip_tta)
 
     def _upload(self, arrays: Sequence[np.ndarray]) -> list[torch.Tensor]:
         """float32 tensors of `arrays` on the device; to a GPU through one pinned buffer
