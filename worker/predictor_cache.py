@@ -30,11 +30,29 @@ class ModelChoice:
 class PredictorCache:
     """Holds this process's predictor and the choice it was loaded for."""
 
-    def __init__(self, device: str, batch_size: int, threads: int = 0, lanes: int = 0) -> None:
+    def __init__(
+        self,
+        device: str,
+        batch_size: int,
+        threads: int = 0,
+        lanes: int = 0,
+        members: int | None = None,
+    ) -> None:
+        """Remember how to load; nothing is loaded until the first `get`.
+
+        Args:
+            device: 'auto', 'cpu', 'cuda', 'cuda:N'.
+            batch_size: Images per forward pass; 0 = the measured best for the device.
+            threads: torch threads for this process; 0 leaves torch's default.
+            lanes: Batches side by side; 0 = the measured best.
+            members: An ensemble's members to run (0 = all, 1 = fast); None reads
+                `TUMORSEG_MODEL_MEMBERS` at the first load.
+        """
         self._device = device
         self._batch_size = batch_size
         self._threads = threads
         self._lanes = lanes
+        self._members = members
         self._lock = threading.Lock()
         self._pid: int | None = None
         self._choice: ModelChoice | None = None
@@ -58,6 +76,10 @@ class PredictorCache:
 
                 if self._threads:
                     torch.set_num_threads(self._threads)
+                if self._members is None:
+                    from config.settings import get_settings
+
+                    self._members = get_settings().model_members
 
                 old = self._predictor.version if self._predictor is not None else None
                 self._predictor = Predictor.from_artifact(
@@ -65,12 +87,16 @@ class PredictorCache:
                     device=self._device,
                     batch_size=self._batch_size,
                     lanes=self._lanes,
+                    members=self._members,
                 )
                 self._choice, self._pid = choice, os.getpid()
                 logger.info(
-                    "loaded model %s (trained=%s, batch %d, %d lanes) from %s; was %s",
+                    "loaded model %s (trained=%s, %d of %d members, batch %d, %d lanes) "
+                    "from %s; was %s",
                     self._predictor.version,
                     self._predictor.trained,
+                    self._predictor.n_members,
+                    self._predictor.manifest.n_members,
                     self._predictor.batch_size,
                     self._predictor.lanes,
                     choice.path or "bundled default",
