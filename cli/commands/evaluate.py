@@ -33,7 +33,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--precision", default="auto", help="auto | bf16 | fp16 | fp32")
     parser.add_argument("--batch-size", type=int, default=0, help="0: the best for the device")
+    parser.add_argument(
+        "--members",
+        type=_members,
+        default=0,
+        help="an ensemble's members to run, the first ones: 0 = all (default), 1 = fast",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def _members(text: str) -> int:
+    """argparse type of `--members`: an integer >= 0."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
 
 
 def run(args: argparse.Namespace) -> int:
@@ -54,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ArtifactError, KeyError) as exc:
         print(f"tumorseg evaluate: {exc}")
         return 2
+    members: int | None = None  # networks run, for a model
     if args.baseline == "threshold":
         name = "threshold baseline (gray < 50)"
 
@@ -64,16 +79,23 @@ def run(args: argparse.Namespace) -> int:
 
         try:
             predictor = Predictor.from_artifact(
-                args.artifact, args.device, args.batch_size, args.precision
+                args.artifact, args.device, args.batch_size, args.precision, members=args.members
             )
         except ArtifactError as exc:
             print(f"tumorseg evaluate: {exc}")
             return 2
         name = predictor.version
+        members = predictor.n_members
         predict = predictor.predict
     with tqdm(total=len(files), desc="evaluate", unit="study", disable=args.json) as bar:
         scores = evaluate_folder(args.data, predict, progress=bar.update, validation_of=held_out)
-    summary = {"model": name, "split": args.split, **summarize(scores), "csv": str(args.csv)}
+    summary = {
+        "model": name,
+        **({} if members is None else {"members": members}),
+        "split": args.split,
+        **summarize(scores),
+        "csv": str(args.csv),
+    }
     write_csv(scores, args.csv)
     if args.json:
         print(json.dumps(summary))

@@ -14,7 +14,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
     sub.add_parser("list", help="list registered versions (* = promoted)")
     reg = sub.add_parser("register", help="register an artifact folder")
-    reg.add_argument("path", type=Path, help="artifact folder (manifest.json + model.safetensors)")
+    reg.add_argument(
+        "path", type=Path, help="artifact folder (manifest.json + model.safetensors or members)"
+    )
     reg.add_argument("--promote", action="store_true", help="promote it right away")
     pro = sub.add_parser("promote", help="make VERSION the one workers use")
     pro.add_argument("version")
@@ -42,11 +44,11 @@ def run(args: argparse.Namespace) -> int:
     if args.action == "register":
         import json
 
-        from model.artifact import ArtifactError, load_artifact
+        from model.artifact import ArtifactError, load_members
 
         path = args.path.resolve()
         try:
-            manifest, _ = load_artifact(path)  # full check: manifest, hash, weights fit
+            manifest, _ = load_members(path)  # full check: manifest, hashes, every member fits
         except ArtifactError as exc:
             print(f"tumorseg model register: {exc}")
             return 2

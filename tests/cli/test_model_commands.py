@@ -71,3 +71,40 @@ def test_register_refuses_a_corrupt_artifact(tiny_artifact: Path, tmp_path: Path
     env = {"TUMORSEG_DATABASE_URL": f"sqlite:///{tmp_path / 'registry.db'}"}
     out = tumorseg("model", "register", str(tiny_artifact), env=env)
     assert out.returncode == 2 and "sha256" in out.stdout
+
+
+@pytest.fixture
+def tiny_ensemble(tmp_path: Path) -> Path:
+    import torch
+
+    from model.artifact import Manifest, save_ensemble
+    from model.network import build_network
+    from tests.model.conftest import TINY_ARCH
+
+    torch.manual_seed(0)
+    manifest = Manifest(version="pending", trained=False, architecture=dict(TINY_ARCH))
+    return save_ensemble([build_network(TINY_ARCH) for _ in range(2)], manifest, tmp_path)
+
+
+def test_evaluate_members_runs_the_first_members_and_records_the_version(
+    small_data: Path, tiny_ensemble: Path, tmp_path: Path
+) -> None:
+    for members, ran in (("1", 1), ("0", 2)):
+        out = tumorseg("evaluate", "--data", str(small_data), "--artifact", str(tiny_ensemble),
+                       "--members", members, "--device", "cpu", "--json",
+                       "--csv", str(tmp_path / "scores.csv"))  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        summary = json.loads(out.stdout.strip().splitlines()[-1])
+        assert summary["model"] == tiny_ensemble.name and summary["members"] == ran
+
+
+def test_evaluate_refuses_negative_members(tmp_path: Path) -> None:
+    out = tumorseg("evaluate", "--data", str(tmp_path), "--members", "-1")
+    assert out.returncode == 2 and "--members: must be >= 0" in out.stderr
+
+
+def test_register_checks_every_member(tiny_ensemble: Path, tmp_path: Path) -> None:
+    env = {"TUMORSEG_DATABASE_URL": f"sqlite:///{tmp_path / 'registry.db'}"}
+    (tiny_ensemble / "member-2.safetensors").write_bytes(b"not weights")
+    out = tumorseg("model", "register", str(tiny_ensemble), env=env)
+    assert out.returncode == 2 and "member-2.safetensors" in out.stdout
