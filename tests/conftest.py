@@ -159,6 +159,9 @@ def settings(db_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFacto
         task_time_limit=240,
         visibility_timeout=600,
         archive_roots=str(tmp_path_factory.mktemp("archive")),  # the worker's nightly scan
+        # the session's worker must not run recovery passes of its own over the rows
+        # that the reaper tests arrange (the chaos tests' workers run theirs)
+        worker_reaper=False,
     )
 
 

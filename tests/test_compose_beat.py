@@ -10,6 +10,7 @@ import yaml
 from cli.main import COMMANDS, build_parser
 from config.settings import ARCHIVE_SCAN_TASK_NAME, Settings
 from worker.celery_app import beat_config
+from worker.reaper import REAP_TASK_NAME
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -53,3 +54,14 @@ def test_workers_see_the_archive_read_only_at_the_configured_root() -> None:
     mounts = {v.rsplit(":", 2)[-2]: v for v in worker["volumes"]}  # host:container:mode
     for root in settings.archive_root_paths:
         assert str(root) in mounts and mounts[str(root)].endswith(":ro")
+
+
+def test_recovery_runs_every_15_to_30_seconds_in_beat_and_in_the_workers() -> None:
+    services = _services()
+    settings = _settings_of(services["beat"])
+    entry = beat_config(settings)["beat_schedule"]["stuck-study-reaper"]
+    assert entry["task"] == REAP_TASK_NAME and 15 <= entry["schedule"] <= 30
+    assert entry["options"]["expires"] == entry["schedule"]  # a late pass is dropped
+    worker = _settings_of(services["worker"])
+    assert worker.worker_reaper and 15 <= worker.reap_interval <= 30
+    assert 30 <= worker.lease_seconds <= 60 and worker.reap_queued_after <= 60

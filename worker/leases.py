@@ -19,7 +19,9 @@ from types import TracebackType
 
 from config.settings import Settings
 from db.models import Study, utcnow
+from db.repositories import jobs as jobs_repo
 from db.repositories import leases as leases_repo
+from db.repositories import studies as studies_repo
 from db.session import session_scope
 
 logger = logging.getLogger(__name__)
@@ -69,10 +71,13 @@ def held_elsewhere(study: Study, owner: str, now: datetime) -> bool:
 class Heartbeat:
     """Renews ``owner``'s leases on a chunk's studies from a daemon thread.
 
-    Each renewal is its own short unit of work. A failed one (the database is away) is
-    logged and tried again at the next beat; the lease lapses only when renewals fail
-    for the whole lease. Use as a context manager around the chunk: the thread stops on
-    exit, whatever happened.
+    It beats at once and then every ``heartbeat_seconds``. Each beat also records
+    activity on the chunk's jobs, so that while a delivery is in hand (loading the model,
+    say, before its claim) the reaper does not take its queued studies for lost. Each
+    beat is its own short unit of work. A failed one (the database is away) is logged
+    and tried again at the next; the lease lapses only when beats fail for the whole
+    lease. Use as a context manager around the chunk: the thread stops on exit,
+    whatever happened.
     """
 
     def __init__(self, settings: Settings, study_ids: Sequence[int], owner: str) -> None:
@@ -99,13 +104,15 @@ class Heartbeat:
         self._thread.join(timeout=self.interval + 5)
 
     def renew(self) -> int:
-        """Renew the leases once; the number renewed."""
+        """Beat once: touch the jobs, renew the leases; the number of leases renewed."""
         with session_scope(self.db_url) as session:
+            jobs_repo.touch_jobs(session, studies_repo.job_ids_of(session, self.study_ids))
             return leases_repo.renew(session, self.study_ids, self.owner, utcnow() + self.lease)
 
     def _run(self) -> None:
-        while not self._stop.wait(self.interval):
+        while not self._stop.is_set():
             try:
                 self.renew()
             except Exception as exc:  # the database may be away for a moment
                 logger.warning("lease heartbeat of %s failed: %s", self.study_ids, exc)
+            self._stop.wait(self.interval)

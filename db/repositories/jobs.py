@@ -136,6 +136,13 @@ def lock_job_if_idle(session: Session, job_id: int, idle_before: datetime) -> Jo
     return session.get(Job, job_id, populate_existing=True)
 
 
+def touch_jobs(session: Session, job_ids: Sequence[int]) -> None:
+    """Record activity on the jobs (a worker has one of their chunks in hand), in id order
+    like every job lock, so that the reaper does not take their queued studies for lost."""
+    for job_id in sorted(job_ids):
+        session.execute(update(Job).where(Job.id == job_id).values(updated_at=utcnow()))
+
+
 def requeued_studies(session: Session, job_id: int) -> int:
     """Number of the job's studies that the recovery sent again at least once."""
     stmt = select(func.count()).where(Study.job_id == job_id, Study.requeues > 0)

@@ -40,13 +40,14 @@ _CLAIMED = re.compile(rb"chunk claimed \[([\d, ]*)\]")
 class RedisServer:
     """A redis-server process the test owns: start, stop, restart on the same port."""
 
-    def __init__(self, workdir: Path, port: int) -> None:
-        self.workdir, self.port = workdir, port
+    def __init__(self, workdir: Path, port: int, persist: bool = True) -> None:
+        self.workdir, self.port, self.persist = workdir, port, persist
         self.url = f"redis://127.0.0.1:{port}/0"
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        """Start the server (append-only file, fsync always) and wait until it answers."""
+        """Start the server (append-only file, fsync always; none at all without
+        ``persist``, like the embedded default) and wait until it answers."""
         log = (self.workdir / "redis.log").open("ab")
         self.proc = subprocess.Popen(
             [
@@ -58,7 +59,7 @@ class RedisServer:
                 "--dir",
                 str(self.workdir),
                 "--appendonly",
-                "yes",
+                "yes" if self.persist else "no",
                 "--appendfsync",
                 "always",
                 "--save",
@@ -157,6 +158,7 @@ def chaos_settings(
         task_time_limit=30,
         visibility_timeout=600,  # Redis itself redelivers nothing during a test
         reap_after=31,
+        lease_seconds=12,  # a dead worker's studies come back after 12 s
         reap_queued_after=0,
         max_deliveries=4,
         task_retry_delay=2,
@@ -196,9 +198,12 @@ class Fleet:
     settings: Settings
     log_dir: Path
     workers: list[Worker] = field(default_factory=list)
+    #: The workers' environment; None: every field of ``settings`` as TUMORSEG_* variables.
+    env: dict[str, str] | None = None
 
-    def start(self) -> Worker:
-        """Start one worker (concurrency 1); it becomes ready while the test goes on."""
+    def start(self, hostname: str | None = None) -> Worker:
+        """Start one worker (concurrency 1, node ``hostname``, by default ``chaosN@%h``);
+        it becomes ready while the test goes on."""
         n = len(self.workers)
         log = self.log_dir / f"worker-{n}.log"
         with log.open("wb") as out:
@@ -211,10 +216,10 @@ class Fleet:
                     "--concurrency",
                     "1",
                     "--hostname",
-                    f"chaos{n}@%h",
+                    hostname or f"chaos{n}@%h",
                 ],
                 cwd=REPO_ROOT,
-                env=settings_env(self.settings),
+                env=self.env or settings_env(self.settings),
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
