@@ -62,15 +62,42 @@ def remove_small_components(mask: np.ndarray, min_px: int) -> np.ndarray:
     return out
 
 
-def to_mask(prob: np.ndarray, threshold: float, min_component_px: int = 0) -> np.ndarray:
+def keep_components(mask: np.ndarray, min_px: int, seeds: np.ndarray | None = None) -> np.ndarray:
+    """The components of `mask` with at least `min_px` pixels and, when `seeds` is
+    given, at least one seed pixel (hysteresis: seeds are the pixels at or above the
+    peak rule's probability)."""
+    if seeds is None:
+        return remove_small_components(mask, min_px)
+    found = _box_components(mask)
+    if found is None:
+        return mask
+    box, labels, sizes = found
+    keep = sizes >= max(min_px, 1)
+    seeded = np.zeros(len(sizes), dtype=bool)
+    seeded[np.unique(labels[seeds[box] & (labels > 0)])] = True
+    keep &= seeded
+    keep[0] = False
+    out = np.zeros_like(mask)
+    out[box] = keep[labels]
+    return out
+
+
+def to_mask(
+    prob: np.ndarray, threshold: float, min_component_px: int = 0, min_peak: float = 0.0
+) -> np.ndarray:
     """Binary mask from a probability map.
 
     Args:
         prob: (H, W) probabilities.
         threshold: Pixels with probability > threshold are tumor.
         min_component_px: Components smaller than this are removed (0 = keep all).
+        min_peak: Components whose highest probability is below this are removed (the
+            peak rule; at or below `threshold` it removes nothing).
 
     Returns:
         bool (H, W) mask.
     """
-    return remove_small_components(prob > threshold, min_component_px)
+    mask = prob > threshold
+    if min_peak > threshold:
+        return keep_components(mask, min_component_px, seeds=prob >= min_peak)
+    return remove_small_components(mask, min_component_px)

@@ -22,7 +22,7 @@ from model.artifact import Manifest, load_members
 from model.bucketing import Batch, make_batches, padding_waste
 from model.ensemble import mean_probabilities
 from model.network import stride_multiple
-from model.postprocessing import remove_small_components
+from model.postprocessing import keep_components, remove_small_components
 from model.preprocessing import resample_tensor, scaled_size
 
 log = logging.getLogger(__name__)
@@ -136,6 +136,10 @@ class Predictor:
         self.multiple = stride_multiple(manifest.architecture)
         self.threshold = float(manifest.threshold)
         self.min_component_px = int(manifest.postprocessing.get("min_component_px", 0))
+        #: The peak rule: a component is kept only if it holds a pixel at or above this
+        #: probability; None when the manifest sets none (or one at or below the threshold).
+        peak = float(manifest.postprocessing.get("min_peak", 0.0))
+        self.min_peak: float | None = peak if peak > self.threshold else None
         self.flip_tta = bool(manifest.postprocessing.get("flip_tta", False))
         self.input_scale = float(manifest.preprocessing.get("input_scale", 1.0))
         nets = [network] if isinstance(network, torch.nn.Module) else list(network)
@@ -251,14 +255,26 @@ class Predictor:
         dev = flat.to(self.device, non_blocking=True)
         return [dev[o : o + a.size].view(a.shape) for o, a in zip(offsets, arrays, strict=False)]
 
-    def _download(self, maps: Sequence[torch.Tensor], threshold: float | None) -> list[np.ndarray]:
+    def _download(
+        self, maps: Sequence[torch.Tensor], threshold: float | None, peak: float | None = None
+    ) -> list[np.ndarray]:
         """Host arrays of `maps`, one copy per batch: the probabilities clipped to [0, 1],
         or with a threshold the bool masks above it, compared on the device (a quarter of
-        the bytes to copy, and no float maps to handle on the host)."""
+        the bytes to copy, and no float maps to handle on the host). With a threshold and
+        a `peak` too, uint8 levels: 1 above the threshold, 2 at or above the peak."""
         if threshold is None:
             flat = torch.cat([m.reshape(-1) for m in maps]).clamp_(0.0, 1.0).cpu().numpy()
-        else:
+        elif peak is None:
             flat = torch.cat([m.reshape(-1) > threshold for m in maps]).cpu().numpy()
+        else:
+            flat = (
+                torch.cat(
+                    [(m > threshold).to(torch.uint8) + (m >= peak).to(torch.uint8) for m in maps]
+                )
+                .reshape(-1)
+                .cpu()
+                .numpy()
+            )
         out, o = [], 0
         for m in maps:
             out.append(flat[o : o + m.numel()].reshape(m.shape))
@@ -278,9 +294,10 @@ class Predictor:
         yield from self._iter_outputs(images, None)
 
     def _iter_outputs(
-        self, images: Sequence[np.ndarray], threshold: float | None
+        self, images: Sequence[np.ndarray], threshold: float | None, peak: float | None = None
     ) -> Iterator[tuple[int, np.ndarray]]:
-        """Probability maps (threshold None) or the masks above `threshold`, per batch."""
+        """Probability maps (threshold None), the masks above `threshold`, or with `peak`
+        the levels of `_download`, per batch."""
         start = time.perf_counter()
         for img in images:
             if img.ndim != 2:
@@ -292,9 +309,9 @@ class Predictor:
         batches = make_batches(shapes, self.batch_size, self.multiple)
         if self.lanes == 1 or len(batches) == 1:
             for b in batches:
-                yield from self._run_batch(images, shapes, b, threshold)
+                yield from self._run_batch(images, shapes, b, threshold, peak)
         else:
-            yield from self._run_lanes(images, shapes, batches, threshold)
+            yield from self._run_lanes(images, shapes, batches, threshold, peak)
         self.last_run = PredictStats(
             len(images), len(batches), time.perf_counter() - start, padding_waste(batches, shapes)
         )
@@ -305,6 +322,7 @@ class Predictor:
         shapes: list[tuple[int, int]],
         batches: list[Batch],
         threshold: float | None,
+        peak: float | None = None,
     ) -> Iterator[tuple[int, np.ndarray]]:
         """`_run_batch` over `batches` with `lanes` of them in flight, yielded in order."""
         pool = self._lane_pool()
@@ -314,7 +332,7 @@ class Predictor:
         pending: deque[Future[list[tuple[int, np.ndarray]]]] = deque()
         try:
             for b in batches:
-                pending.append(pool.submit(self._run_batch, images, shapes, b, threshold))
+                pending.append(pool.submit(self._run_batch, images, shapes, b, threshold, peak))
                 if len(pending) == self.lanes:
                     yield from pending.popleft().result()
             while pending:
@@ -345,6 +363,7 @@ class Predictor:
         shapes: list[tuple[int, int]],
         b: Batch,
         threshold: float | None = None,
+        peak: float | None = None,
     ) -> list[tuple[int, np.ndarray]]:
         """One batch: copy in, resample to the network's scale, network, resample back,
         (threshold,) copy out. Returns (index into `images`, probabilities or masks) pairs."""
@@ -363,6 +382,7 @@ class Predictor:
                     for j, i in enumerate(b.indices)
                 ],
                 threshold,
+                peak,
             )
         return list(zip(b.indices, maps, strict=True))
 
@@ -375,9 +395,13 @@ class Predictor:
         """Binary masks (bool, input size) as each batch finishes: (index, mask) pairs.
 
         The same masks as `model.postprocessing.to_mask` on `iter_probabilities`, but
-        thresholded on the device, so only the component removal runs on the host."""
-        for i, above in self._iter_outputs(images, self.threshold):
-            yield i, remove_small_components(above, self.min_component_px)
+        thresholded on the device, so only the component rules run on the host."""
+        if self.min_peak is None:
+            for i, above in self._iter_outputs(images, self.threshold):
+                yield i, remove_small_components(above, self.min_component_px)
+            return
+        for i, levels in self._iter_outputs(images, self.threshold, self.min_peak):
+            yield i, keep_components(levels >= 1, self.min_component_px, seeds=levels == 2)
 
     def predict(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Binary tumor masks (bool, input size) after threshold and post-processing."""

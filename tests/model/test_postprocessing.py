@@ -40,3 +40,19 @@ def test_component_work_inside_the_tumor_box_matches_whole_image_labelling() -> 
     assert component_sizes(diagonal).tolist() == [2]
     assert component_sizes(np.zeros((4, 4), bool)).size == 0
     assert not remove_small_components(np.zeros((4, 4), bool), 5).any()
+
+
+def test_the_peak_rule_keeps_only_components_that_reach_the_peak() -> None:
+    from model.postprocessing import keep_components
+
+    prob = np.zeros((12, 12))
+    prob[1:4, 1:4] = 0.6  # above the threshold, never reaches the peak: removed
+    prob[6:10, 6:10] = 0.6
+    prob[7, 7] = 0.95  # one pixel at the peak keeps its whole component
+    mask = to_mask(prob, 0.5, 0, min_peak=0.9)
+    assert mask[6:10, 6:10].all() and not mask[1:4, 1:4].any() and mask.sum() == 16
+    # a peak at or below the threshold is no rule
+    assert to_mask(prob, 0.5, 0, min_peak=0.5).sum() == 25
+    # with a size floor too: the seeded component must also be large enough
+    assert not keep_components(prob > 0.5, 17, seeds=prob >= 0.9).any()
+    assert not keep_components(np.zeros((3, 3), bool), 0, seeds=np.zeros((3, 3), bool)).any()

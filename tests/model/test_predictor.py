@@ -48,6 +48,28 @@ def test_masks_thresholded_on_the_device_equal_the_host_post_processing(
     assert removed  # some components were small enough to go
 
 
+@pytest.mark.parametrize("lanes", [1, 2])
+def test_the_peak_rule_on_the_device_equals_the_host_post_processing(
+    tiny_artifact: Path, lanes: int
+) -> None:
+    pred = Predictor.from_artifact(
+        tiny_artifact, device="cpu", batch_size=2, precision="fp32", lanes=lanes
+    )
+    imgs = images(3)
+    probs = pred.probabilities(imgs)
+    flat = np.concatenate([p.ravel() for p in probs])
+    pred.threshold, pred.min_peak = float(np.quantile(flat, 0.5)), float(np.quantile(flat, 0.95))
+    pred.min_component_px = 2
+    want = [to_mask(p, pred.threshold, 2, pred.min_peak) for p in probs]
+    got = pred.predict(imgs)
+    assert any(w.any() for w in want)
+    assert sum(int(w.sum()) for w in want) < sum(
+        int(to_mask(p, pred.threshold, 2).sum()) for p in probs
+    )
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_array_equal(g, w)
+
+
 def test_batched_equals_one_at_a_time_within_a_bucket(tiny_artifact: Path) -> None:
     # Images that pad to the same shape see exactly the same input in a batch as alone.
     # (Across buckets only the amount of zero padding below the body differs; the golden
@@ -158,10 +180,10 @@ def test_a_failing_lane_raises_to_the_caller(tiny_artifact: Path) -> None:
     boom = RuntimeError("lane down")
     real = pred._run_batch
 
-    def run_batch(images, shapes, b, threshold=None):  # type: ignore[no-untyped-def]
+    def run_batch(images, shapes, b, threshold=None, peak=None):  # type: ignore[no-untyped-def]
         if 2 in b.indices:
             raise boom
-        return real(images, shapes, b, threshold)
+        return real(images, shapes, b, threshold, peak)
 
     pred._run_batch = run_batch  # type: ignore[method-assign]
     with pytest.raises(RuntimeError, match="lane down"):
