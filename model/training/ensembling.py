@@ -1,0 +1,143 @@
+"""From fold runs to an ensemble artifact.
+
+A fold run (`tumorseg train --fold K`) writes a single-network artifact with its held-out
+fold's maps (`oof.npz`). `pack_fold` turns it into a compact one-member artifact (fp16
+weights plus the maps) that can be kept in the repository while the other folds train.
+`build_ensemble` takes the K packed (or unpacked) folds, pools their out-of-fold maps,
+chooses the post-processing on them cross-fitted by fold (`oof_tuning`), and writes the
+K-member ensemble with that choice, its cross-fitted score and the whole
+Dice-clean-controls frontier in its manifest.
+"""
+
+from __future__ import annotations
+
+import copy
+import shutil
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from model.artifact import Manifest, load_members, read_manifest, save_ensemble
+from model.dataset import find_studies, load_study, split
+from model.training import oof_tuning
+from model.training.validation import OOF_NAME, load_oof
+
+
+def pack_fold(artifact: Path, parent: Path, name: str) -> Path:
+    """A one-member, fp16 copy of a fold run's artifact with its `oof.npz`, at
+    `parent / name` (never overwritten).
+
+    Raises:
+        FileNotFoundError: The artifact has no out-of-fold maps.
+    """
+    if not (Path(artifact) / OOF_NAME).is_file():
+        raise FileNotFoundError(f"{artifact} has no {OOF_NAME}: train it with this version")
+    manifest, networks = load_members(artifact)
+    packed = copy.deepcopy(manifest)
+    packed.training = {**manifest.training, "packed_from": manifest.version}
+    target = save_ensemble(networks, packed, parent, name=name, folds=[manifest.training["fold"]])
+    shutil.copyfile(Path(artifact) / OOF_NAME, target / OOF_NAME)
+    return target
+
+
+def _pooled(
+    folds: Sequence[Path], data: Path
+) -> tuple[list[Manifest], list[int], list[np.ndarray], list[np.ndarray], list[Any]]:
+    """Each fold's manifest, and per held-out study: fold, plain map, TTA map, study."""
+    manifests = [read_manifest(f) for f in folds]
+    files = find_studies(data)
+    fold_ids: list[int] = []
+    plain: list[np.ndarray] = []
+    tta: list[np.ndarray] = []
+    studies: list[Any] = []
+    for path, m in zip(folds, manifests, strict=True):
+        t = m.training
+        held_out = split(files, int(t["seed"]), int(t["folds"]), int(t["fold"]))[1]
+        maps = load_oof(Path(path) / OOF_NAME)
+        for f in held_out:
+            if f.name not in maps["plain"]:
+                raise ValueError(f"{path}/{OOF_NAME} has no map for held-out study {f.name}")
+            fold_ids.append(int(t["fold"]))
+            plain.append(maps["plain"][f.name])
+            tta.append(maps["tta"][f.name])
+            studies.append(load_study(f))
+    return manifests, fold_ids, plain, tta, studies
+
+
+def tune_pooled(
+    folds: Sequence[Path], data: Path, min_clean: float = 0.0
+) -> tuple[oof_tuning.OofSetting, dict[str, Any]]:
+    """Choose the post-processing on the folds' pooled out-of-fold maps.
+
+    Returns:
+        (the setting chosen on all pooled maps, metrics: the cross-fitted score, the
+        frontier without and with TTA, counts).
+    """
+    _, fold_ids, plain, tta, studies = _pooled(folds, data)
+    labels = [s.label for s in studies]
+    is_patient = [s.is_patient for s in studies]
+    tp = oof_tuning.ComponentTables(plain, labels, is_patient)
+    tt = oof_tuning.ComponentTables(tta, labels, is_patient)
+    # One fold: cross-fit on alternating halves instead.
+    groups = fold_ids if len(set(fold_ids)) > 1 else [i % 2 for i in range(len(fold_ids))]
+    settings = oof_tuning.grid(tp, False) + oof_tuning.grid(tt, True)
+    chosen = oof_tuning.choose(settings, min_clean)
+    metrics = {
+        "n_patients": int(sum(is_patient)),
+        "n_controls": int(len(is_patient) - sum(is_patient)),
+        "folds": sorted(set(fold_ids)),
+        "min_clean": min_clean,
+        "chosen": asdict(chosen),
+        "crossfit": oof_tuning.crossfit(tp, tt, groups, min_clean),
+        "frontier": [asdict(s) for s in oof_tuning.frontier(oof_tuning.grid(tp, False))],
+        "frontier_tta": [asdict(s) for s in oof_tuning.frontier(oof_tuning.grid(tt, True))],
+    }
+    return chosen, metrics
+
+
+def build_ensemble(folds: Sequence[Path], data: Path, parent: Path, min_clean: float = 0.0) -> Path:
+    """Write the ensemble of `folds` (all of one architecture and input scale) with the
+    post-processing chosen on their pooled out-of-fold maps.
+
+    Raises:
+        ValueError: The folds differ in architecture or preprocessing, or repeat a fold.
+    """
+    manifests = [read_manifest(f) for f in folds]
+    first = manifests[0]
+    for m in manifests[1:]:
+        if m.architecture != first.architecture or m.preprocessing != first.preprocessing:
+            raise ValueError("the folds differ in architecture or preprocessing")
+    fold_numbers = [int(m.training["fold"]) for m in manifests]
+    if len(set(fold_numbers)) != len(fold_numbers):
+        raise ValueError(f"a fold appears twice: {fold_numbers}")
+    chosen, metrics = tune_pooled(folds, data, min_clean)
+    networks = [load_members(f)[1][0] for f in folds]
+    manifest = Manifest(
+        version="pending",
+        trained=True,
+        architecture=dict(first.architecture),
+        preprocessing=dict(first.preprocessing),
+        threshold=chosen.threshold,
+        postprocessing={
+            "min_component_px": chosen.min_component_px,
+            "min_peak": chosen.min_peak,
+            "flip_tta": chosen.flip_tta,
+        },
+        training={
+            "members": [
+                {
+                    "fold": int(m.training["fold"]),
+                    "version": m.version,
+                    "steps": m.training["steps"],
+                }
+                for m in manifests
+            ],
+            "data_fingerprint": first.training.get("data_fingerprint"),
+            "recipe": first.training.get("config", {}),
+        },
+        metrics={"oof": metrics},
+    )
+    return save_ensemble(networks, manifest, parent, folds=fold_numbers)

@@ -1,0 +1,59 @@
+"""From fold runs to an ensemble: packed folds, pooled out-of-fold tuning, the manifest."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from model.artifact import ArtifactError, read_manifest
+from model.predictor import Predictor
+from model.training.ensembling import build_ensemble, pack_fold
+from model.training.trainer import TrainConfig, train
+from model.training.validation import OOF_NAME
+from tests.model.test_training_smoke import tiny_data  # noqa: F401  (fixture)
+from tests.model.test_whole_image_recipe import TINY_DEEP
+
+
+def _fold(data: Path, out: Path, fold: int) -> Path:
+    cfg = TrainConfig(
+        data=data, out=out, epochs=1, steps_per_epoch=2, batch_size=2, warmup_steps=1,
+        folds=2, fold=fold, seed=3, precision="fp32", device="cpu",
+        architecture=dict(TINY_DEEP), sampler="whole", loss="dice-bce", ema_decay=0.9,
+    )  # fmt: skip
+    return train(cfg)
+
+
+def test_two_packed_folds_make_an_ensemble_tuned_on_their_pooled_maps(
+    tiny_data: Path,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    runs = [_fold(tiny_data, tmp_path / "runs", k) for k in (0, 1)]
+    packed = [pack_fold(r, tmp_path / "ens", f"fold-{k}") for k, r in enumerate(runs)]
+    for k, p in enumerate(packed):
+        m = read_manifest(p)
+        assert m.n_members == 1 and m.members[0]["fold"] == k
+        assert (p / OOF_NAME).is_file() and m.training["packed_from"] == read_manifest(
+            runs[k]
+        ).version
+    with pytest.raises(ArtifactError, match="overwrite"):
+        pack_fold(runs[0], tmp_path / "ens", "fold-0")  # never overwritten
+    ensemble = build_ensemble(packed, tiny_data, tmp_path / "out")
+    m = read_manifest(ensemble)
+    assert m.n_members == 2 and [x["fold"] for x in m.members] == [0, 1]
+    assert {"min_component_px", "min_peak", "flip_tta"} <= m.postprocessing.keys()
+    oof = m.metrics["oof"]
+    assert oof["n_patients"] == 4 and oof["n_controls"] == 2 and oof["folds"] == [0, 1]
+    assert [c["fold"] for c in oof["crossfit"]["per_fold"]] == [0, 1]
+    assert oof["frontier"] and 0.0 <= oof["crossfit"]["dice"] <= 1.0
+    assert m.threshold == oof["chosen"]["threshold"]
+    pred = Predictor.from_artifact(ensemble, device="cpu")
+    assert pred.n_members == 2
+    assert pred.predict([np.zeros((64, 48), np.float32)])[0].shape == (64, 48)
+
+
+def test_building_refuses_a_fold_given_twice(tiny_data: Path, tmp_path: Path) -> None:  # noqa: F811
+    run = _fold(tiny_data, tmp_path / "runs", 0)
+    with pytest.raises(ValueError, match="twice"):
+        build_ensemble([run, run], tiny_data, tmp_path / "out")
