@@ -3,7 +3,8 @@
 Starts an embedded Redis and a fresh SQLite database under ``var/``, the API and one
 worker as real subprocesses, submits ``samples/imgs`` (with ``samples/labels``) over
 HTTP, follows the job, prints a table, writes masks and overlays to ``out/``, and stops
-everything it started, also on Ctrl-C or failure.
+everything it started, also on Ctrl-C or failure. No beat runs: the worker's own recovery
+passes (``worker/recovery.py``) bring back what a crash or a Redis restart loses.
 """
 
 from __future__ import annotations

@@ -34,7 +34,7 @@ from tests.chaos.conftest import (
 )
 from tests.conftest import throwaway_pg_database
 
-pytestmark = pytest.mark.chaos
+pytestmark = [pytest.mark.chaos, pytest.mark.timeout(900)]  # 3 worker starts on 2 cores
 
 STUDIES = 60
 KILLS = 3

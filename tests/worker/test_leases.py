@@ -168,8 +168,8 @@ def test_a_claim_skips_studies_another_live_worker_holds_and_takes_a_dead_proces
 ) -> None:
     ids = _job(settings, 2)
     node = "claim-test@host"
-    _hold(settings, ids[:1], lease_owner("busy@elsewhere", 5), expires_in=60)
-    _hold(settings, ids[1:], lease_owner(node, 2**22 + 1), expires_in=60)  # no such pid
+    _hold(settings, ids[:1], lease_owner("busy@elsewhere", 5), expires_in=3600)
+    _hold(settings, ids[1:], lease_owner(node, 2**22 + 1), expires_in=3600)  # no such pid
 
     report = service.run_chunk(ids, owner=lease_owner(node))
 
