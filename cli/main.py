@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "ping": ("cli.commands.ping", "health probe of the API or a worker (for containers)"),
     "train": ("cli.commands.train", "train a model and write a new artifact version"),
     "evaluate": ("cli.commands.evaluate", "score an artifact on a labelled folder"),
+    "ensemble": ("cli.commands.ensemble", "fold runs to an ensemble: pack | tune | build"),
     "model": ("cli.commands.model", "model registry: list, register DIR, promote VERSION"),
     "keys": ("cli.commands.keys", "API keys: keys create --name N [--tenant T] [--admin]"),
     "reap": ("cli.commands.reap", "re-queue studies stuck in running/queued (once or --every)"),

@@ -1,0 +1,39 @@
+"""`tumorseg ensemble pack | tune | build` from the command line on two tiny fold runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from model.artifact import read_manifest
+from tests.cli.test_model_commands import tumorseg
+from tests.model.test_ensembling import _fold
+from tests.model.test_training_smoke import tiny_data  # noqa: F401  (fixture)
+
+
+def test_pack_tune_and_build(tiny_data: Path, tmp_path: Path) -> None:  # noqa: F811
+    runs = [_fold(tiny_data, tmp_path / "runs", k) for k in (0, 1)]
+    folds = tmp_path / "folds"
+    for k, run in enumerate(runs):
+        done = tumorseg("ensemble", "pack", str(run), "--into", str(folds), "--name", f"fold-{k}")
+        assert done.returncode == 0, done.stdout + done.stderr
+    packed = [str(folds / "fold-0"), str(folds / "fold-1")]
+    tuned = tumorseg("ensemble", "tune", *packed, "--data", str(tiny_data), "--json")
+    assert tuned.returncode == 0, tuned.stdout + tuned.stderr
+    report = json.loads(tuned.stdout)
+    assert report["folds"] == [0, 1] and report["n_patients"] == 4 and report["frontier"]
+    text = tumorseg("ensemble", "tune", *packed, "--data", str(tiny_data))
+    assert "cross-fitted: Dice" in text.stdout and "frontier" in text.stdout
+    built = tumorseg(
+        "ensemble", "build", *packed, "--data", str(tiny_data), "--out", str(tmp_path / "e")
+    )
+    assert built.returncode == 0, built.stdout + built.stderr
+    (ensemble,) = (tmp_path / "e").iterdir()
+    assert read_manifest(ensemble).n_members == 2
+
+
+def test_bad_input_gets_a_clear_error(tmp_path: Path) -> None:
+    done = tumorseg("ensemble", "pack", str(tmp_path), "--into", str(tmp_path / "f"), "--name", "x")
+    assert done.returncode == 2 and "tumorseg ensemble:" in done.stdout
+    done = tumorseg("ensemble", "tune", str(tmp_path), "--data", str(tmp_path), "--min-clean", "2")
+    assert done.returncode == 2 and "--min-clean" in done.stdout
