@@ -74,6 +74,68 @@ def write_csv(scores: Sequence[StudyScore], path: Path) -> None:
             writer.writerow(asdict(s))
 
 
+def read_csv(path: Path) -> list[StudyScore]:
+    """The per-study scores `write_csv` wrote."""
+
+    def num(v: str) -> float | None:
+        return None if v == "" else float(v)
+
+    with Path(path).open(newline="") as fh:
+        return [
+            StudyScore(
+                r["name"],
+                r["is_patient"] == "True",
+                num(r["dice"]),
+                num(r["precision"]),
+                num(r["recall"]),
+                int(r["predicted_px"]),
+                int(r["true_px"]),
+            )  # fmt: skip
+            for r in csv.DictReader(fh)
+        ]
+
+
+def paired(
+    new: Sequence[StudyScore], old: Sequence[StudyScore], resamples: int = 10_000
+) -> dict[str, float | int]:
+    """Patient-by-patient comparison of two models scored on the same studies.
+
+    Returns:
+        Mean Dice of each, the mean paired difference (new - old) with a 95 % bootstrap
+        interval over patients (seeded), patients better / equal / worse, and each
+        model's share of clean controls.
+
+    Raises:
+        ValueError: The two were not scored on the same studies.
+    """
+    a = {s.name: s for s in new}
+    b = {s.name: s for s in old}
+    if a.keys() != b.keys():
+        raise ValueError("the two evaluations cover different studies")
+    names = sorted(n for n in a if a[n].is_patient)
+    diff = np.array([(a[n].dice or 0.0) - (b[n].dice or 0.0) for n in names])
+    rng = np.random.default_rng(0)
+    boot = diff[rng.integers(0, len(diff), (resamples, len(diff)))].mean(axis=1)
+    controls = [n for n in a if not a[n].is_patient]
+
+    def clean(scores: dict[str, StudyScore]) -> float:
+        return float(np.mean([scores[n].predicted_px == 0 for n in controls])) if controls else 1.0
+
+    return {
+        "n_patients": len(names),
+        "dice_new": float(np.mean([a[n].dice or 0.0 for n in names])),
+        "dice_old": float(np.mean([b[n].dice or 0.0 for n in names])),
+        "mean_difference": float(diff.mean()),
+        "ci95_low": float(np.quantile(boot, 0.025)),
+        "ci95_high": float(np.quantile(boot, 0.975)),
+        "better": int((diff > 1e-9).sum()),
+        "equal": int((np.abs(diff) <= 1e-9).sum()),
+        "worse": int((diff < -1e-9).sum()),
+        "clean_new": clean(a),
+        "clean_old": clean(b),
+    }
+
+
 # The official DM i AI 2023 baseline: a pixel is tumor when its PNG gray value is < 50.
 BASELINE_GRAY_LEVEL = 50
 

@@ -39,6 +39,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=0,
         help="an ensemble's members to run, the first ones: 0 = all (default), 1 = fast",
     )
+    parser.add_argument(
+        "--paired-with",
+        type=Path,
+        default=None,
+        help="per-study CSV of another evaluation on the same studies: add a paired comparison",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -56,7 +62,14 @@ def run(args: argparse.Namespace) -> int:
 
     from model.artifact import ArtifactError, default_artifact_dir, read_manifest
     from model.dataset import find_studies, split
-    from model.evaluation import evaluate_folder, summarize, threshold_baseline, write_csv
+    from model.evaluation import (
+        evaluate_folder,
+        paired,
+        read_csv,
+        summarize,
+        threshold_baseline,
+        write_csv,
+    )
 
     try:
         files = find_studies(args.data)
@@ -68,6 +81,13 @@ def run(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ArtifactError, KeyError) as exc:
         print(f"tumorseg evaluate: {exc}")
         return 2
+    other = None
+    if args.paired_with is not None:
+        try:
+            other = read_csv(args.paired_with)
+        except (OSError, KeyError, ValueError) as exc:
+            print(f"tumorseg evaluate: --paired-with {args.paired_with}: {exc}")
+            return 2
     members: int | None = None  # networks run, for a model
     if args.baseline == "threshold":
         name = "threshold baseline (gray < 50)"
@@ -97,6 +117,12 @@ def run(args: argparse.Namespace) -> int:
         "csv": str(args.csv),
     }
     write_csv(scores, args.csv)
+    if other is not None:
+        try:
+            summary["paired"] = paired(scores, other)
+        except ValueError as exc:
+            print(f"tumorseg evaluate: --paired-with {args.paired_with}: {exc}")
+            return 2
     if args.json:
         print(json.dumps(summary))
         return 0

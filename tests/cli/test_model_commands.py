@@ -50,6 +50,18 @@ def test_evaluate_json_has_the_competition_keys(small_data: Path, tmp_path: Path
     assert len(csv.read_text().splitlines()) == 4  # header + 3 studies
 
 
+def test_evaluate_paired_with_another_evaluation(small_data: Path, tmp_path: Path) -> None:
+    first = tmp_path / "first.csv"
+    base = ["evaluate", "--data", str(small_data), "--baseline", "threshold", "--json"]
+    assert tumorseg(*base, "--csv", str(first)).returncode == 0
+    out = tumorseg(*base, "--csv", str(tmp_path / "again.csv"), "--paired-with", str(first))
+    assert out.returncode == 0, out.stderr
+    pair = json.loads(out.stdout.strip().splitlines()[-1])["paired"]
+    assert pair["n_patients"] == 2 and pair["mean_difference"] == 0.0 and pair["equal"] == 2
+    missing = tumorseg(*base, "--paired-with", str(tmp_path / "nope.csv"))
+    assert missing.returncode == 2 and "--paired-with" in missing.stdout
+
+
 def test_evaluate_refuses_a_folder_without_studies(tmp_path: Path) -> None:
     out = tumorseg("evaluate", "--data", str(tmp_path), "--json")
     assert out.returncode == 2 and "holds no studies" in out.stdout
