@@ -20,7 +20,7 @@ import numpy as np
 
 from model.postprocessing import label_components
 
-THRESHOLDS = tuple(round(t, 2) for t in np.arange(0.2, 0.751, 0.05))
+THRESHOLDS = tuple(float(round(t, 2)) for t in np.arange(0.2, 0.751, 0.05))
 MIN_COMPONENTS = (0, 10, 25, 50, 100)
 #: 0 means no peak rule (any component above the threshold is kept).
 MIN_PEAKS = (0.0, 0.5, 0.6, 0.7, 0.8, 0.9)
@@ -129,19 +129,27 @@ def grid(
     return out
 
 
-def choose(settings: Sequence[OofSetting], min_clean: float = 0.0) -> OofSetting:
-    """The best patient Dice among settings with at least `min_clean` clean controls
-    (all settings if none reaches it); ties go to no TTA, more clean controls, then the
-    simpler rule."""
+def choose(
+    settings: Sequence[OofSetting], min_clean: float = 0.0, dice_tolerance: float = 0.01
+) -> OofSetting:
+    """The released rule (`model/training/tuning.py::choose`) under a clean-controls floor.
+
+    Among settings with at least `min_clean` clean controls (all settings if none reaches
+    it), the best patient Dice first; among those within `dice_tolerance` of it, the
+    cheapest (no flip TTA: its second pass doubles inference), then the most clean
+    controls, then the simpler rule.
+    """
     ok = [s for s in settings if s.controls_clean_fraction >= min_clean] or list(settings)
+    best = max(s.dice for s in ok)
+    near = [s for s in ok if s.dice >= best - dice_tolerance]
     return max(
-        ok,
+        near,
         key=lambda s: (
-            round(s.dice, 6),
             -int(s.flip_tta),
             s.controls_clean_fraction,
             -s.min_peak,
             -s.min_component_px,
+            -s.threshold,
         ),
     )
 

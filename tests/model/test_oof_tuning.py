@@ -61,7 +61,9 @@ def test_choose_respects_the_clean_controls_floor_and_frontier_is_monotone() -> 
     settings = oof_tuning.grid(tables, flip_tta=False)
     assert all(s.min_peak == 0 or s.min_peak > s.threshold for s in settings)
     best = oof_tuning.choose(settings)
-    assert best.dice == max(s.dice for s in settings)
+    assert best.dice >= max(s.dice for s in settings) - 0.01
+    exact = oof_tuning.choose(settings, dice_tolerance=0.0)
+    assert exact.dice == max(s.dice for s in settings)
     strict = oof_tuning.choose(settings, min_clean=0.9)
     assert strict.controls_clean_fraction >= 0.9 or not any(
         s.controls_clean_fraction >= 0.9 for s in settings
@@ -86,3 +88,13 @@ def test_crossfit_scores_each_fold_with_a_choice_made_without_it() -> None:
     assert (recomputed.threshold, recomputed.min_peak) == (c["threshold"], c["min_peak"])
     assert 0.0 <= float(out["dice"]) <= 1.0
     assert np.isfinite(d[held & np.array(patient)]).all()
+
+
+def test_flip_tta_must_buy_more_than_the_tolerance() -> None:
+    plain = oof_tuning.OofSetting(0.3, 25, 0.9, False, 0.690, 0.72)
+    tta = oof_tuning.OofSetting(0.3, 0, 0.9, True, 0.695, 0.76)
+    assert oof_tuning.choose([plain, tta]) == plain
+    assert oof_tuning.choose([plain, tta], dice_tolerance=0.001) == tta
+    # the clean-controls floor comes first
+    low = oof_tuning.OofSetting(0.3, 0, 0.0, False, 0.70, 0.5)
+    assert oof_tuning.choose([low, plain], min_clean=0.7) == plain
