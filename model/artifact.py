@@ -169,7 +169,11 @@ def read_manifest(directory: Path) -> Manifest:
 
 
 def save_artifact(
-    network: torch.nn.Module, manifest: Manifest, parent: Path, name: str | None = None
+    network: torch.nn.Module,
+    manifest: Manifest,
+    parent: Path,
+    name: str | None = None,
+    suffix: str = "",
 ) -> Path:
     """Write weights and manifest into a new directory under `parent`.
 
@@ -181,6 +185,8 @@ def save_artifact(
         manifest: Its manifest; `version`, `weights_sha256` and `created_at` are filled in.
         parent: Directory that receives the new artifact directory.
         name: Directory name; defaults to the version.
+        suffix: Appended to the version: tells apart artifacts of the same weights whose
+            post-processing differs.
 
     Returns:
         The new artifact directory.
@@ -191,7 +197,7 @@ def save_artifact(
     tmp = _new_tmp_dir(Path(parent))
     state = {k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()}
     save_file(state, str(tmp / WEIGHTS_NAME))
-    return _publish(tmp, manifest, _sha256(tmp / WEIGHTS_NAME), "attention-unet", name)
+    return _publish(tmp, manifest, _sha256(tmp / WEIGHTS_NAME), "attention-unet", name, suffix)
 
 
 def save_ensemble(
@@ -269,12 +275,14 @@ def _new_tmp_dir(parent: Path) -> Path:
     return tmp
 
 
-def _publish(tmp: Path, manifest: Manifest, sha: str, prefix: str, name: str | None) -> Path:
+def _publish(
+    tmp: Path, manifest: Manifest, sha: str, prefix: str, name: str | None, suffix: str = ""
+) -> Path:
     """Stamp the manifest (hash, date, version), write it, and move `tmp` into place."""
     now = datetime.now(UTC)
     manifest.weights_sha256 = sha
     manifest.created_at = now.isoformat(timespec="seconds")
-    manifest.version = f"{prefix}-{now.strftime('%Y%m%d')}-{sha[:8]}"
+    manifest.version = f"{prefix}-{now.strftime('%Y%m%d')}-{sha[:8]}{suffix}"
     (tmp / MANIFEST_NAME).write_text(manifest.to_json())
     target = tmp.parent / (name or manifest.version)
     if target.exists():

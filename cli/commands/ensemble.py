@@ -18,9 +18,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     pack.add_argument("run", type=Path, help="artifact written by tumorseg train")
     pack.add_argument("--into", type=Path, required=True, help="parent folder of the folds")
     pack.add_argument("--name", required=True, help="folder name, e.g. fold-0")
+    oof = sub.add_parser("oof", help="write an artifact's held-out maps (for older artifacts)")
+    oof.add_argument("artifact", type=Path)
+    oof.add_argument("--data", type=Path, required=True, help="the folder it was trained on")
+    oof.add_argument("--out", type=Path, required=True, help="the .npz file to write")
     for name, text in (
         ("tune", "choose the post-processing on pooled out-of-fold maps and report it"),
         ("build", "write the ensemble of the folds with that choice"),
+        ("retune", "a new version of one network with that choice (same weights)"),
     ):
         p = sub.add_parser(name, help=text)
         p.add_argument("folds", type=Path, nargs="+", help="fold artifacts (packed or not)")
@@ -34,7 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         if name == "tune":
             p.add_argument("--json", action="store_true", help="print one JSON object")
         else:
-            p.add_argument("--out", type=Path, required=True, help="parent of the new ensemble")
+            p.add_argument("--out", type=Path, required=True, help="parent of the new artifact")
+        if name == "retune":
+            p.add_argument("--oof", type=Path, default=None, help="maps (default: its oof.npz)")
 
 
 def _frontier_table(rows: list[dict]) -> str:
@@ -50,7 +57,7 @@ def _frontier_table(rows: list[dict]) -> str:
 def run(args: argparse.Namespace) -> int:
     """Pack, tune or build; 2 on bad input."""
     from model.artifact import ArtifactError
-    from model.training.ensembling import build_ensemble, pack_fold, tune_pooled
+    from model.training.ensembling import build_ensemble, pack_fold, retune, tune_pooled, write_oof
 
     if getattr(args, "min_clean", 0.0) and not 0.0 <= args.min_clean <= 1.0:
         print(f"tumorseg ensemble: --min-clean must be in [0, 1], got {args.min_clean}")
@@ -71,6 +78,15 @@ def run(args: argparse.Namespace) -> int:
                     f"clean controls {cf['controls_clean_fraction']:.0%}\n"
                     f"frontier (no TTA):\n{_frontier_table(metrics['frontier'])}"
                 )
+        elif args.action == "oof":
+            print(f"maps: {write_oof(args.artifact, args.data, args.out)}")
+        elif args.action == "retune":
+            if len(args.folds) != 1:
+                print("tumorseg ensemble: retune takes one artifact")
+                return 2
+            print(
+                f"artifact: {retune(args.folds[0], args.data, args.out, args.min_clean, args.oof)}"
+            )
         else:
             print(f"ensemble: {build_ensemble(args.folds, args.data, args.out, args.min_clean)}")
     except (ArtifactError, FileNotFoundError, ValueError, KeyError) as exc:

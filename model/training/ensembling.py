@@ -1,4 +1,4 @@
-"""From fold runs to an ensemble artifact.
+"""From fold runs to an ensemble artifact, and post-processing chosen on held-out maps.
 
 A fold run (`tumorseg train --fold K`) writes a single-network artifact with its held-out
 fold's maps (`oof.npz`). `pack_fold` turns it into a compact one-member artifact (fp16
@@ -12,6 +12,8 @@ Dice-clean-controls frontier in its manifest.
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import shutil
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -20,9 +22,10 @@ from typing import Any
 
 import numpy as np
 
-from model.artifact import Manifest, load_members, read_manifest, save_ensemble
+from model.artifact import Manifest, load_members, read_manifest, save_artifact, save_ensemble
 from model.dataset import find_studies, load_study, split
-from model.training import oof_tuning
+from model.predictor import resolve_device, resolve_precision
+from model.training import oof_tuning, validation
 from model.training.validation import OOF_NAME, load_oof
 
 
@@ -43,23 +46,47 @@ def pack_fold(artifact: Path, parent: Path, name: str) -> Path:
     return target
 
 
+def write_oof(
+    artifact: Path, data: Path, out: Path, device: str = "auto", precision: str = "auto"
+) -> Path:
+    """Write the out-of-fold maps of an artifact trained before training wrote them: its
+    held-out fold's probabilities, without and with flip TTA, in `oof.npz` form."""
+    manifest, networks = load_members(artifact)
+    t = manifest.training
+    held_out = split(find_studies(data), int(t["seed"]), int(t["folds"]), int(t["fold"]))[1]
+    studies = [load_study(f) for f in held_out]
+    dev = resolve_device(device)
+    dtype = resolve_precision(precision, dev)
+    scale = float(manifest.preprocessing.get("input_scale", 1.0))
+    plain, tta = (
+        validation.probabilities(networks[0], dev, dtype, studies, scale, manifest.architecture, f)
+        for f in (False, True)
+    )
+    validation.save_oof(out, studies, plain, tta)
+    return out
+
+
 def _pooled(
-    folds: Sequence[Path], data: Path
+    folds: Sequence[Path], data: Path, oof_files: Sequence[Path] | None = None
 ) -> tuple[list[Manifest], list[int], list[np.ndarray], list[np.ndarray], list[Any]]:
-    """Each fold's manifest, and per held-out study: fold, plain map, TTA map, study."""
+    """Each fold's manifest, and per held-out study: fold, plain map, TTA map, study.
+    The maps are each fold's `oof.npz`, or `oof_files` in the same order."""
     manifests = [read_manifest(f) for f in folds]
+    oofs = list(oof_files) if oof_files is not None else [Path(f) / OOF_NAME for f in folds]
     files = find_studies(data)
     fold_ids: list[int] = []
     plain: list[np.ndarray] = []
     tta: list[np.ndarray] = []
     studies: list[Any] = []
-    for path, m in zip(folds, manifests, strict=True):
+    for oof, m in zip(oofs, manifests, strict=True):
         t = m.training
         held_out = split(files, int(t["seed"]), int(t["folds"]), int(t["fold"]))[1]
-        maps = load_oof(Path(path) / OOF_NAME)
+        if not oof.is_file():
+            raise FileNotFoundError(f"no out-of-fold maps {oof}: write them with ensemble oof")
+        maps = load_oof(oof)
         for f in held_out:
             if f.name not in maps["plain"]:
-                raise ValueError(f"{path}/{OOF_NAME} has no map for held-out study {f.name}")
+                raise ValueError(f"{oof} has no map for held-out study {f.name}")
             fold_ids.append(int(t["fold"]))
             plain.append(maps["plain"][f.name])
             tta.append(maps["tta"][f.name])
@@ -68,7 +95,10 @@ def _pooled(
 
 
 def tune_pooled(
-    folds: Sequence[Path], data: Path, min_clean: float = 0.0
+    folds: Sequence[Path],
+    data: Path,
+    min_clean: float = 0.0,
+    oof_files: Sequence[Path] | None = None,
 ) -> tuple[oof_tuning.OofSetting, dict[str, Any]]:
     """Choose the post-processing on the folds' pooled out-of-fold maps.
 
@@ -76,7 +106,7 @@ def tune_pooled(
         (the setting chosen on all pooled maps, metrics: the cross-fitted score, the
         frontier without and with TTA, counts).
     """
-    _, fold_ids, plain, tta, studies = _pooled(folds, data)
+    _, fold_ids, plain, tta, studies = _pooled(folds, data, oof_files)
     labels = [s.label for s in studies]
     is_patient = [s.is_patient for s in studies]
     tp = oof_tuning.ComponentTables(plain, labels, is_patient)
@@ -141,3 +171,37 @@ def build_ensemble(folds: Sequence[Path], data: Path, parent: Path, min_clean: f
         metrics={"oof": metrics},
     )
     return save_ensemble(networks, manifest, parent, folds=fold_numbers)
+
+
+def retune(
+    artifact: Path, data: Path, parent: Path, min_clean: float = 0.0, oof: Path | None = None
+) -> Path:
+    """A new version of a single-network artifact: the same weights, with threshold,
+    minimum size, peak rule and flip TTA chosen on its out-of-fold maps (`oof`, default
+    its own `oof.npz`). The version ends in `-pp<hash of the rule>`, so it never takes
+    the name of another artifact of the same weights; the manifest keeps the old choice
+    under `training.retuned_from`.
+
+    Raises:
+        ValueError: `artifact` is an ensemble (build those with `build_ensemble`).
+    """
+    manifest, networks = load_members(artifact)
+    if manifest.members:
+        raise ValueError(f"{artifact} is an ensemble: choose its post-processing when building")
+    chosen, metrics = tune_pooled([artifact], data, min_clean, [oof] if oof else None)
+    new = copy.deepcopy(manifest)
+    new.threshold = chosen.threshold
+    new.postprocessing = {
+        "min_component_px": chosen.min_component_px,
+        "min_peak": chosen.min_peak,
+        "flip_tta": chosen.flip_tta,
+    }
+    new.training["retuned_from"] = {
+        "version": manifest.version,
+        "threshold": manifest.threshold,
+        "postprocessing": manifest.postprocessing,
+    }
+    new.metrics = {**manifest.metrics, "oof": metrics}
+    rule = json.dumps({"threshold": new.threshold, **new.postprocessing}, sort_keys=True)
+    suffix = "-pp" + hashlib.sha256(rule.encode()).hexdigest()[:6]
+    return save_artifact(networks[0], new, parent, suffix=suffix)

@@ -37,3 +37,25 @@ def test_bad_input_gets_a_clear_error(tmp_path: Path) -> None:
     assert done.returncode == 2 and "tumorseg ensemble:" in done.stdout
     done = tumorseg("ensemble", "tune", str(tmp_path), "--data", str(tmp_path), "--min-clean", "2")
     assert done.returncode == 2 and "--min-clean" in done.stdout
+
+
+def test_oof_and_retune_make_a_new_version_with_the_same_weights(
+    tiny_data: Path,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    run = _fold(tiny_data, tmp_path / "runs", 0)
+    (run / "oof.npz").unlink()  # as an artifact from before training wrote its maps
+    maps = tmp_path / "maps.npz"
+    done = tumorseg("ensemble", "oof", str(run), "--data", str(tiny_data), "--out", str(maps))
+    assert done.returncode == 0 and maps.is_file(), done.stdout + done.stderr
+    args = ["ensemble", "retune", str(run), "--data", str(tiny_data), "--out", str(tmp_path / "r")]
+    missing = tumorseg(*args)
+    assert missing.returncode == 2 and "ensemble oof" in missing.stdout
+    done = tumorseg(*args, "--oof", str(maps), "--min-clean", "0.5")
+    assert done.returncode == 0, done.stdout + done.stderr
+    (new,) = (tmp_path / "r").iterdir()
+    old_m, new_m = read_manifest(run), read_manifest(new)
+    assert new_m.weights_sha256 == old_m.weights_sha256 and new_m.version != old_m.version
+    assert new_m.training["retuned_from"]["version"] == old_m.version
+    assert new_m.threshold == new_m.metrics["oof"]["chosen"]["threshold"]
+    assert {"min_component_px", "min_peak", "flip_tta"} == set(new_m.postprocessing)
