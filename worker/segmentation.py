@@ -113,6 +113,7 @@ class SegmentationService:
             settings.batch_size,
             settings.torch_threads_per_process,
             settings.inference_lanes,
+            settings.model_members,
         )
 
     # -- model ---------------------------------------------------------------------
