@@ -18,10 +18,8 @@ from db.repositories import jobs as jobs_repo
 from db.repositories import leases as leases_repo
 from db.session import session_scope
 from tests.conftest import patient_files
-from worker.celery_app import create_celery_app
 from worker.leases import Heartbeat, lease_owner
-from worker.predictor_cache import PredictorCache
-from worker.reaper import Sender, celery_sender, reap
+from worker.reaper import Sender, reap
 from worker.segmentation import SegmentationService
 
 QUEUE = "tumorseg.test.leases"
@@ -39,27 +37,6 @@ def _leave_nothing_running(settings: Settings) -> Iterator[None]:
             .values(status=StudyStatus.CANCELLED, lease_owner=None, lease_expires_at=None)
         )
     _made.clear()
-
-
-@pytest.fixture
-def broker(settings: Settings) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(settings.redis_url or "")
-    client.delete(QUEUE)
-    yield client
-    client.delete(QUEUE)
-    client.close()
-
-
-@pytest.fixture
-def send(settings: Settings) -> Iterator[Sender]:
-    app = create_celery_app(settings, settings.redis_url or "", include_tasks=False)
-    yield celery_sender(app)
-    app.close()
-
-
-@pytest.fixture(scope="module")
-def service(settings: Settings) -> SegmentationService:
-    return SegmentationService(settings, PredictorCache(device="cpu", batch_size=4))
 
 
 def _job(settings: Settings, n: int) -> list[int]:

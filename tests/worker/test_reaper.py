@@ -6,10 +6,8 @@ import base64
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
 from datetime import timedelta
 
-import pytest
 import redis
 from sqlalchemy import func, select
 
@@ -19,34 +17,10 @@ from db.repositories import jobs as jobs_repo
 from db.session import session_scope
 from tests.conftest import REPO_ROOT, patient_files, settings_env
 from worker.celery_app import create_celery_app
-from worker.predictor_cache import PredictorCache
-from worker.reaper import Sender, celery_queue_depth, celery_sender, reap
+from worker.reaper import Sender, celery_queue_depth, reap
 from worker.segmentation import SegmentationService
 
 QUEUE = "tumorseg.test.reaper"
-
-
-@pytest.fixture
-def broker(settings: Settings) -> Iterator[redis.Redis]:
-    """The test Redis db, with the reaper's test queue emptied before and after."""
-    client = redis.Redis.from_url(settings.redis_url or "")
-    client.delete(QUEUE)
-    yield client
-    client.delete(QUEUE)
-    client.close()
-
-
-@pytest.fixture
-def send(settings: Settings) -> Iterator[Sender]:
-    """A real Celery producer to the test Redis."""
-    app = create_celery_app(settings, settings.redis_url or "", include_tasks=False)
-    yield celery_sender(app)
-    app.close()
-
-
-@pytest.fixture(scope="module")
-def service(settings: Settings) -> SegmentationService:
-    return SegmentationService(settings, PredictorCache(device="cpu", batch_size=4))
 
 
 def _job(settings: Settings, n: int) -> tuple[int, list[int]]:
