@@ -67,7 +67,12 @@ def variants(service: SegmentationService, threads: int) -> dict[str, Variant]:
             pending: list[Future[Outcome]] = []
             for b in batches:
                 for i, prob in predictor._run_batch(Streamed(), shapes, b):  # type: ignore[arg-type]
-                    mask = to_mask(prob, predictor.threshold, predictor.min_component_px)
+                    mask = to_mask(
+                        prob,
+                        predictor.threshold,
+                        predictor.min_component_px,
+                        predictor.min_peak or 0.0,
+                    )
                     image = futures[i].result()
                     pending.append(
                         pool.submit(service._measure, chunk[i], image, None, mask, predictor)
