@@ -25,6 +25,11 @@
 # benchmark, LANES the predictor lanes (batches side by side) of both benchmarks: on a GPU
 # a second lane may copy and post-process one batch while the GPU runs the other; not yet
 # measured there (on 2 CPU cores it lost in the worker).
+# RECIPE=whole trains `tumorseg train --recipe whole` instead (whole studies batched and
+# augmented on the GPU: no crop loaders; the crop field is ignored) and packs each fold as
+# a one-member fp16 artifact with its out-of-fold maps (`tumorseg ensemble pack`, about
+# 10 MB), one fold a tar, ready for `tumorseg ensemble build`. Five folds:
+#   RECIPE=whole RUNS="w0:0:0:8:2e-3:0:1e-4:0.25:0.5:standard w1:1:0:8:... w4:4:0:8:..."
 # The network is small, so one training leaves the GPU mostly idle; the crop loaders need
 # the CPU cores (WORKERS per run). What comes back is at most 8 files, so artifacts travel
 # two to a tar and the logs in one.
@@ -34,6 +39,7 @@ DATA=${DATA:-../shared/data/dmiai2023}
 BUDGET=${BUDGET:-240}
 DEVICE=${DEVICE:-cuda}
 WORKERS=${WORKERS:-2}
+RECIPE=${RECIPE:-crops}
 PY=${PY:-python3}
 # Default: the next open question (docs/experiments.md): strong augmentation at half scale,
 # the best recipe on folds 0-2 (0.723; fold 3 on the CPU: 0.687), on folds 3 and 4 on the
@@ -60,12 +66,22 @@ fi
 } >"$LOGS/misc.log" 2>&1
 
 train() {  # name fold crop batch lr dropout weight_decay p_control input_scale augmentation
+    if [ "$RECIPE" = whole ]; then
+        recipe=(--recipe whole)
+    else
+        recipe=(--crop-size "$3" --p-control "$8" --augmentation "${10}" --workers "$WORKERS")
+    fi
     $PY -m cli train --data "$DATA" --out "/tmp/train-$1" --device "$DEVICE" --fold "$2" \
-        --crop-size "$3" --batch-size "$4" --lr "$5" --dropout "$6" --weight-decay "$7" \
-        --p-control "$8" --input-scale "$9" --augmentation "${10}" --workers "$WORKERS" \
-        --epochs 1000 --steps-per-epoch "$STEPS_PER_EPOCH" \
+        --batch-size "$4" --lr "$5" --dropout "$6" --weight-decay "$7" --input-scale "$9" \
+        "${recipe[@]}" --epochs 1000 --steps-per-epoch "$STEPS_PER_EPOCH" \
         --time-budget "$BUDGET" --seed 0 ${LIMIT:+--limit $LIMIT} >"$LOGS/train-$1.log" 2>&1
-    mkdir -p "/tmp/art/$1" && cp /tmp/train-"$1"/attention-unet-*/* "/tmp/art/$1/"
+    mkdir -p /tmp/art
+    if [ "$RECIPE" = whole ]; then
+        $PY -m cli ensemble pack /tmp/train-"$1"/attention-unet-* --into /tmp/art --name "$1" \
+            >>"$LOGS/train-$1.log" 2>&1
+    else
+        mkdir -p "/tmp/art/$1" && cp /tmp/train-"$1"/attention-unet-*/* "/tmp/art/$1/"
+    fi
 }
 for r in $RUNS; do
     IFS=: read -r name fold crop batch lr dropout wd pctrl scale aug <<<"$r"
@@ -75,10 +91,15 @@ wait
 i=0
 set --
 [ -d /tmp/art ] && set -- /tmp/art/*/
-while [ $# -gt 0 ]; do  # two artifacts (2 x 8 MB) per tar: under the 16 MiB a file
+while [ $# -gt 0 ]; do  # two crop artifacts (2 x 8 MB) per tar, one packed whole-image fold
     i=$((i + 1))
-    tar -C /tmp/art -cf "$OUT/artifacts-$i.tar" "$(basename "$1")" ${2:+"$(basename "$2")"}
-    shift; [ $# -gt 0 ] && shift
+    if [ "$RECIPE" = whole ]; then
+        tar -C /tmp/art -cf "$OUT/artifacts-$i.tar" "$(basename "$1")"
+    else
+        tar -C /tmp/art -cf "$OUT/artifacts-$i.tar" "$(basename "$1")" ${2:+"$(basename "$2")"}
+        shift
+    fi
+    [ $# -gt 0 ] && shift
 done
 tar -C "$LOGS" -cf "$OUT/train-logs.tar" .  # kept even if a later step runs out of time
 [ -n "${SKIP_BENCH:-}" ] && exit 0
