@@ -26,7 +26,13 @@ import numpy as np
 import torch
 
 from bench.inference import DATA, machine, pick
-from model.postprocessing import CONNECTIVITY, label_components, remove_small_components, to_mask
+from model.postprocessing import (
+    CONNECTIVITY,
+    keep_components,
+    label_components,
+    remove_small_components,
+    to_mask,
+)
 from model.predictor import Predictor
 from model.preprocessing import decode_image
 
@@ -50,10 +56,13 @@ def ms_per_study(fn, maps: list[np.ndarray], repeat: int) -> float:
     return (time.perf_counter() - start) / (repeat * len(maps)) * 1000
 
 
-def copy_out_ms(predictor: Predictor, maps: list[np.ndarray], repeat: int) -> tuple[float, float]:
+def copy_out_ms(
+    predictor: Predictor, maps: list[np.ndarray], repeat: int, peak: float
+) -> dict[str, float]:
     """ms per study to bring each batch's full-size maps from the predictor's device to host
-    masks: floats thresholded on the host, against bool masks thresholded on the device.
-    The two are alternated pass by pass; each figure is the median pass."""
+    masks: floats thresholded on the host, bool masks thresholded on the device, and the
+    peak rule's uint8 levels from the device with its seeded components on the host. The
+    three are alternated pass by pass; each figure is the median pass."""
     t, m = predictor.threshold, predictor.min_component_px
     size = predictor.batch_size
     batches = [
@@ -67,16 +76,27 @@ def copy_out_ms(predictor: Predictor, maps: list[np.ndarray], repeat: int) -> tu
     def on_device() -> list[np.ndarray]:
         return [remove_small_components(a, m) for b in batches for a in predictor._download(b, t)]
 
+    def peak_rule() -> list[np.ndarray]:
+        return [
+            keep_components(lv >= 1, m, seeds=lv == 2)
+            for b in batches
+            for lv in predictor._download(b, t, peak)
+        ]
+
     for a, b in zip(on_host(), on_device(), strict=True):
         if not np.array_equal(a, b):
             raise RuntimeError("thresholding on the device gives different masks")
-    passes: dict[str, list[float]] = {"host": [], "device": []}
+    for p, c in zip(maps, peak_rule(), strict=True):
+        if not np.array_equal(to_mask(p, t, m, peak), c):
+            raise RuntimeError("the peak rule on the device gives different masks")
+    ways = {"host": on_host, "device": on_device, "peak": peak_rule}
+    passes: dict[str, list[float]] = {name: [] for name in ways}
     for _ in range(repeat):
-        for name, fn in (("host", on_host), ("device", on_device)):
+        for name, fn in ways.items():
             start = time.perf_counter()
             fn()
             passes[name].append((time.perf_counter() - start) / len(maps) * 1000)
-    return float(np.median(passes["host"])), float(np.median(passes["device"]))
+    return {name: float(np.median(v)) for name, v in passes.items()}
 
 
 def run(n: int, repeat: int, device: str = "cpu", data: Path = DATA) -> dict:
@@ -89,7 +109,8 @@ def run(n: int, repeat: int, device: str = "cpu", data: Path = DATA) -> dict:
             raise RuntimeError(f"{s.name}: the two implementations give different masks")
     before = ms_per_study(lambda p: whole_image(p, t, m), maps, repeat)
     after = ms_per_study(lambda p: to_mask(p, t, m), maps, repeat)
-    host, on_device = copy_out_ms(predictor, maps, repeat)
+    peak = predictor.min_peak if predictor.min_peak is not None else 0.9
+    out = copy_out_ms(predictor, maps, repeat, peak)
     return {
         "machine": machine(predictor.device),
         "device": str(predictor.device),
@@ -102,9 +123,12 @@ def run(n: int, repeat: int, device: str = "cpu", data: Path = DATA) -> dict:
         "whole_image_ms_per_study": before,
         "tumor_box_ms_per_study": after,
         "ratio": before / after,
-        "host_threshold_ms_per_study": host,
-        "device_threshold_ms_per_study": on_device,
-        "copy_out_ratio": host / on_device,
+        "host_threshold_ms_per_study": out["host"],
+        "device_threshold_ms_per_study": out["device"],
+        "copy_out_ratio": out["host"] / out["device"],
+        "min_peak": peak,
+        "peak_rule_ms_per_study": out["peak"],
+        "peak_rule_ratio": out["peak"] / out["device"],
     }
 
 
@@ -132,6 +156,8 @@ def main() -> None:
     )
     print(f"| threshold on the device, bool out (now) | {r['device_threshold_ms_per_study']:.3f} |")
     print(f"ratio {r['copy_out_ratio']:.2f}x, same masks on all {r['n_studies']} studies")
+    print(f"| + peak rule {r['min_peak']}: uint8 levels out | {r['peak_rule_ms_per_study']:.3f} |")
+    print(f"peak rule / bool masks: {r['peak_rule_ratio']:.2f}x")
 
 
 if __name__ == "__main__":

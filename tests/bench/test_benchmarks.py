@@ -42,6 +42,10 @@ def test_pipeline_benchmark_runs_a_job_through_the_real_stack() -> None:
 
 def test_postprocessing_benchmark_checks_masks_and_reports_both_costs() -> None:
     result = postprocessing.run(n=4, repeat=1)  # asserts equal masks on every study itself
+    assert result["min_peak"] == 0.9 and result["peak_rule_ms_per_study"] > 0
+    assert result["peak_rule_ratio"] == pytest.approx(
+        result["peak_rule_ms_per_study"] / result["device_threshold_ms_per_study"]
+    )
     assert result["n_studies"] == 4 and result["min_component_px"] >= 2
     assert result["whole_image_ms_per_study"] > 0 and result["tumor_box_ms_per_study"] > 0
     assert result["ratio"] == pytest.approx(
