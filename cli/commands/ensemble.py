@@ -28,7 +28,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         ("retune", "a new version of one network with that choice (same weights)"),
     ):
         p = sub.add_parser(name, help=text)
-        p.add_argument("folds", type=Path, nargs="+", help="fold artifacts (packed or not)")
+        if name == "retune":
+            p.add_argument("artifact", type=Path, help="a single-network artifact")
+        else:
+            p.add_argument("folds", type=Path, nargs="+", help="fold artifacts (packed or not)")
         p.add_argument("--data", type=Path, required=True, help="the folder the folds used")
         p.add_argument(
             "--min-clean",
@@ -59,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     from model.artifact import ArtifactError
     from model.training.ensembling import build_ensemble, pack_fold, retune, tune_pooled, write_oof
 
-    if getattr(args, "min_clean", 0.0) and not 0.0 <= args.min_clean <= 1.0:
+    if not 0.0 <= getattr(args, "min_clean", 0.0) <= 1.0:
         print(f"tumorseg ensemble: --min-clean must be in [0, 1], got {args.min_clean}")
         return 2
     try:
@@ -81,12 +84,8 @@ def run(args: argparse.Namespace) -> int:
         elif args.action == "oof":
             print(f"maps: {write_oof(args.artifact, args.data, args.out)}")
         elif args.action == "retune":
-            if len(args.folds) != 1:
-                print("tumorseg ensemble: retune takes one artifact")
-                return 2
-            print(
-                f"artifact: {retune(args.folds[0], args.data, args.out, args.min_clean, args.oof)}"
-            )
+            new = retune(args.artifact, args.data, args.out, args.min_clean, args.oof)
+            print(f"artifact: {new}")
         else:
             print(f"ensemble: {build_ensemble(args.folds, args.data, args.out, args.min_clean)}")
     except (ArtifactError, FileNotFoundError, ValueError, KeyError) as exc:

@@ -26,6 +26,7 @@ from model.artifact import Manifest, load_members, read_manifest, save_artifact,
 from model.dataset import find_studies, load_study, split
 from model.predictor import resolve_device, resolve_precision
 from model.training import oof_tuning, validation
+from model.training.tuning import Setting
 from model.training.validation import OOF_NAME, load_oof
 
 
@@ -58,9 +59,8 @@ def write_oof(
     dev = resolve_device(device)
     dtype = resolve_precision(precision, dev)
     scale = float(manifest.preprocessing.get("input_scale", 1.0))
-    plain, tta = (
-        validation.probabilities(networks[0], dev, dtype, studies, scale, manifest.architecture, f)
-        for f in (False, True)
+    plain, tta = validation.held_out_maps(
+        networks[0], dev, dtype, studies, scale, manifest.architecture
     )
     validation.save_oof(out, studies, plain, tta)
     return out
@@ -99,7 +99,7 @@ def tune_pooled(
     data: Path,
     min_clean: float = 0.0,
     oof_files: Sequence[Path] | None = None,
-) -> tuple[oof_tuning.OofSetting, dict[str, Any]]:
+) -> tuple[Setting, dict[str, Any]]:
     """Choose the post-processing on the folds' pooled out-of-fold maps.
 
     Returns:
@@ -113,8 +113,8 @@ def tune_pooled(
     tt = oof_tuning.ComponentTables(tta, labels, is_patient)
     # One fold: cross-fit on alternating halves instead.
     groups = fold_ids if len(set(fold_ids)) > 1 else [i % 2 for i in range(len(fold_ids))]
-    settings = oof_tuning.grid(tp, False) + oof_tuning.grid(tt, True)
-    chosen = oof_tuning.choose(settings, min_clean)
+    plain_grid, tta_grid = oof_tuning.grid(tp, False), oof_tuning.grid(tt, True)
+    chosen = oof_tuning.choose(plain_grid + tta_grid, min_clean)
     metrics = {
         "n_patients": int(sum(is_patient)),
         "n_controls": int(len(is_patient) - sum(is_patient)),
@@ -122,8 +122,8 @@ def tune_pooled(
         "min_clean": min_clean,
         "chosen": asdict(chosen),
         "crossfit": oof_tuning.crossfit(tp, tt, groups, min_clean),
-        "frontier": [asdict(s) for s in oof_tuning.frontier(oof_tuning.grid(tp, False))],
-        "frontier_tta": [asdict(s) for s in oof_tuning.frontier(oof_tuning.grid(tt, True))],
+        "frontier": [asdict(s) for s in oof_tuning.frontier(plain_grid)],
+        "frontier_tta": [asdict(s) for s in oof_tuning.frontier(tta_grid)],
     }
     return chosen, metrics
 

@@ -66,10 +66,10 @@ class DeepSupervisionLoss(torch.nn.Module):
         self, outputs: torch.Tensor | Sequence[torch.Tensor], target: torch.Tensor
     ) -> torch.Tensor:
         outs = [outputs] if isinstance(outputs, torch.Tensor) else list(outputs)
-        weights = torch.tensor(DEEP_SUPERVISION_WEIGHTS[: len(outs)])
-        weights = weights / weights.sum()
+        weights = DEEP_SUPERVISION_WEIGHTS[: len(outs)]
+        norm = sum(weights)
         total = outs[0].new_zeros((), dtype=torch.float32)
-        for w, out in zip(weights.tolist(), outs, strict=True):
+        for w, out in zip((w / norm for w in weights), outs, strict=True):
             t = (
                 target
                 if out.shape[-2:] == target.shape[-2:]

@@ -19,23 +19,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from model.postprocessing import label_components
+from model.training import tuning
+from model.training.tuning import Setting
 
 THRESHOLDS = tuple(float(round(t, 2)) for t in np.arange(0.2, 0.751, 0.05))
 MIN_COMPONENTS = (0, 10, 25, 50, 100)
 #: 0 means no peak rule (any component above the threshold is kept).
 MIN_PEAKS = (0.0, 0.5, 0.6, 0.7, 0.8, 0.9)
-
-
-@dataclass(frozen=True)
-class OofSetting:
-    """One post-processing choice and its score on the studies it was scored on."""
-
-    threshold: float
-    min_component_px: int
-    min_peak: float
-    flip_tta: bool
-    dice: float
-    controls_clean_fraction: float
 
 
 @dataclass
@@ -116,7 +106,7 @@ class ComponentTables:
 
 def grid(
     tables: ComponentTables, flip_tta: bool, subset: np.ndarray | None = None
-) -> list[OofSetting]:
+) -> list[Setting]:
     """Every (threshold, min component, min peak) setting scored on `subset`."""
     out = []
     for t in tables.tables:
@@ -125,39 +115,24 @@ def grid(
                 if 0 < pk <= t:
                     continue  # a peak rule at or below the threshold is no rule
                 d, c = tables.score(t, m, pk, subset)
-                out.append(OofSetting(t, m, pk, flip_tta, d, c))
+                out.append(Setting(t, m, flip_tta, d, c, min_peak=pk))
     return out
 
 
 def choose(
-    settings: Sequence[OofSetting], min_clean: float = 0.0, dice_tolerance: float = 0.01
-) -> OofSetting:
-    """The released rule (`model/training/tuning.py::choose`) under a clean-controls floor.
-
-    Among settings with at least `min_clean` clean controls (all settings if none reaches
-    it), the best patient Dice first; among those within `dice_tolerance` of it, the
-    cheapest (no flip TTA: its second pass doubles inference), then the most clean
-    controls, then the simpler rule.
-    """
-    ok = [s for s in settings if s.controls_clean_fraction >= min_clean] or list(settings)
-    best = max(s.dice for s in ok)
-    near = [s for s in ok if s.dice >= best - dice_tolerance]
-    return max(
-        near,
-        key=lambda s: (
-            -int(s.flip_tta),
-            s.controls_clean_fraction,
-            -s.min_peak,
-            -s.min_component_px,
-            -s.threshold,
-        ),
-    )
+    settings: Sequence[Setting], min_clean: float = 0.0, dice_tolerance: float = 0.01
+) -> Setting:
+    """The released rule (`model/training/tuning.py::choose`: best Dice, then within
+    `dice_tolerance` of it no flip TTA, more clean controls, the simpler rule) among the
+    settings with at least `min_clean` clean controls (all settings if none reaches it)."""
+    ok = [s for s in settings if (s.controls_clean_fraction or 0.0) >= min_clean]
+    return tuning.choose(ok or settings, dice_tolerance)
 
 
-def frontier(settings: Sequence[OofSetting]) -> list[OofSetting]:
+def frontier(settings: Sequence[Setting]) -> list[Setting]:
     """The settings no other beats on both Dice and clean controls, by clean fraction."""
-    best: list[OofSetting] = []
-    for s in sorted(settings, key=lambda s: (-s.controls_clean_fraction, -s.dice)):
+    best: list[Setting] = []
+    for s in sorted(settings, key=lambda s: (-(s.controls_clean_fraction or 0.0), -s.dice)):
         if not best or s.dice > best[-1].dice:
             best.append(s)
     return best

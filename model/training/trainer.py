@@ -242,11 +242,8 @@ def train(cfg: TrainConfig) -> Path:
         net.load_state_dict(best_state)
     net.eval()
     train_seconds = elapsed_before + time.monotonic() - started
-    plain, tta = (
-        validation.probabilities(
-            net, device, dtype, val_set, cfg.input_scale, cfg.architecture, flip_tta=f
-        )
-        for f in (False, True)
+    plain, tta = validation.held_out_maps(
+        net, device, dtype, val_set, cfg.input_scale, cfg.architecture
     )
     post, effects = validation.tune(val_set, plain, tta)
     manifest = Manifest(

@@ -26,6 +26,8 @@ class Setting:
     flip_tta: bool
     dice: float
     controls_clean_fraction: float | None
+    #: The peak rule (`model/training/oof_tuning.py`); 0 means none.
+    min_peak: float = 0.0
 
 
 def score(
@@ -69,6 +71,7 @@ def choose(settings: Sequence[Setting], dice_tolerance: float = 0.01) -> Setting
         key=lambda s: (
             -int(s.flip_tta),
             s.controls_clean_fraction or 0.0,
+            -s.min_peak,
             -s.min_component_px,
             -s.threshold,
         ),

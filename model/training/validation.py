@@ -49,6 +49,21 @@ def probabilities(
     return probs
 
 
+def held_out_maps(
+    net: torch.nn.Module,
+    device: torch.device,
+    dtype: torch.dtype | None,
+    studies: Sequence[Study],
+    input_scale: float,
+    architecture: Mapping[str, Any],
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The maps that post-processing is chosen on and `save_oof` keeps: without and with
+    flip TTA."""
+    plain = probabilities(net, device, dtype, studies, input_scale, architecture, False)
+    tta = probabilities(net, device, dtype, studies, input_scale, architecture, True)
+    return plain, tta
+
+
 def quick_score(studies: Sequence[Study], probs: Sequence[np.ndarray]) -> dict[str, Any]:
     """Patient Dice at the best threshold (no component removal): the training curve."""
     best_t = max(tuning.THRESHOLDS, key=lambda t: tuning.score(studies, probs, t, 0)["dice"] or 0.0)

@@ -8,6 +8,7 @@ import pytest
 from model.metrics import dice
 from model.postprocessing import label_components, to_mask
 from model.training import oof_tuning
+from model.training.tuning import Setting
 
 
 def _maps(n: int, seed: int) -> tuple[list[np.ndarray], list[np.ndarray], list[bool]]:
@@ -91,10 +92,10 @@ def test_crossfit_scores_each_fold_with_a_choice_made_without_it() -> None:
 
 
 def test_flip_tta_must_buy_more_than_the_tolerance() -> None:
-    plain = oof_tuning.OofSetting(0.3, 25, 0.9, False, 0.690, 0.72)
-    tta = oof_tuning.OofSetting(0.3, 0, 0.9, True, 0.695, 0.76)
+    plain = Setting(0.3, 25, False, 0.690, 0.72, min_peak=0.9)
+    tta = Setting(0.3, 0, True, 0.695, 0.76, min_peak=0.9)
     assert oof_tuning.choose([plain, tta]) == plain
     assert oof_tuning.choose([plain, tta], dice_tolerance=0.001) == tta
     # the clean-controls floor comes first
-    low = oof_tuning.OofSetting(0.3, 0, 0.0, False, 0.70, 0.5)
+    low = Setting(0.3, 0, False, 0.70, 0.5)
     assert oof_tuning.choose([low, plain], min_clean=0.7) == plain
