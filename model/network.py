@@ -1,6 +1,7 @@
 """The segmentation networks, built from manifest arguments: MONAI's 2D Attention U-Net
-(the released single model) and the deeper, deep-supervised one in
-`model/deep_attention_unet.py`."""
+(the released single model), the deeper, deep-supervised one in
+`model/deep_attention_unet.py`, and the one on an EfficientNet-Lite0 encoder in
+`model/efficientnet_unet.py`."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import torch
 from monai.networks.nets import AttentionUnet
 
 from model.deep_attention_unet import DeepAttentionUnet
+from model.efficientnet_unet import EfficientAttentionUnet
 
 DEFAULT_ARCHITECTURE: dict[str, Any] = {
     "name": "AttentionUnet",
@@ -34,9 +36,23 @@ DEEP_ARCHITECTURE: dict[str, Any] = {
     "dropout": 0.0,
 }
 
+#: Attention-gated decoder on EfficientNet-Lite0 (five stride-2 stages), which a training
+#: can start from ImageNet (`tumorseg train --pretrained imagenet`).
+EFFICIENT_ARCHITECTURE: dict[str, Any] = {
+    "name": "EfficientAttentionUnet",
+    "encoder": "efficientnet-lite0",
+    "spatial_dims": 2,
+    "in_channels": 1,
+    "out_channels": 1,
+    "decoder_channels": [128, 64, 48, 32, 16],
+    "strides": [2, 2, 2, 2, 2],
+    "deep_supervision": 0,
+}
+
 ARCHITECTURES: dict[str, dict[str, Any]] = {
     "attention-unet": DEFAULT_ARCHITECTURE,
     "deep-attention-unet": DEEP_ARCHITECTURE,
+    "efficient-attention-unet": EFFICIENT_ARCHITECTURE,
 }
 
 
@@ -62,6 +78,17 @@ def build_network(architecture: Mapping[str, Any]) -> torch.nn.Module:
         ValueError: The architecture names another network or has inconsistent arguments.
     """
     name = architecture.get("name")
+    if name == "EfficientAttentionUnet":
+        if architecture.get("encoder") != "efficientnet-lite0":
+            raise ValueError(f"unsupported encoder {architecture.get('encoder')!r}")
+        if [int(s) for s in architecture["strides"]] != [2, 2, 2, 2, 2]:
+            raise ValueError("EfficientAttentionUnet has strides [2, 2, 2, 2, 2]")
+        return EfficientAttentionUnet(
+            in_channels=int(architecture["in_channels"]),
+            out_channels=int(architecture["out_channels"]),
+            decoder_channels=list(architecture["decoder_channels"]),
+            deep_supervision=int(architecture.get("deep_supervision", 0)),
+        )
     if name == "DeepAttentionUnet":
         if int(architecture["spatial_dims"]) != 2:
             raise ValueError("DeepAttentionUnet is 2D only")

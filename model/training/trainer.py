@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from model.artifact import Manifest, load_artifact, save_artifact
 from model.dataset import Study, find_studies, fingerprint, load_study, split
+from model.efficientnet_unet import EfficientAttentionUnet, load_imagenet_encoder
 from model.network import DEFAULT_ARCHITECTURE, build_network, stride_multiple
 from model.predictor import resolve_device, resolve_precision
 from model.training import validation
@@ -73,6 +74,9 @@ class TrainConfig:
     #: 0: ship the best validation checkpoint; else ship the final EMA at this decay.
     ema_decay: float = 0.0
     architecture: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_ARCHITECTURE))
+    #: None: random initial weights; "imagenet": the encoder starts from ImageNet
+    #: (EfficientAttentionUnet only).
+    pretrained: str | None = None
 
     @property
     def total_steps(self) -> int:
@@ -284,7 +288,15 @@ def _initial_network(cfg: TrainConfig) -> tuple[torch.nn.Module, str | None]:
     """A fresh network, or with `cfg.init_from` an artifact's weights to fine-tune (at
     another input scale or on other data); its architecture must be the run's."""
     if cfg.init_from is None:
-        return build_network(cfg.architecture), None
+        net = build_network(cfg.architecture)
+        if cfg.pretrained is None:
+            return net, None
+        if cfg.pretrained != "imagenet" or not isinstance(net, EfficientAttentionUnet):
+            raise ValueError(
+                f"--pretrained {cfg.pretrained}: only imagenet, for efficient-attention-unet"
+            )
+        source = load_imagenet_encoder(net)
+        return net, f"imagenet:{source.name}"
     manifest, net = load_artifact(cfg.init_from)
     if dict(manifest.architecture) != dict(cfg.architecture):
         raise ValueError(
