@@ -9,6 +9,7 @@ COPY api ./api
 COPY archive ./archive
 COPY cli ./cli
 COPY config ./config
+COPY core ./core
 COPY db ./db
 COPY model ./model
 COPY worker ./worker

@@ -13,18 +13,13 @@ next scan submits those studies.
 
 from __future__ import annotations
 
-import importlib.util
-import io
-import json
 import logging
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from PIL import Image
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -34,11 +29,13 @@ from archive.rendering import RenderError, RenderOptions, probe_study, render_st
 from archive.sources import Candidate, Problem
 from config.embedded import broker_url, redis_py_url
 from config.settings import Settings
+from core.current_model import current_model
 from db.models import JobSource, utcnow
 from db.repositories import archive as archive_repo
 from db.repositories import jobs as jobs_repo
-from db.repositories import model_versions as models_repo
 from db.session import session_scope
+from model.manifest import ArtifactError
+from model.png import ImageLimits, InvalidImage, validate_png
 
 logger = logging.getLogger(__name__)
 
@@ -93,27 +90,6 @@ class ScanReport:
         }
 
 
-def current_model_version(session: Session, settings: Settings) -> str:
-    """The version workers use now: the promoted one, else the configured artifact's.
-
-    Read from the manifest on disk, so no torch is imported.
-    """
-    promoted = models_repo.get_promoted(session)
-    if promoted is not None:
-        return promoted.version
-    directory = settings.artifact_dir or _bundled_artifact_dir()
-    manifest = json.loads((directory / "manifest.json").read_text())
-    return str(manifest["version"])
-
-
-def _bundled_artifact_dir() -> Path:
-    spec = importlib.util.find_spec("model")
-    if spec is None or not spec.submodule_search_locations:
-        raise ScanError("the model package is not installed: no default artifact")
-    artifacts = Path(next(iter(spec.submodule_search_locations))) / "artifacts"
-    return artifacts / (artifacts / "RELEASED").read_text().strip()
-
-
 def select_roots(
     settings: Settings, override: Sequence[Path] | None = None
 ) -> tuple[list[Path], list[Path] | None, list[Problem]]:
@@ -164,7 +140,10 @@ def plan_scan(
     """
     report = report or ScanReport(dry_run=True)
     report.started_at = utcnow()
-    version = report.model_version = current_model_version(session, settings)
+    try:
+        version = report.model_version = current_model(session, settings).version
+    except ArtifactError as exc:
+        raise ScanError(f"no current model to scan for: {exc}") from exc
     candidates, problems = sources.discover(roots, since, folders)
     report.problems.extend(problems)
     # a file at a path already submitted and not modified since: same content, no re-read
@@ -286,7 +265,7 @@ def _probe(settings: Settings, report: ScanReport) -> None:
             if item.source_study_id is None:
                 root = Path(item.root)
                 if item.kind == sources.PNG:
-                    _check_png(sources.read_confined(item.files[0], root), settings)
+                    _check_png(sources.read_confined(item.files[0], root), item.path, settings)
                 else:
                     probe_study(item.kind, [sources.confine(p, root) for p in item.files])
         except (RenderError, OSError, sources.ConfinementError) as exc:
@@ -305,7 +284,7 @@ def _input_png(session: Session, item: Planned, settings: Settings) -> bytes:
     root = Path(item.root)
     if item.kind == sources.PNG:
         data = sources.read_confined(item.files[0], root)
-        _check_png(data, settings)
+        _check_png(data, item.path, settings)
         return data
     for path in item.files:
         sources.confine(path, root)
@@ -317,19 +296,12 @@ def _input_png(session: Session, item: Planned, settings: Settings) -> bytes:
     return render_study(item.kind, item.files, options)
 
 
-def _check_png(data: bytes, settings: Settings) -> None:
+def _check_png(data: bytes, path: str, settings: Settings) -> None:
+    limits = ImageLimits(settings.max_image_side, settings.max_image_pixels)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data), formats=["PNG"])
-            width, height = image.size
-            if max(width, height) > settings.max_image_side:
-                raise RenderError(f"{width}x{height} is over the size limit")
-            image.verify()
-    except RenderError:
-        raise
-    except Exception as exc:  # Pillow raises many types for broken files
-        raise RenderError(f"not a usable PNG: {type(exc).__name__}: {exc}") from exc
+        validate_png(data, path, limits)
+    except InvalidImage as exc:
+        raise RenderError(str(exc)) from exc
 
 
 def _submit(settings: Settings, report: ScanReport, send: Send) -> None:

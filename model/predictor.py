@@ -18,9 +18,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from model.artifact import Manifest, load_members
+from model.artifact import load_members
 from model.bucketing import Batch, make_batches, padding_waste
 from model.ensemble import mean_probabilities
+from model.manifest import Manifest
 from model.network import stride_multiple
 from model.postprocessing import keep_components, remove_small_components
 from model.preprocessing import resample_tensor, scaled_size
@@ -175,7 +176,7 @@ class Predictor:
 
         Raises:
             ValueError: A negative `members`.
-            model.artifact.ArtifactError: The artifact is missing or corrupt.
+            model.manifest.ArtifactError: The artifact is missing or corrupt.
         """
         manifest, networks = load_members(Path(path) if path is not None else None, members)
         dev = resolve_device(device)

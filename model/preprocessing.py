@@ -6,76 +6,15 @@ dark); the network sees one float channel in [0, 1] where high uptake is high.
 
 from __future__ import annotations
 
-import io
-import warnings
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
+
+from model.png import ImageLimits, InvalidImage, read_png
 
 if TYPE_CHECKING:
     import torch
-
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-PNG_IEND = b"IEND\xaeB`\x82"  # the last chunk of every complete PNG, with its CRC
-
-
-class ImageDecodeError(ValueError):
-    """An upload is not a usable study image. The message says why, for a human."""
-
-
-@dataclass(frozen=True)
-class ImageLimits:
-    """Bounds on what a study may be.
-
-    Attributes:
-        max_side: Largest accepted width or height in pixels.
-        max_pixels: Largest accepted width x height (guards against decompression bombs).
-        min_side: Smallest accepted width or height.
-    """
-
-    max_side: int = 4096
-    max_pixels: int = 8_000_000
-    min_side: int = 16
-
-
-def _open_png(data: bytes, limits: ImageLimits, what: str) -> Image.Image:
-    if not data:
-        raise ImageDecodeError(f"{what} is empty (0 bytes)")
-    if not data.startswith(PNG_MAGIC):
-        raise ImageDecodeError(f"{what} is not a PNG file (wrong magic bytes)")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data), formats=["PNG"])
-            width, height = img.size
-            if width == 0 or height == 0:
-                raise ImageDecodeError(f"{what} has zero size ({width}x{height})")
-            if width * height > limits.max_pixels or max(width, height) > limits.max_side:
-                raise ImageDecodeError(
-                    f"{what} is {width}x{height} pixels, over the limit of "
-                    f"{limits.max_side} px per side and {limits.max_pixels} px in all"
-                )
-            if min(width, height) < limits.min_side:
-                raise ImageDecodeError(
-                    f"{what} is {width}x{height} pixels, under the minimum of "
-                    f"{limits.min_side} px per side"
-                )
-            frames = int(getattr(img, "n_frames", 1))
-            if frames > 1:
-                raise ImageDecodeError(f"{what} is an animated PNG ({frames} frames)")
-            img.load()  # Pillow checks chunk CRCs while it reads
-    except ImageDecodeError:
-        raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageDecodeError(f"{what} is a decompression bomb: {exc}") from exc
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise ImageDecodeError(f"{what} is a corrupt or truncated PNG: {exc}") from exc
-    if PNG_IEND not in data[-1024:]:
-        # A truncated file can still decode when its image data happened to be complete.
-        raise ImageDecodeError(f"{what} is a corrupt or truncated PNG: no IEND chunk at the end")
-    return img
 
 
 def to_gray(img: Image.Image) -> np.ndarray:
@@ -97,7 +36,7 @@ def to_gray(img: Image.Image) -> np.ndarray:
         top = 65535.0 if mode.startswith("I;16") or arr.max() > 255 else 255.0
         return np.clip(arr / top, 0.0, 1.0)
     if mode not in ("L", "LA", "RGB", "RGBA", "P", "PA", "1"):
-        raise ImageDecodeError(f"unsupported PNG mode {mode!r}")
+        raise InvalidImage(f"unsupported PNG mode {mode!r}")
     if mode != "L":
         img = img.convert("L")
     return np.asarray(img, dtype=np.float32) * np.float32(1.0 / 255.0)
@@ -119,9 +58,9 @@ def decode_image(data: bytes, limits: ImageLimits | None = None) -> np.ndarray:
         float32 array (H, W) in [0, 1], high uptake high.
 
     Raises:
-        ImageDecodeError: The bytes are not a usable study image.
+        InvalidImage: The bytes are not a usable study image.
     """
-    img = _open_png(data, limits or ImageLimits(), "image")
+    img = read_png(data, "image", limits or ImageLimits())
     return normalize(to_gray(img))
 
 
@@ -136,12 +75,12 @@ def decode_mask(data: bytes, expected_shape: tuple[int, int] | None = None) -> n
         bool array (H, W).
 
     Raises:
-        ImageDecodeError: Not a PNG, or its size differs from the image's.
+        InvalidImage: Not a usable PNG, or its size differs from the image's.
     """
-    img = _open_png(data, ImageLimits(min_side=1), "label")
+    img = read_png(data, "label", ImageLimits(min_side=1))
     mask = to_gray(img) > 0.5
     if expected_shape is not None and mask.shape != tuple(expected_shape):
-        raise ImageDecodeError(
+        raise InvalidImage(
             f"label is {mask.shape[1]}x{mask.shape[0]} but its image is "
             f"{expected_shape[1]}x{expected_shape[0]}"
         )

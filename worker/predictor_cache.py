@@ -1,4 +1,5 @@
-"""One predictor per worker process, loaded lazily and reloaded on promotion.
+"""One predictor per worker process, loaded lazily and reloaded when the current model
+changes (a promotion).
 
 The parent Celery process never calls into here, so torch (and CUDA) are first touched
 in the forked child that runs the task.
@@ -9,22 +10,14 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
+
+from core.current_model import CurrentModel
 
 if TYPE_CHECKING:
     from model.predictor import Predictor
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class ModelChoice:
-    """Which artifact a task should use: the promoted DB version or the default."""
-
-    path: Path | None  # None = bundled default artifact
-    version: str | None  # the promoted version's name, None when nothing is promoted
 
 
 class PredictorCache:
@@ -55,20 +48,20 @@ class PredictorCache:
         self._members = members
         self._lock = threading.Lock()
         self._pid: int | None = None
-        self._choice: ModelChoice | None = None
+        self._model: CurrentModel | None = None
         self._predictor: Predictor | None = None
 
-    def get(self, choice: ModelChoice) -> Predictor:
-        """Return the predictor for ``choice``, loading it when the choice changed.
+    def get(self, model: CurrentModel) -> Predictor:
+        """Return the predictor for ``model``, loading it when the current model changed.
 
         Args:
-            choice: The artifact the current task must use.
+            model: The artifact the current task must use.
 
         Returns:
             A ready predictor.
         """
         with self._lock:
-            stale = self._pid != os.getpid() or self._choice != choice
+            stale = self._pid != os.getpid() or self._model != model
             if self._predictor is None or stale:
                 import torch
 
@@ -83,13 +76,13 @@ class PredictorCache:
 
                 old = self._predictor.version if self._predictor is not None else None
                 self._predictor = Predictor.from_artifact(
-                    choice.path,
+                    model.path,
                     device=self._device,
                     batch_size=self._batch_size,
                     lanes=self._lanes,
                     members=self._members,
                 )
-                self._choice, self._pid = choice, os.getpid()
+                self._model, self._pid = model, os.getpid()
                 logger.info(
                     "loaded model %s (trained=%s, %d of %d members, batch %d, %d lanes) "
                     "from %s; was %s",
@@ -99,7 +92,7 @@ class PredictorCache:
                     self._predictor.manifest.n_members,
                     self._predictor.batch_size,
                     self._predictor.lanes,
-                    choice.path or "bundled default",
+                    model.path,
                     old,
                 )
             return self._predictor

@@ -27,20 +27,19 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from config.settings import Settings
+from core.current_model import current_model
 from db.models import METRIC_FIELDS, Study, StudyStatus, utcnow
 from db.repositories import jobs as jobs_repo
-from db.repositories import model_versions as models_repo
 from db.repositories import studies as studies_repo
 from db.session import session_scope
 from worker.leases import Heartbeat, held_elsewhere, lease_owner
-from worker.predictor_cache import ModelChoice, PredictorCache
+from worker.predictor_cache import PredictorCache
 
 if TYPE_CHECKING:
     import numpy as np
@@ -118,14 +117,10 @@ class SegmentationService:
 
     # -- model ---------------------------------------------------------------------
     def current_predictor(self) -> Predictor:
-        """The predictor of the promoted version (reloaded when the promotion changed)."""
+        """The predictor of the current model (reloaded when a promotion changed it)."""
         with session_scope(self.db_url) as session:
-            promoted = models_repo.get_promoted(session)
-            if promoted is not None:
-                choice = ModelChoice(Path(promoted.path), promoted.version)
-            else:
-                choice = ModelChoice(self.settings.artifact_dir, None)
-        return self.cache.get(choice)
+            model = current_model(session, self.settings)
+        return self.cache.get(model)
 
     # -- the chunk -----------------------------------------------------------------
     def run_chunk(self, study_ids: Sequence[int], owner: str | None = None) -> ChunkReport:
@@ -319,20 +314,21 @@ class SegmentationService:
 
     def _decode(self, item: ClaimedStudy) -> tuple[np.ndarray, np.ndarray | None] | str:
         """The study's image and label arrays, or the reason they are unusable."""
-        from model.preprocessing import ImageDecodeError, ImageLimits, decode_image, decode_mask
+        from model.png import ImageLimits, InvalidImage
+        from model.preprocessing import decode_image, decode_mask
 
         limits = ImageLimits(
             max_side=self.settings.max_image_side, max_pixels=self.settings.max_image_pixels
         )
         try:
             image = decode_image(item.input_png, limits)
-        except ImageDecodeError as exc:
+        except InvalidImage as exc:
             return f"{item.filename}: {exc}"
         if item.label_png is None:
             return image, None
         try:
             return image, decode_mask(item.label_png, expected_shape=image.shape)
-        except ImageDecodeError as exc:
+        except InvalidImage as exc:
             return f"label of {item.filename}: {exc}"
 
     @staticmethod
@@ -366,7 +362,7 @@ class SegmentationService:
         predictor: Predictor,
     ) -> Outcome:
         from model.metrics import study_metrics
-        from model.rendering import encode_mask_png
+        from model.png import encode_mask_png
 
         try:
             metrics = {k: _finite(v) for k, v in study_metrics(image, mask, label).items()}

@@ -11,7 +11,6 @@ from sqlalchemy.orm import Session
 from api import schemas
 from api.services.auth import Principal
 from api.services.errors import ServiceError
-from api.services.images import InvalidImage, validate_png
 from api.services.labels import LabelMatchError, match_labels
 from api.services.queue import BrokerUnavailable, QueueProducer, after_commit, chunked
 from config.settings import Settings
@@ -28,6 +27,7 @@ from db.models import (
 from db.repositories import jobs as jobs_repo
 from db.repositories import studies as studies_repo
 from db.session import session_scope
+from model.png import ImageLimits, InvalidImage, validate_png
 
 logger = logging.getLogger(__name__)
 
@@ -127,13 +127,12 @@ def safe_filename(name: str, index: int) -> str:
 
 
 def _check(upload: Upload, settings: Settings, single: bool, what: str | None = None) -> str | None:
+    limits = ImageLimits(settings.max_image_side, settings.max_image_pixels)
     try:
-        validate_png(
-            upload.data, what or upload.filename, settings.max_image_side, settings.max_image_pixels
-        )
+        validate_png(upload.data, what or upload.filename, limits)
     except InvalidImage as exc:
         if single:
-            raise ServiceError(exc.status_code, str(exc)) from exc
+            raise ServiceError(413 if exc.too_large else 422, str(exc)) from exc
         return str(exc)
     return None
 

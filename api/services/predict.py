@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import base64
 import binascii
+import io
 import logging
 import time
 from dataclasses import dataclass
 
+from PIL import Image
 from sqlalchemy.orm import Session
 
 from api.services.errors import ServiceError
-from api.services.images import mask_png_to_rgb
 from api.services.jobs import Upload, submit_job
 from api.services.queue import QueueProducer, commit_and_dispatch
 from config.settings import Settings
@@ -31,6 +32,15 @@ class Prediction:
     rgb_png: bytes
     model_version: str
     model_trained: bool
+
+
+def mask_png_to_rgb(mask_png: bytes) -> bytes:
+    """Turn a stored L-mode 0/255 mask into the competition's RGB PNG (equal channels)."""
+    with Image.open(io.BytesIO(mask_png)) as img:
+        rgb = img.convert("L").convert("RGB")
+    buf = io.BytesIO()
+    rgb.save(buf, format="PNG", compress_level=1)
+    return buf.getvalue()
 
 
 def decode_b64_png(payload: str) -> bytes:

@@ -59,7 +59,7 @@ def _frontier_table(rows: list[dict]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Pack, tune or build; 2 on bad input."""
-    from model.artifact import ArtifactError
+    from model.manifest import ArtifactError
     from model.training.ensembling import build_ensemble, pack_fold, retune, tune_pooled, write_oof
 
     if not 0.0 <= getattr(args, "min_clean", 0.0) <= 1.0:

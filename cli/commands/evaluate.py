@@ -60,7 +60,6 @@ def run(args: argparse.Namespace) -> int:
     """Score the artifact (or the baseline) and print the summary; 2 on bad input."""
     from tqdm import tqdm
 
-    from model.artifact import ArtifactError, default_artifact_dir, read_manifest
     from model.dataset import find_studies, split
     from model.evaluation import (
         evaluate_folder,
@@ -70,12 +69,13 @@ def run(args: argparse.Namespace) -> int:
         threshold_baseline,
         write_csv,
     )
+    from model.manifest import ArtifactError, artifact_dir, read_manifest
 
     try:
         files = find_studies(args.data)
         held_out = None
         if args.split == "validation":
-            training = read_manifest(args.artifact or default_artifact_dir()).training
+            training = read_manifest(artifact_dir(args.artifact)).training
             held_out = (int(training["seed"]), int(training["folds"]), int(training["fold"]))
             files = split(files, *held_out)[1]
     except (FileNotFoundError, ArtifactError, KeyError) as exc:

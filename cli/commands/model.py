@@ -44,7 +44,8 @@ def run(args: argparse.Namespace) -> int:
     if args.action == "register":
         import json
 
-        from model.artifact import ArtifactError, load_members
+        from model.artifact import load_members
+        from model.manifest import ArtifactError
 
         path = args.path.resolve()
         try:

@@ -161,7 +161,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"tumorseg train: --dropout does not apply to {arch_name}")
         return 2
     if args.init_from is not None:
-        from model.artifact import ArtifactError, read_manifest
+        from model.manifest import ArtifactError, read_manifest
 
         try:
             architecture = {**read_manifest(args.init_from).architecture, "dropout": args.dropout}

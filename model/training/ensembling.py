@@ -22,8 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from model.artifact import Manifest, load_members, read_manifest, save_artifact, save_ensemble
+from model.artifact import load_members, save_artifact, save_ensemble
 from model.dataset import find_studies, load_study, split
+from model.manifest import Manifest, read_manifest
 from model.predictor import resolve_device, resolve_precision
 from model.training import oof_tuning, validation
 from model.training.tuning import Setting

@@ -25,9 +25,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from model.artifact import Manifest, load_artifact, save_artifact
+from model.artifact import load_artifact, save_artifact
 from model.dataset import Study, find_studies, fingerprint, load_study, split
 from model.efficientnet_unet import EfficientAttentionUnet, load_imagenet_encoder
+from model.manifest import Manifest
 from model.network import DEFAULT_ARCHITECTURE, build_network, stride_multiple
 from model.predictor import resolve_device, resolve_precision
 from model.training import validation

@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from model.artifact import Manifest
 from model.dataset import Study
+from model.manifest import Manifest
 from model.predictor import Predictor
 from model.training import tuning
 

@@ -14,8 +14,9 @@ from sqlalchemy.exc import IntegrityError
 
 from api.services.queue import QueueProducer
 from archive.lock import SCAN_LOCK_KEY, redis_lock
-from archive.scan import ScanError, Send, current_model_version, scan_archive
+from archive.scan import ScanError, Send, scan_archive
 from config.settings import Settings
+from core.current_model import current_model
 from db.models import ArchiveEntry, Job, JobSource, ModelVersion, Study, StudyStatus
 from db.repositories import archive as archive_repo
 from db.repositories import model_versions as models_repo
@@ -198,7 +199,8 @@ def _result(study_id: int, version: str) -> dict[str, object]:
 
 
 def _promote_tiny_artifact(settings: Settings, parent: Path) -> str:
-    from model.artifact import Manifest, save_artifact
+    from model.artifact import save_artifact
+    from model.manifest import Manifest
     from model.network import build_network
 
     architecture = {
@@ -216,5 +218,5 @@ def _promote_tiny_artifact(settings: Settings, parent: Path) -> str:
     with session_scope(settings.sqlalchemy_url) as session:
         models_repo.register(session, version, str(directory), {}, trained=False)
         models_repo.promote(session, version)
-        assert current_model_version(session, settings) == version
+        assert current_model(session, settings).version == version
     return version

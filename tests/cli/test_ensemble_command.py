@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from model.artifact import read_manifest
+from model.manifest import read_manifest
 from tests.cli.test_model_commands import tumorseg
 from tests.model.test_ensembling import _fold
 from tests.model.test_training_smoke import tiny_data  # noqa: F401  (fixture)

@@ -89,7 +89,8 @@ def test_register_refuses_a_corrupt_artifact(tiny_artifact: Path, tmp_path: Path
 def tiny_ensemble(tmp_path: Path) -> Path:
     import torch
 
-    from model.artifact import Manifest, save_ensemble
+    from model.artifact import save_ensemble
+    from model.manifest import Manifest
     from model.network import build_network
     from tests.model.conftest import TINY_ARCH
 

@@ -11,7 +11,8 @@ from fastapi.testclient import TestClient
 from config.settings import Settings
 from db.repositories import model_versions
 from db.session import session_scope
-from model.artifact import Manifest, save_artifact
+from model.artifact import save_artifact
+from model.manifest import Manifest
 from model.network import build_network
 from tests.conftest import WorkerProcess, patient_files
 from tests.integration.conftest import wait_for_job

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from model.artifact import Manifest, save_artifact
+from model.artifact import save_artifact
+from model.manifest import Manifest
 from model.network import build_network
 
 TINY_ARCH = {

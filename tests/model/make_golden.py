@@ -9,9 +9,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from model.png import encode_mask_png
 from model.predictor import Predictor
 from model.preprocessing import decode_image
-from model.rendering import encode_mask_png
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = ROOT / "samples" / "imgs"

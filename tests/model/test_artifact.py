@@ -3,15 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from model.artifact import (
-    MANIFEST_NAME,
-    WEIGHTS_NAME,
-    ArtifactError,
-    Manifest,
-    load_artifact,
-    read_manifest,
-    save_artifact,
-)
+from model.artifact import WEIGHTS_NAME, load_artifact, save_artifact
+from model.manifest import MANIFEST_NAME, ArtifactError, Manifest, read_manifest
 from model.network import build_network
 from tests.model.conftest import TINY_ARCH
 

@@ -8,13 +8,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from model.artifact import Manifest, load_artifact, save_artifact
+from model.artifact import load_artifact, save_artifact
 from model.efficientnet_unet import (
     LITE0_TAP_CHANNELS,
     EfficientAttentionUnet,
     MBConv,
     load_imagenet_encoder,
 )
+from model.manifest import Manifest
 from model.network import EFFICIENT_ARCHITECTURE, build_network, stride_multiple
 from model.training.trainer import TrainConfig, _initial_network
 

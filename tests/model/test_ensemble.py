@@ -9,17 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from model.artifact import (
-    MANIFEST_NAME,
-    ArtifactError,
-    Manifest,
-    load_artifact,
-    load_members,
-    members_sha256,
-    read_manifest,
-    save_ensemble,
-)
+from model.artifact import load_artifact, load_members, save_ensemble
 from model.ensemble import mean_probabilities, member_probabilities
+from model.manifest import MANIFEST_NAME, ArtifactError, Manifest, members_sha256, read_manifest
 from model.network import build_network
 from model.predictor import Predictor
 from tests.model.conftest import TINY_ARCH

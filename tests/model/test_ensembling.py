@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model.artifact import ArtifactError, read_manifest
+from model.manifest import ArtifactError, read_manifest
 from model.predictor import Predictor
 from model.training.ensembling import build_ensemble, pack_fold
 from model.training.trainer import TrainConfig, train

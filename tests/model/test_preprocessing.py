@@ -4,9 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from model.png import ImageLimits, InvalidImage
 from model.preprocessing import (
-    ImageDecodeError,
-    ImageLimits,
     decode_image,
     decode_mask,
     pad_to_multiple,
@@ -55,24 +54,24 @@ def test_high_uptake_is_high() -> None:
     ],
 )
 def test_bad_bytes_are_refused_with_a_reason(data: bytes, message: str) -> None:
-    with pytest.raises(ImageDecodeError, match=message):
+    with pytest.raises(InvalidImage, match=message):
         decode_image(data)
 
 
 def test_oversized_image_is_refused_before_decoding() -> None:
     data = png(Image.new("L", (300, 200)))
-    with pytest.raises(ImageDecodeError, match="over the limit"):
+    with pytest.raises(InvalidImage, match="over the limit"):
         decode_image(data, ImageLimits(max_side=256))
 
 
 def test_tiny_image_is_refused() -> None:
-    with pytest.raises(ImageDecodeError, match="under the minimum"):
+    with pytest.raises(InvalidImage, match="under the minimum"):
         decode_image(png(Image.new("L", (1, 1))))
 
 
 def test_mask_size_mismatch_is_refused() -> None:
     label = png(Image.new("L", (16, 8), 255))
-    with pytest.raises(ImageDecodeError, match="label is 16x8"):
+    with pytest.raises(InvalidImage, match="label is 16x8"):
         decode_mask(label, expected_shape=(16, 16))
     assert decode_mask(label).all()
 

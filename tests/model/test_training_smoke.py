@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from model.artifact import load_artifact, read_manifest
+from model.artifact import load_artifact
+from model.manifest import read_manifest
 from model.predictor import Predictor
 from model.training.sampling import CropConfig
 from model.training.trainer import TrainConfig, lr_factor, train

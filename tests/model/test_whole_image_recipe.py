@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from model.artifact import read_manifest
 from model.dataset import Study
 from model.deep_attention_unet import DeepAttentionUnet
+from model.manifest import read_manifest
 from model.network import build_network, stride_multiple
 from model.predictor import Predictor
 from model.training.augmentation import NONE, Augmentation, augment, spatial

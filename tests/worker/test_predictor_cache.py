@@ -12,15 +12,17 @@ import torch
 from sqlalchemy import select
 
 from config.settings import Settings, get_settings
+from core.current_model import CurrentModel
 from db.models import Result
 from db.repositories import jobs as jobs_repo
 from db.repositories import model_versions as models_repo
 from db.session import session_scope
-from model.artifact import Manifest, save_ensemble
+from model.artifact import save_ensemble
+from model.manifest import Manifest
 from model.network import build_network
 from tests.conftest import patient_files
 from tests.model.conftest import TINY_ARCH
-from worker.predictor_cache import ModelChoice, PredictorCache
+from worker.predictor_cache import PredictorCache
 from worker.segmentation import SegmentationService
 
 
@@ -41,7 +43,7 @@ def fresh_settings() -> Iterator[None]:
 def test_members_default_to_the_setting(
     ensemble: Path, monkeypatch: pytest.MonkeyPatch, fresh_settings: None
 ) -> None:
-    choice = ModelChoice(ensemble, ensemble.name)
+    choice = CurrentModel(ensemble, ensemble.name, promoted=True)
     assert PredictorCache("cpu", 1).get(choice).n_members == 3  # TUMORSEG_MODEL_MEMBERS=0
     get_settings.cache_clear()
     monkeypatch.setenv("TUMORSEG_MODEL_MEMBERS", "1")

@@ -13,12 +13,15 @@ from PIL import Image
 from sqlalchemy import func, select
 
 from config.settings import Settings
+from core.current_model import CurrentModel
 from db.models import JobStatus, Result, StudyStatus
 from db.repositories import jobs as jobs_repo
 from db.repositories import model_versions as models_repo
 from db.session import session_scope
+from model.manifest import released_artifact_dir
+from model.png import ImageLimits, validate_png
 from tests.conftest import patient_files, png_bytes
-from worker.predictor_cache import ModelChoice, PredictorCache
+from worker.predictor_cache import PredictorCache
 from worker.segmentation import SegmentationService
 
 
@@ -144,11 +147,9 @@ def _garbage_idat(png: bytes) -> bytes:
 def test_study_that_passes_the_upload_check_but_does_not_inflate_fails_alone(
     service: SegmentationService, settings: Settings
 ) -> None:
-    from api.services.images import validate_png
-
     good = _labelled(1)
     broken = _garbage_idat(good[0].input_png)
-    validate_png(broken, "broken.png", max_side=4096, max_pixels=8_000_000)  # accepted
+    validate_png(broken, "broken.png", ImageLimits())  # what the API and the archive accept
     errors = _errors_of_partly_failed_chunk(
         service, settings, [jobs_repo.NewStudy("broken.png", broken), good[0]], failed=1
     )
@@ -196,16 +197,14 @@ def test_worker_follows_the_promoted_model_version(
 ) -> None:
     default = service.current_predictor()
     assert service.current_predictor() is default  # cached between tasks
-    from model.artifact import default_artifact_dir
-
-    artifact = default_artifact_dir()
+    artifact = released_artifact_dir()
     with session_scope(settings.sqlalchemy_url) as session:
         models_repo.register(session, "promoted-copy", str(artifact), {}, trained=False)
         models_repo.promote(session, "promoted-copy")
     try:
         promoted = service.current_predictor()
         assert promoted is not default  # reloaded because the promotion changed
-        assert predictor_cache.get(ModelChoice(artifact, "promoted-copy")) is promoted
+        assert predictor_cache.get(CurrentModel(artifact, "promoted-copy", True)) is promoted
     finally:
         with session_scope(settings.sqlalchemy_url) as session:
             row = models_repo.get_version(session, "promoted-copy")
