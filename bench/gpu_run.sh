@@ -22,9 +22,7 @@
 # RUNS entries are name:fold:crop:batch:lr:dropout:weight_decay:p_control:input_scale:augmentation
 # (5 folds, seed 0); RUNS= (empty) trains nothing. SKIP_INFERENCE=1 leaves out the inference
 # benchmark and the CUDA test; CONCURRENCY lists the worker process counts of the pipeline
-# benchmark, LANES the predictor lanes (batches side by side) of both benchmarks: on a GPU
-# a second lane may copy and post-process one batch while the GPU runs the other; not yet
-# measured there (on 2 CPU cores it lost in the worker).
+# benchmark.
 # RECIPE=whole trains `tumorseg train --recipe whole` instead (whole studies batched and
 # augmented on the GPU: no crop loaders; the crop field is ignored) and packs each fold as
 # a one-member fp16 artifact with its out-of-fold maps (`tumorseg ensemble pack`, about
@@ -48,7 +46,6 @@ PY=${PY:-python3}
 RUNS=${RUNS-"S3:3:192:16:2e-3:0:1e-4:0.25:0.5:strong S4:4:192:16:2e-3:0:1e-4:0.25:0.5:strong"}
 STEPS_PER_EPOCH=${STEPS_PER_EPOCH:-250}
 CONCURRENCY=${CONCURRENCY:-1}
-LANES=${LANES:-1 2}
 N=${N:-400}
 export PYTHONUNBUFFERED=1 TQDM_DISABLE=1
 LOGS=/tmp/gpu-logs
@@ -107,14 +104,14 @@ tar -C "$LOGS" -cf "$OUT/train-logs.tar" .  # kept even if a later step runs out
 # the released artifact (model/artifacts), as on the CPU
 if [ -z "${SKIP_INFERENCE:-}" ]; then
     timeout 150 $PY -m bench.inference --device "$DEVICE" --data "$DATA" --n 128 --seed-n 16 \
-        --batch-sizes 32 --lanes $LANES --json >"$OUT/bench-inference.json" 2>>"$LOGS/misc.log"
+        --batch-sizes 32 --json >"$OUT/bench-inference.json" 2>>"$LOGS/misc.log"
     # masks thresholded on the GPU and copied out as bool, against floats out (CPU: 1.0x)
     timeout 60 $PY -m bench.postprocessing --device "$DEVICE" --data "$DATA" --n 128 --repeat 5 \
         --json >>"$LOGS/misc.log" 2>&1
 fi
-# shellcheck disable=SC2086  # CONCURRENCY and LANES are lists
+# shellcheck disable=SC2086  # CONCURRENCY is a list
 timeout 200 $PY -m bench.pipeline --data "$DATA" --n "$N" --chunk-size 32 --concurrency $CONCURRENCY \
-    --lanes $LANES --json >"$OUT/bench-pipeline.json" 2>"$OUT/pipeline.log"  # progress, even if cut short
+    --json >"$OUT/bench-pipeline.json" 2>"$OUT/pipeline.log"  # progress, even if cut short
 if [ -z "${SKIP_INFERENCE:-}" ]; then
     timeout 60 $PY -m pytest -p no:cacheprovider --confcutdir=tests/model -q \
         tests/model/test_predictor.py >>"$LOGS/misc.log" 2>&1

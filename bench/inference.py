@@ -4,8 +4,7 @@ The seed's path (re-implemented from its description): the PNG's 4 RGBA channels
 input, an Attention U-Net with 4 input channels, MONAI sliding-window inference over
 96x96 windows (sw_batch 4), one study at a time, fp32. Ours: one channel, whole image at
 the artifact's input scale, bucketed batches, channels_last, bf16 autocast where the
-hardware has it natively, and `--lanes` batches side by side (each in its own thread with
-its share of the CPU threads).
+hardware has it natively.
 
 Both are timed from PNG bytes to a bool mask, on the same development studies, in the
 same process; "model only" times ours again on already decoded images (resampling,
@@ -15,8 +14,8 @@ a model-throughput target; on CUDA also in channels_last). The
 agreement column checks that speed was not bought with quality: our
 masks against the fp32, one-study-at-a-time whole-image masks of the same weights.
 
-Usage: .venv/bin/python -m bench.inference [--n 64] [--batch-sizes 1 4 8 16] [--lanes 1 2]
-       [--repeat 3] [--json]
+Usage: .venv/bin/python -m bench.inference [--n 64] [--batch-sizes 1 4 8 16] [--repeat 3]
+       [--json]
 """
 
 from __future__ import annotations
@@ -125,7 +124,6 @@ def run(
     device_name: str = "cpu",
     data: Path = DATA,
     artifact: Path | None = None,
-    lanes: list[int] | None = None,
     repeat: int = 1,
 ) -> dict:
     device = torch.device(device_name)
@@ -150,7 +148,6 @@ def run(
         {
             "path": "seed: 4ch, sliding window 96x96, sw_batch 4, 1 study",
             "batch": 1,
-            "lanes": 1,
             "precision": "fp32",
             "studies_per_s": baseline,
             "model_studies_per_s": None,
@@ -173,18 +170,11 @@ def run(
     precisions = ["fp32"] + (["bf16"] if bf16_supported(device) else [])
     shape = common_shape(decoded, reference.input_scale, reference.multiple)
     best = 0.0
-    configs = [
-        (precision, bs, n_lanes)
-        for precision in precisions
-        for bs in batch_sizes
-        for n_lanes in lanes or [0]
-    ]
-    for precision, bs, n_lanes in configs:
+    for precision, bs in [(precision, bs) for precision in precisions for bs in batch_sizes]:
         pred = Predictor.from_artifact(
-            artifact, device=device_name, batch_size=bs, precision=precision, lanes=n_lanes
+            artifact, device=device_name, batch_size=bs, precision=precision
         )
-        # warm-up: every lane thread sees a batch (kernels are made per input shape)
-        pred.predict(decoded[: 2 * pred.batch_size * pred.lanes])
+        pred.predict(decoded[: 2 * pred.batch_size])  # warm-up (kernels are made per shape)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         png_s, model_s = [], []
@@ -214,7 +204,6 @@ def run(
             {
                 "path": "ours: 1ch, whole image, bucketed",
                 "batch": bs,
-                "lanes": pred.lanes,
                 "precision": precision,
                 "studies_per_s": rate,
                 "model_studies_per_s": model_rate,
@@ -261,13 +250,6 @@ def main() -> None:
     parser.add_argument("--seed-n", type=int, default=16, help="studies for the slow seed path")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 4, 8, 16])
     parser.add_argument(
-        "--lanes",
-        type=int,
-        nargs="+",
-        default=[0],
-        help="batches side by side, each in its own thread (0 = the default, 1)",
-    )
-    parser.add_argument(
         "--repeat",
         type=int,
         default=1,
@@ -285,7 +267,6 @@ def main() -> None:
         args.device,
         args.data,
         args.artifact,
-        args.lanes,
         args.repeat,
     )
     if args.json:
@@ -298,10 +279,10 @@ def main() -> None:
         f"network-only input {result['network_input_shape']}\n"
     )
     print(
-        "| path | batch | lanes | precision | studies/s | model only studies/s | network only "
+        "| path | batch | precision | studies/s | model only studies/s | network only "
         "studies/s | peak RSS MB | peak GPU MB | padding waste | mask Dice vs fp32 single |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in result["rows"]:
         waste = "" if r["padding_waste"] is None else f"{r['padding_waste']:.1%}"
         agree = "" if r["agreement_dice"] is None else f"{r['agreement_dice']:.4f}"
@@ -311,7 +292,7 @@ def main() -> None:
             network += f" ({r['network_channels_last_studies_per_s']:.1f} channels_last)"
         gpu = "" if r["peak_gpu_mb"] is None else f"{r['peak_gpu_mb']:.0f}"
         print(
-            f"| {r['path']} | {r['batch']} | {r['lanes']} | {r['precision']} | "
+            f"| {r['path']} | {r['batch']} | {r['precision']} | "
             f"{r['studies_per_s']:.2f} | "
             f"{model} | {network} | {r['peak_rss_mb']:.0f} | {gpu} | {waste} | {agree} |"
         )

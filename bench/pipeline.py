@@ -36,16 +36,14 @@ from bench.memory import PeakRSS
 from cli.stack import Processes, free_port, wait_ready
 
 
-def model_time(
-    pngs: list[bytes], batch_size: int, warm: int, lanes: int = 0
-) -> tuple[float, str, int]:
+def model_time(pngs: list[bytes], batch_size: int, warm: int) -> tuple[float, str, int]:
     """Seconds the released predictor needs for these studies, decoded beforehand, after a
     warm-up pass over the first `warm` of them; its version, and the batch size it ran (0
-    resolves to the device's best, as `lanes` does)."""
+    resolves to the device's best)."""
     from model.predictor import Predictor
     from model.preprocessing import decode_image
 
-    pred = Predictor.from_artifact(None, device="auto", batch_size=batch_size, lanes=lanes)
+    pred = Predictor.from_artifact(None, device="auto", batch_size=batch_size)
     images = [decode_image(p) for p in pngs]
     pred.predict(images[: max(warm, 1)])  # warm-up: each new input shape costs a first time
     start = time.perf_counter()
@@ -151,7 +149,6 @@ def run(
     data: Path = DATA,
     full_status: bool = False,
     warm: int | None = None,
-    lanes: int = 0,
 ) -> dict:
     """One end-to-end run. `warm` studies (default: all n) go through the model alone and
     through the service once before the timed job, so that both are measured in the steady
@@ -162,7 +159,7 @@ def run(
     n_warm_job = max(warm, 2 * concurrency)  # every worker process sees the warm-up job
     files = pick(n, data)
     pngs = [f.image.read_bytes() for f in files]
-    model_s, version, resolved_batch = model_time(pngs, batch_size, warm, lanes)
+    model_s, version, resolved_batch = model_time(pngs, batch_size, warm)
     _stage(began, f"model alone: {n} studies in {model_s:.2f} s; starting the service")
 
     from config.embedded import start_embedded_redis, stop_embedded_redis
@@ -181,7 +178,6 @@ def run(
             "TUMORSEG_API_URL": url,
             "TUMORSEG_CHUNK_SIZE": str(chunk_size),
             "TUMORSEG_BATCH_SIZE": str(batch_size),
-            "TUMORSEG_INFERENCE_LANES": str(lanes),
         }
         cli = [sys.executable, "-m", "cli"]
         api = procs.start("api", [*cli, "api", "--port", str(port)], env)
@@ -238,7 +234,6 @@ def run(
         "model_version": version,
         "n_studies": n,
         "worker_concurrency": concurrency,
-        "lanes": lanes,
         "chunk_size": chunk_size,
         "warm_studies": warm,
         "batch_size": resolved_batch,
@@ -273,14 +268,6 @@ def main() -> None:
         help="worker processes; several values run one after the other",
     )
     parser.add_argument(
-        "--lanes",
-        type=int,
-        nargs="+",
-        default=[0],
-        help="TUMORSEG_INFERENCE_LANES of the worker and the model alone (0 = the default,"
-        " 1); several values run one after the other, for each --concurrency",
-    )
-    parser.add_argument(
         "--chunk-size",
         type=int,
         nargs="+",
@@ -309,10 +296,9 @@ def main() -> None:
     chunks = args.chunk_size or [settings.chunk_size]
     batch = args.batch_size or settings.batch_size
     results = [
-        run(args.n, c, chunk, batch, args.data, args.full_status, args.warm_studies, lanes)
+        run(args.n, c, chunk, batch, args.data, args.full_status, args.warm_studies)
         for c in args.concurrency
         for chunk in chunks
-        for lanes in args.lanes
     ]
     if args.json:
         print(json.dumps(results[0] if len(results) == 1 else results))
@@ -324,13 +310,13 @@ def main() -> None:
         f"{results[0]['warm_studies']} studies through model and service first\n"
     )
     print(
-        "| workers | chunk | lanes | job | studies/s | model studies/s | overhead | "
+        "| workers | chunk | job | studies/s | model studies/s | overhead | "
         "status p50 ms | status p95 ms | worker peak RSS MB | API peak RSS MB |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         print(
-            f"| {r['worker_concurrency']} | {r['chunk_size']} | {r['lanes'] or 'auto'} | "
+            f"| {r['worker_concurrency']} | {r['chunk_size']} | "
             f"{r['job_status']} | "
             f"{r['studies_per_s']:.2f} | "
             f"{r['model_studies_per_s']:.2f} | {r['overhead']:.1%} | {r['status_p50_ms']:.1f} | "
@@ -340,8 +326,7 @@ def main() -> None:
     for r in results:
         phases = ", ".join(f"{k} {v:.2f}" for k, v in r["chunk_phases_s"].items())
         print(
-            f"\n{r['worker_concurrency']} worker process(es), chunk {r['chunk_size']}, "
-            f"lanes {r['lanes'] or 'auto'}: "
+            f"\n{r['worker_concurrency']} worker process(es), chunk {r['chunk_size']}: "
             f"{r['chunks']} chunks, "
             f"{r['chunk_seconds_s']:.2f} s in chunks (summed over processes): {phases}"
         )

@@ -104,13 +104,6 @@ class Settings(BaseSettings):
         le=256,
         description="CPU threads per worker process for the network; 0 = cores / concurrency.",
     )
-    inference_lanes: int = Field(
-        0,
-        ge=0,
-        le=64,
-        description="Batches a worker process runs side by side, each in its own thread with"
-        " its share of the torch threads; 0 = the benchmarked best (1).",
-    )
     io_threads: int = Field(
         0,
         ge=0,

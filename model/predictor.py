@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import deque
 from collections.abc import Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -84,16 +82,6 @@ def resolve_batch_size(
     return batch_size or BEST_BATCH_SIZE.get((device.type, autocast_dtype), 1)
 
 
-def resolve_lanes(lanes: int) -> int:
-    """0 means the measured best, 1 on every device so far: on 2 CPU cores two one-thread
-    lanes ran the model alone up to 9 % faster than one two-thread lane, but the worker's
-    predict phase 4-24 % slower beside the API, Redis and its PNG threads
-    (docs/BENCHMARKS.md); on CUDA, lanes are not yet measured."""
-    if lanes < 0:
-        raise ValueError(f"lanes must be >= 0, got {lanes}")
-    return lanes or 1
-
-
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype for 'auto' | 'bf16' | 'fp16' | 'fp32'; None means fp32."""
     if precision == "auto":
@@ -124,15 +112,10 @@ class Predictor:
         batch_size: int = 8,
         autocast_dtype: torch.dtype | None = None,
         compile: bool = False,
-        lanes: int = 1,
     ) -> None:
         self.manifest = manifest
         self.device = device
         self.batch_size = batch_size
-        #: Batches computed side by side, each in its own thread. On a CPU the lanes split
-        #: torch's threads between them (lanes = threads: one core each).
-        self.lanes = max(1, lanes)
-        self._lanes_executor: ThreadPoolExecutor | None = None
         self.autocast_dtype = autocast_dtype
         self.multiple = stride_multiple(manifest.architecture)
         self.threshold = float(manifest.threshold)
@@ -158,7 +141,6 @@ class Predictor:
         batch_size: int = 0,
         precision: str = "auto",
         compile: bool = False,
-        lanes: int = 0,
         members: int = 0,
     ) -> Predictor:
         """Load an artifact (None = the bundled default) and build a ready predictor.
@@ -169,8 +151,6 @@ class Predictor:
             batch_size: Images per forward pass; 0 = the measured best for the device.
             precision: 'auto' (bf16 where native, else fp32), 'bf16', 'fp16' or 'fp32'.
             compile: Wrap the network in `torch.compile`.
-            lanes: Batches run side by side, each in its own thread (on a CPU with an
-                equal share of torch's threads); 0 = the measured best (1).
             members: Run at most this many of an ensemble's members, the first ones
                 (1 = the `fast` setting for CPU-only sites); 0 = all.
 
@@ -188,7 +168,6 @@ class Predictor:
             resolve_batch_size(batch_size, dev, dtype),
             dtype,
             compile,
-            resolve_lanes(lanes),
         )
 
     @property
@@ -308,55 +287,11 @@ class Predictor:
         # transfer each way per batch.
         shapes = [scaled_size(img.shape, self.input_scale) for img in images]
         batches = make_batches(shapes, self.batch_size, self.multiple)
-        if self.lanes == 1 or len(batches) == 1:
-            for b in batches:
-                yield from self._run_batch(images, shapes, b, threshold, peak)
-        else:
-            yield from self._run_lanes(images, shapes, batches, threshold, peak)
+        for b in batches:
+            yield from self._run_batch(images, shapes, b, threshold, peak)
         self.last_run = PredictStats(
             len(images), len(batches), time.perf_counter() - start, padding_waste(batches, shapes)
         )
-
-    def _run_lanes(
-        self,
-        images: Sequence[np.ndarray],
-        shapes: list[tuple[int, int]],
-        batches: list[Batch],
-        threshold: float | None,
-        peak: float | None = None,
-    ) -> Iterator[tuple[int, np.ndarray]]:
-        """`_run_batch` over `batches` with `lanes` of them in flight, yielded in order."""
-        pool = self._lane_pool()
-        threads = torch.get_num_threads()
-        # At most `lanes` batches are submitted at a time, so none waits in the queue: a
-        # caller that stops early waits only for the batches already running.
-        pending: deque[Future[list[tuple[int, np.ndarray]]]] = deque()
-        try:
-            for b in batches:
-                pending.append(pool.submit(self._run_batch, images, shapes, b, threshold, peak))
-                if len(pending) == self.lanes:
-                    yield from pending.popleft().result()
-            while pending:
-                yield from pending.popleft().result()
-        finally:
-            wait(pending)  # never leave a lane running on the caller's images
-            if self.device.type == "cpu":
-                # A lane thread's count also became torch's default for new threads.
-                torch.set_num_threads(threads)
-
-    def _lane_pool(self) -> ThreadPoolExecutor:
-        """The lanes' threads, started once per predictor: on a CPU each takes an equal
-        share of the creating thread's torch threads (torch keeps the count per thread;
-        the caller's own is untouched)."""
-        if self._lanes_executor is None:
-            per_lane = max(1, torch.get_num_threads() // self.lanes)
-
-            def init() -> None:
-                if self.device.type == "cpu":
-                    torch.set_num_threads(per_lane)
-
-            self._lanes_executor = ThreadPoolExecutor(self.lanes, "predictor-lane", init)
-        return self._lanes_executor
 
     def _run_batch(
         self,

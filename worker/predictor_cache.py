@@ -28,7 +28,6 @@ class PredictorCache:
         device: str,
         batch_size: int,
         threads: int = 0,
-        lanes: int = 0,
         members: int | None = None,
     ) -> None:
         """Remember how to load; nothing is loaded until the first `get`.
@@ -37,14 +36,12 @@ class PredictorCache:
             device: 'auto', 'cpu', 'cuda', 'cuda:N'.
             batch_size: Images per forward pass; 0 = the measured best for the device.
             threads: torch threads for this process; 0 leaves torch's default.
-            lanes: Batches side by side; 0 = the measured best.
             members: An ensemble's members to run (0 = all, 1 = fast); None reads
                 `TUMORSEG_MODEL_MEMBERS` at the first load.
         """
         self._device = device
         self._batch_size = batch_size
         self._threads = threads
-        self._lanes = lanes
         self._members = members
         self._lock = threading.Lock()
         self._pid: int | None = None
@@ -79,19 +76,17 @@ class PredictorCache:
                     model.path,
                     device=self._device,
                     batch_size=self._batch_size,
-                    lanes=self._lanes,
                     members=self._members,
                 )
                 self._model, self._pid = model, os.getpid()
                 logger.info(
-                    "loaded model %s (trained=%s, %d of %d members, batch %d, %d lanes) "
+                    "loaded model %s (trained=%s, %d of %d members, batch %d) "
                     "from %s; was %s",
                     self._predictor.version,
                     self._predictor.trained,
                     self._predictor.n_members,
                     self._predictor.manifest.n_members,
                     self._predictor.batch_size,
-                    self._predictor.lanes,
                     model.path,
                     old,
                 )

@@ -111,7 +111,6 @@ class SegmentationService:
             settings.device,
             settings.batch_size,
             settings.torch_threads_per_process,
-            settings.inference_lanes,
             settings.model_members,
         )
 

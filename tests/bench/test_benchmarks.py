@@ -12,7 +12,7 @@ pytestmark = pytest.mark.skipif(
 
 
 def test_inference_benchmark_reports_ratio_agreement_and_network_rate() -> None:
-    result = inference.run(n=4, batch_sizes=[2], seed_n=1, lanes=[1, 2], repeat=2)
+    result = inference.run(n=4, batch_sizes=[2], seed_n=1, repeat=2)
     assert (
         result["n_studies"] == 4 and result["repeat"] == 2 and result["baseline_studies_per_s"] > 0
     )
@@ -23,7 +23,7 @@ def test_inference_benchmark_reports_ratio_agreement_and_network_rate() -> None:
     assert 0.95 <= result["min_agreement_dice"] <= 1.0  # the 0.99 bar is over 16+ patients
     ours = [r for r in result["rows"] if r["path"].startswith("ours")]
     assert {r["batch"] for r in ours} == {2} and all(r["padding_waste"] >= 0 for r in ours)
-    assert sorted(r["lanes"] for r in ours if r["precision"] == "fp32") == [1, 2]
+    assert [r["precision"] for r in ours][0] == "fp32"
 
 
 def test_pipeline_benchmark_runs_a_job_through_the_real_stack() -> None:

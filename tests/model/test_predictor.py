@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from model.postprocessing import to_mask
-from model.predictor import Predictor, resolve_batch_size, resolve_device, resolve_lanes
+from model.predictor import Predictor, resolve_batch_size, resolve_device
 
 
 def images(seed: int = 0) -> list[np.ndarray]:
@@ -23,15 +23,12 @@ def test_masks_have_input_shapes_and_are_binary(tiny_artifact: Path) -> None:
     assert 0.0 <= pred.last_run.padding_waste < 1.0
 
 
-@pytest.mark.parametrize("lanes", [1, 2])
 def test_masks_thresholded_on_the_device_equal_the_host_post_processing(
-    tiny_artifact: Path, lanes: int
+    tiny_artifact: Path,
 ) -> None:
     # `predict` compares on the device and copies bool masks out; the result must be
     # `to_mask` on the probability maps, with and without component removal.
-    pred = Predictor.from_artifact(
-        tiny_artifact, device="cpu", batch_size=2, precision="fp32", lanes=lanes
-    )
+    pred = Predictor.from_artifact(tiny_artifact, device="cpu", batch_size=2, precision="fp32")
     imgs = images()
     probs = pred.probabilities(imgs)
     pred.threshold = float(np.median(np.concatenate([p.ravel() for p in probs])))
@@ -48,13 +45,10 @@ def test_masks_thresholded_on_the_device_equal_the_host_post_processing(
     assert removed  # some components were small enough to go
 
 
-@pytest.mark.parametrize("lanes", [1, 2])
 def test_the_peak_rule_on_the_device_equals_the_host_post_processing(
-    tiny_artifact: Path, lanes: int
+    tiny_artifact: Path,
 ) -> None:
-    pred = Predictor.from_artifact(
-        tiny_artifact, device="cpu", batch_size=2, precision="fp32", lanes=lanes
-    )
+    pred = Predictor.from_artifact(tiny_artifact, device="cpu", batch_size=2, precision="fp32")
     imgs = images(3)
     probs = pred.probabilities(imgs)
     flat = np.concatenate([p.ravel() for p in probs])
@@ -150,47 +144,3 @@ def test_batch_size_zero_means_the_measured_best_for_the_device(tiny_artifact: P
         resolve_batch_size(-1, torch.device("cpu"))
     pred = Predictor.from_artifact(tiny_artifact, device="cpu", precision="fp32")
     assert pred.batch_size == 1
-
-
-def test_lanes_give_the_same_masks_in_order_and_leave_the_threads_as_they_were(
-    tiny_artifact: Path,
-) -> None:
-    # Several batches side by side, each in its own thread on one core: the same batches
-    # as one lane, so the same numbers, yielded in the order a single lane yields them.
-    one = Predictor.from_artifact(
-        tiny_artifact, device="cpu", batch_size=1, precision="fp32", lanes=1
-    )
-    three = Predictor.from_artifact(
-        tiny_artifact, device="cpu", batch_size=1, precision="fp32", lanes=3
-    )
-    imgs = images() + images(1)
-    threads = torch.get_num_threads()
-    got = list(three.iter_probabilities(imgs))
-    want = list(one.iter_probabilities(imgs))
-    assert [i for i, _ in got] == [i for i, _ in want]
-    assert three.last_run.n_batches == len(imgs)
-    for (_, a), (_, b) in zip(got, want, strict=True):
-        np.testing.assert_array_equal(a, b)
-    assert torch.get_num_threads() == threads
-
-
-def test_a_failing_lane_raises_to_the_caller(tiny_artifact: Path) -> None:
-    pred = Predictor.from_artifact(tiny_artifact, device="cpu", batch_size=1, lanes=2)
-    imgs = images()
-    boom = RuntimeError("lane down")
-    real = pred._run_batch
-
-    def run_batch(images, shapes, b, threshold=None, peak=None):  # type: ignore[no-untyped-def]
-        if 2 in b.indices:
-            raise boom
-        return real(images, shapes, b, threshold, peak)
-
-    pred._run_batch = run_batch  # type: ignore[method-assign]
-    with pytest.raises(RuntimeError, match="lane down"):
-        list(pred.iter_probabilities(imgs))
-
-
-def test_lanes_zero_means_the_measured_best_one() -> None:
-    assert resolve_lanes(0) == 1 and resolve_lanes(3) == 3
-    with pytest.raises(ValueError, match="lanes"):
-        resolve_lanes(-1)
