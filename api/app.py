@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from urllib.parse import quote
 
-import redis
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
@@ -16,10 +15,9 @@ from sqlalchemy.exc import SQLAlchemyError
 from api.routes import health, jobs, predict, reports, studies, ui
 from api.services.errors import ServiceError
 from api.services.limits import Admission
-from api.services.queue import QueueProducer
 from api.services.ui_session import LoginRequired, ui_secret
-from config.embedded import broker_url, redis_py_url
 from config.settings import Settings, get_settings
+from core.dispatch import Dispatcher
 from db.migrate import upgrade_to_head
 
 logger = logging.getLogger(__name__)
@@ -42,19 +40,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         upgrade_to_head(settings.sqlalchemy_url)
-        url = broker_url(settings)
-        app.state.broker_url = url
-        app.state.producer = QueueProducer(settings, url)
-        app.state.admission = Admission(
-            settings,
-            redis.Redis.from_url(redis_py_url(url), socket_timeout=2, socket_connect_timeout=2),
-        )
-        logger.info("API ready: db=%s broker=%s", settings.sqlalchemy_url, url)
+        dispatcher = app.state.dispatcher = Dispatcher(settings)
+        app.state.admission = Admission(settings, dispatcher)
+        logger.info("API ready: db=%s broker=%s", settings.sqlalchemy_url, dispatcher.redis_url)
         try:
             yield
         finally:
-            app.state.producer.close()
-            app.state.admission.close()
+            dispatcher.close()
 
     app = FastAPI(
         title="tumorseg",

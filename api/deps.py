@@ -1,4 +1,4 @@
-"""FastAPI dependencies: settings, unit of work, queue producer, caller, admission, web session."""
+"""FastAPI dependencies: settings, unit of work, dispatcher, caller, admission, web session."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from sqlalchemy.orm import Session
 
 from api.services.auth import Principal, authenticate
 from api.services.limits import Admission
-from api.services.queue import QueueProducer, commit_and_dispatch, discard_pending
 from api.services.ui_session import SESSION_COOKIE, UiSession
 from api.services.ui_session import verify as verify_ui
 from config.settings import Settings
+from core.dispatch import Dispatcher
 from db.session import get_session_factory
 
 
@@ -24,25 +24,26 @@ def get_app_settings(request: Request) -> Settings:
     return settings
 
 
+def get_dispatcher(request: Request) -> Dispatcher:
+    """The app's dispatcher: tasks after the commit, finished-job notices."""
+    dispatcher: Dispatcher = request.app.state.dispatcher
+    return dispatcher
+
+
 def get_session(request: Request) -> Iterator[Session]:
-    """One session per request: commit (then enqueue) on success, roll back on error."""
+    """One session per request: commit (then send its tasks) on success, roll back on
+    error."""
     settings: Settings = request.app.state.settings
+    dispatcher = get_dispatcher(request)
     session = get_session_factory(settings.sqlalchemy_url)()
     try:
         yield session
-        commit_and_dispatch(session)
+        dispatcher.commit(session)
     except BaseException:
-        discard_pending(session)
-        session.rollback()
+        dispatcher.rollback(session)
         raise
     finally:
         session.close()
-
-
-def get_producer(request: Request) -> QueueProducer:
-    """The app's Celery producer."""
-    producer: QueueProducer = request.app.state.producer
-    return producer
 
 
 _bearer = HTTPBearer(auto_error=False, description="An API key from `tumorseg keys create`.")
@@ -58,18 +59,31 @@ SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 # scope="function": the commit (and the enqueue after it) happens before the response
 # is sent, so a client never sees a job id that is not yet in the database.
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
-ProducerDep = Annotated[QueueProducer, Depends(get_producer)]
+DispatcherDep = Annotated[Dispatcher, Depends(get_dispatcher)]
 
 
-def get_principal(
-    session: SessionDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> Principal:
+BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+
+
+def get_principal(session: SessionDep, credentials: BearerDep) -> Principal:
     """The caller of the request, from its bearer API key (401 without a valid one)."""
     return authenticate(session, credentials.credentials if credentials else None)
 
 
+def get_principal_committed(
+    session: SessionDep, credentials: BearerDep, dispatcher: DispatcherDep
+) -> Principal:
+    """`get_principal` for async routes, its write (the key's ``last_used_at``) committed
+    in the same call: no transaction, and no lock of the key's row, stays open while the
+    route awaits or waits for a thread (the key's other requests would block on it
+    holding theirs)."""
+    principal = authenticate(session, credentials.credentials if credentials else None)
+    dispatcher.commit(session)
+    return principal
+
+
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
+CommittedPrincipalDep = Annotated[Principal, Depends(get_principal_committed)]
 AdmissionDep = Annotated[Admission, Depends(get_admission)]
 
 

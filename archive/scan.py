@@ -7,14 +7,14 @@ if two scans race. Real scans also take a Redis lock, so two beats do not even t
 
 Steps: *plan* (walk the roots, hash, compare with the database), then *submit* (render
 volumes and series to MIP PNGs, store the job in one transaction) and, after the
-commit, send the chunks. If the broker refuses them the job is deleted again, so the
-next scan submits those studies.
+commit, send the chunks. If the broker refuses them the studies stay queued and the
+recovery pass sends them (``core/dispatch.py``), as for every producer.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -27,9 +27,11 @@ from archive import sources
 from archive.lock import SCAN_LOCK_KEY, redis_lock
 from archive.rendering import RenderError, RenderOptions, probe_study, render_study
 from archive.sources import Candidate, Problem
-from config.embedded import broker_url, redis_py_url
 from config.settings import Settings
+from core.broker import broker_url, redis_py_url
 from core.current_model import current_model
+from core.dispatch import Dispatcher, send_after_commit
+from db import status
 from db.models import JobSource, utcnow
 from db.repositories import archive as archive_repo
 from db.repositories import jobs as jobs_repo
@@ -39,12 +41,9 @@ from model.png import ImageLimits, InvalidImage, validate_png
 
 logger = logging.getLogger(__name__)
 
-#: Sends chunks of study ids to a queue (after the commit).
-Send = Callable[[Sequence[Sequence[int]], str], None]
-
 
 class ScanError(RuntimeError):
-    """A scan that cannot run as asked (bad --root, broker down); nothing was submitted."""
+    """A scan that cannot run as asked (bad --root, no model); nothing was submitted."""
 
 
 @dataclass
@@ -203,7 +202,7 @@ def scan_archive(
     since: datetime | None = None,
     dry_run: bool = False,
     reprocess_model: str | None = None,
-    send: Send | None = None,
+    dispatcher: Dispatcher | None = None,
 ) -> ScanReport:
     """Scan the archive and submit what is new as one nightly job.
 
@@ -214,13 +213,13 @@ def scan_archive(
         dry_run: Plan only: no lock, headers checked but nothing rendered, stored or
             sent.
         reprocess_model: Also re-queue studies whose result is of this older version.
-        send: Sends chunks of study ids to a queue; required unless ``dry_run``.
+        dispatcher: Sends the job's chunks after its commit; required unless ``dry_run``.
 
     Returns:
         The report; ``locked`` when another scan was running (nothing done).
 
     Raises:
-        ScanError: Bad roots, or the broker refused the job (then nothing is kept).
+        ScanError: Bad roots, or no current model.
     """
     chosen, folders, root_problems = select_roots(settings, roots)
     report = ScanReport(dry_run=dry_run, problems=list(root_problems))
@@ -229,8 +228,8 @@ def scan_archive(
             plan_scan(session, settings, chosen, since, reprocess_model, report, folders)
         _probe(settings, report)
         return report
-    if send is None:
-        raise ValueError("send is required for a real scan")
+    if dispatcher is None:
+        raise ValueError("a dispatcher is required for a real scan")
     lock_url = redis_py_url(broker_url(settings))
     with redis_lock(lock_url, SCAN_LOCK_KEY, settings.archive_scan_time_limit) as held:
         if not held:
@@ -239,7 +238,7 @@ def scan_archive(
         with session_scope(settings.sqlalchemy_url) as session:
             plan_scan(session, settings, chosen, since, reprocess_model, report, folders)
         if report.planned:
-            _submit(settings, report, send)
+            _submit(settings, report, dispatcher)
     _log(report)
     return report
 
@@ -304,11 +303,11 @@ def _check_png(data: bytes, path: str, settings: Settings) -> None:
         raise RenderError(str(exc)) from exc
 
 
-def _submit(settings: Settings, report: ScanReport, send: Send) -> None:
+def _submit(settings: Settings, report: ScanReport, dispatcher: Dispatcher) -> None:
     version = report.model_version or ""
     kept: list[Planned] = []
     try:
-        with session_scope(settings.sqlalchemy_url) as session:
+        with dispatcher.unit_of_work() as session:
             job = None
             for item in report.planned:
                 try:
@@ -333,27 +332,15 @@ def _submit(settings: Settings, report: ScanReport, send: Send) -> None:
                 )
                 session.flush()  # the unique constraint speaks now, not at the commit
                 kept.append(item)
+            report.planned = kept
             if job is None:
-                report.planned = kept
                 return
-            jobs_repo.refresh_job_status(session, job)
-            job_id = job.id
-            ids = jobs_repo.queued_study_ids(session, job_id)
+            status.refresh_jobs(session, [job.id])
+            ids = jobs_repo.queued_study_ids(session, job.id)
+            send_after_commit(session, ids, settings.nightly_queue)
+            report.job_id, report.submitted = job.id, len(ids)
     except IntegrityError as exc:
         report.problems.append(
             Problem("*", f"another scan submitted the same studies first: {exc.orig}")
         )
-        report.planned = []
-        return
-    report.planned, report.job_id, report.submitted = kept, job_id, len(ids)
-    size = settings.chunk_size
-    try:
-        send([ids[i : i + size] for i in range(0, len(ids), size)], settings.nightly_queue)
-    except Exception as exc:  # kombu raises many types for a missing broker
-        with session_scope(settings.sqlalchemy_url) as session:
-            jobs_repo.lock_job(session, job_id)
-            archive_repo.delete_job(session, job_id)
-        report.job_id, report.submitted = None, 0
-        raise ScanError(
-            f"broker unavailable, nothing submitted (the next scan retries): {exc}"
-        ) from exc
+        report.planned, report.job_id, report.submitted = [], None, 0

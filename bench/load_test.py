@@ -172,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
-    from config.embedded import start_embedded_redis, stop_embedded_redis
+    from core.broker import start_embedded_redis, stop_embedded_redis
 
     tmp = Path(tempfile.mkdtemp(prefix="tumorseg-load-"))
     db_url = args.database_url or f"sqlite:///{tmp / 'load.db'}"

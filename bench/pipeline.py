@@ -162,7 +162,7 @@ def run(
     model_s, version, resolved_batch = model_time(pngs, batch_size, warm)
     _stage(began, f"model alone: {n} studies in {model_s:.2f} s; starting the service")
 
-    from config.embedded import start_embedded_redis, stop_embedded_redis
+    from core.broker import start_embedded_redis, stop_embedded_redis
 
     var = Path(tempfile.mkdtemp(prefix="tumorseg-bench-"))
     port = free_port()

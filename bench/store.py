@@ -36,7 +36,7 @@ Write = Callable[[Session, Sequence[dict[str, Any]]], None]
 
 def row_by_row(session: Session, rows: Sequence[dict[str, Any]]) -> None:
     for row in rows:
-        studies_repo.upsert_result(session, row)
+        studies_repo.upsert_results(session, [row])
 
 
 def one_statement(session: Session, rows: Sequence[dict[str, Any]]) -> None:

@@ -17,11 +17,6 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-#: Celery task name shared by the API (producer) and the worker (consumer).
-SEGMENT_TASK_NAME = "tumorseg.segment_chunk"
-#: Celery task name of the archive scan that Celery beat schedules.
-ARCHIVE_SCAN_TASK_NAME = "tumorseg.archive_scan"
-
 
 class Settings(BaseSettings):
     """Service settings; each field is read from ``TUMORSEG_<FIELD>``."""

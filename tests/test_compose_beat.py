@@ -8,9 +8,8 @@ from typing import Any
 import yaml
 
 from cli.main import COMMANDS, build_parser
-from config.settings import ARCHIVE_SCAN_TASK_NAME, Settings
-from worker.celery_app import beat_config
-from worker.reaper import REAP_TASK_NAME
+from config.settings import Settings
+from core.dispatch import ARCHIVE_SCAN_TASK, REAP_TASK, beat_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -43,7 +42,7 @@ def test_beat_schedules_the_scan_at_the_cron_on_the_nightly_queue() -> None:
     settings = _settings_of(_services()["beat"])
     assert settings.archive_cron == "0 2 * * *" and settings.archive_timezone
     entry = beat_config(settings)["beat_schedule"]["nightly-archive-scan"]
-    assert entry["task"] == ARCHIVE_SCAN_TASK_NAME
+    assert entry["task"] == ARCHIVE_SCAN_TASK
     assert entry["options"]["queue"] == settings.nightly_queue
     assert entry["schedule"].hour == {2} and entry["schedule"].minute == {0}
 
@@ -60,7 +59,7 @@ def test_recovery_runs_every_15_to_30_seconds_in_beat_and_in_the_workers() -> No
     services = _services()
     settings = _settings_of(services["beat"])
     entry = beat_config(settings)["beat_schedule"]["stuck-study-reaper"]
-    assert entry["task"] == REAP_TASK_NAME and 15 <= entry["schedule"] <= 30
+    assert entry["task"] == REAP_TASK and 15 <= entry["schedule"] <= 30
     assert entry["options"]["expires"] == entry["schedule"]  # a late pass is dropped
     worker = _settings_of(services["worker"])
     assert worker.worker_reaper and 15 <= worker.reap_interval <= 30

@@ -83,7 +83,7 @@ def test_importing_the_api_the_archive_and_the_api_command_loads_no_torch() -> N
         "import cli.commands.submit, cli.commands.status, cli.client\n"
         "app = api.app.create_app()\n"
         "assert app.title == 'tumorseg'\n"
-        "import archive.scan\n"
+        "import archive.scan, core.dispatch\n"
         "heavy = {m for m in sys.modules if m.split('.')[0] in ('torch', 'monai', 'model')}\n"
         "print(sorted(heavy))\n"
     )
@@ -99,8 +99,8 @@ def test_worker_parent_process_loads_no_torch_before_fork() -> None:
     code = (
         "import sys\n"
         "from config.settings import Settings\n"
-        "from worker.celery_app import create_celery_app\n"
-        "app = create_celery_app(Settings(), 'redis://127.0.0.1:6379/15')\n"
+        "from core.dispatch import celery_app\n"
+        "app = celery_app(Settings(redis_url='redis://127.0.0.1:6379/15'), ['worker.tasks'])\n"
         "app.loader.import_default_modules()\n"
         "assert 'tumorseg.segment_chunk' in app.tasks\n"
         "print('torch' in sys.modules)\n"

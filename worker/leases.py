@@ -18,8 +18,8 @@ from datetime import datetime, timedelta
 from types import TracebackType
 
 from config.settings import Settings
+from db import status
 from db.models import Study, utcnow
-from db.repositories import jobs as jobs_repo
 from db.repositories import leases as leases_repo
 from db.repositories import studies as studies_repo
 from db.session import session_scope
@@ -63,8 +63,9 @@ def held_elsewhere(study: Study, owner: str, now: datetime) -> bool:
     if holder is None or expires is None or expires <= now or holder == owner:
         return False
     node, _, pid = holder.rpartition(":")
-    if node == owner.rpartition(":")[0] and pid.isdigit():
-        return not _process_gone(int(pid))
+    if node == owner.rpartition(":")[0] and pid.isdigit() and _process_gone(int(pid)):
+        return False
+    logger.info("study %d: held by %s; skipped", study.id, holder)  # a duplicate delivery
     return True
 
 
@@ -106,7 +107,7 @@ class Heartbeat:
     def renew(self) -> int:
         """Beat once: touch the jobs, renew the leases; the number of leases renewed."""
         with session_scope(self.db_url) as session:
-            jobs_repo.touch_jobs(session, studies_repo.job_ids_of(session, self.study_ids))
+            status.lock_jobs(session, studies_repo.job_ids_of(session, self.study_ids))
             return leases_repo.renew(session, self.study_ids, self.owner, utcnow() + self.lease)
 
     def _run(self) -> None:

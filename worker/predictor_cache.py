@@ -80,8 +80,7 @@ class PredictorCache:
                 )
                 self._model, self._pid = model, os.getpid()
                 logger.info(
-                    "loaded model %s (trained=%s, %d of %d members, batch %d) "
-                    "from %s; was %s",
+                    "loaded model %s (trained=%s, %d of %d members, batch %d) from %s; was %s",
                     self._predictor.version,
                     self._predictor.trained,
                     self._predictor.n_members,

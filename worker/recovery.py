@@ -18,21 +18,17 @@ from typing import Any
 from celery import Celery, signals
 
 from config.settings import Settings
-from worker.reaper import ReapReport, celery_queue_depth, celery_sender, reap
+from core.dispatch import Dispatcher
+from worker.reaper import ReapReport, reap
 
 logger = logging.getLogger(__name__)
 
 
-def recovery_pass(app: Celery, settings: Settings, node: str | None = None) -> ReapReport:
-    """One reaper pass through ``app``'s broker (``node``: a node that is starting)."""
-    return reap(settings, celery_sender(app), queue_depth=celery_queue_depth(app), node=node)
-
-
 class RecoveryLoop:
-    """Runs :func:`recovery_pass` every ``reap_interval`` seconds in a daemon thread."""
+    """Runs a reaper pass every ``reap_interval`` seconds in a daemon thread."""
 
-    def __init__(self, app: Celery, settings: Settings) -> None:
-        self.app, self.settings = app, settings
+    def __init__(self, dispatcher: Dispatcher, settings: Settings) -> None:
+        self.dispatcher, self.settings = dispatcher, settings
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="recovery", daemon=True)
 
@@ -48,20 +44,21 @@ class RecoveryLoop:
     def _run(self) -> None:
         while not self._stop.wait(self.settings.reap_interval):
             try:
-                recovery_pass(self.app, self.settings)
+                reap(self.settings, self.dispatcher)
             except Exception as exc:  # database or broker away: the next pass tries again
                 logger.warning("recovery pass failed: %s: %s", type(exc).__name__, exc)
 
 
 def install(app: Celery, settings: Settings) -> None:
     """Run the recovery in the worker that ``app`` starts (see the module's notes)."""
-    loop = RecoveryLoop(app, settings)
+    dispatcher = Dispatcher(settings, app)
+    loop = RecoveryLoop(dispatcher, settings)
 
     def at_init(sender: Any, **_: Any) -> None:
         if getattr(sender, "app", None) is not app:
             return
         try:
-            report = recovery_pass(app, settings, node=sender.hostname)
+            report: ReapReport = reap(settings, dispatcher, node=sender.hostname)
         except Exception as exc:  # the periodic passes (or beat) will catch up
             logger.warning("recovery at start-up failed: %s: %s", type(exc).__name__, exc)
             return

@@ -29,15 +29,12 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
-
 from config.settings import Settings
 from core.current_model import current_model
-from db.models import METRIC_FIELDS, Study, StudyStatus, utcnow
-from db.repositories import jobs as jobs_repo
+from core.dispatch import Dispatcher
+from db import status
+from db.models import METRIC_FIELDS, utcnow
 from db.repositories import studies as studies_repo
-from db.session import session_scope
 from worker.leases import Heartbeat, held_elsewhere, lease_owner
 from worker.predictor_cache import PredictorCache
 
@@ -104,9 +101,15 @@ def _finite(value: Any) -> Any:
 class SegmentationService:
     """Segments chunks of studies against one database with a cached predictor."""
 
-    def __init__(self, settings: Settings, cache: PredictorCache | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        cache: PredictorCache | None = None,
+        dispatcher: Dispatcher | None = None,
+    ) -> None:
         self.settings = settings
-        self.db_url = settings.sqlalchemy_url
+        #: Its units of work announce the jobs they finish (``core/dispatch.py``).
+        self.dispatcher = dispatcher or Dispatcher(settings)
         self.cache = cache or PredictorCache(
             settings.device,
             settings.batch_size,
@@ -117,7 +120,7 @@ class SegmentationService:
     # -- model ---------------------------------------------------------------------
     def current_predictor(self) -> Predictor:
         """The predictor of the current model (reloaded when a promotion changed it)."""
-        with session_scope(self.db_url) as session:
+        with self.dispatcher.unit_of_work() as session:
             model = current_model(session, self.settings)
         return self.cache.get(model)
 
@@ -141,7 +144,7 @@ class SegmentationService:
         started = time.perf_counter()
         predictor = self.current_predictor()
         report = ChunkReport(model_version=predictor.version)
-        with session_scope(self.db_url) as session:
+        with self.dispatcher.unit_of_work() as session:
             interrupted = studies_repo.interrupted_studies(session, study_ids)
         report.phases["claim"] = time.perf_counter() - started
         if interrupted:
@@ -184,81 +187,33 @@ class SegmentationService:
         Used when a task dies in a way it can report (soft time limit, internal error),
         so that no job is left waiting for ever.
         """
-        with session_scope(self.db_url) as session:
-            job_ids = self._job_ids(session, study_ids)
-            for job_id in job_ids:
-                jobs_repo.lock_job(session, job_id)
-            n = 0
-            for study in studies_repo.load_studies(session, study_ids):
-                if study.status in (StudyStatus.QUEUED, StudyStatus.RUNNING):
-                    study.status, study.error, study.finished_at = (
-                        StudyStatus.FAILED,
-                        message,
-                        utcnow(),
-                    )
-                    study.lease_owner = study.lease_expires_at = None
-                    n += 1
-            self._refresh_jobs(session, job_ids)
-        return n
+        with self.dispatcher.unit_of_work() as session:
+            return status.fail_unfinished(session, study_ids, message)
 
     # -- steps ---------------------------------------------------------------------
-    @staticmethod
-    def _job_ids(session: Session, study_ids: Sequence[int]) -> list[int]:
-        stmt = select(Study.job_id).where(Study.id.in_(list(study_ids))).distinct()
-        return sorted(session.scalars(stmt))
-
-    @staticmethod
-    def _refresh_jobs(session: Session, job_ids: Sequence[int]) -> None:
-        for job_id in job_ids:
-            job = jobs_repo.get_job(session, job_id)
-            if job is not None:
-                jobs_repo.refresh_job_status(session, job)
-
     def _claim(
         self, study_ids: Sequence[int], predictor: Predictor, report: ChunkReport, owner: str
     ) -> list[ClaimedStudy]:
-        max_deliveries = self.settings.max_deliveries
-        lease = timedelta(seconds=self.settings.lease_seconds)
-        claimed: list[ClaimedStudy] = []
-        with session_scope(self.db_url) as session:
-            job_ids = self._job_ids(session, study_ids)
-            now = utcnow()
-            for job_id in job_ids:
-                job = jobs_repo.lock_job(session, job_id)
-                if job is not None:
-                    job.started_at = job.started_at or now
-                    job.model_version, job.model_trained = predictor.version, predictor.trained
-            studies = studies_repo.load_studies(session, study_ids, with_bytes=True)
-            done = studies_repo.studies_with_result(
-                session, [s.id for s in studies], predictor.version
+        settings = self.settings
+        with self.dispatcher.unit_of_work() as session:
+            claim = status.claim(
+                session,
+                study_ids,
+                owner=owner,
+                lease_until=utcnow() + timedelta(seconds=settings.lease_seconds),
+                model_version=predictor.version,
+                model_trained=predictor.trained,
+                max_deliveries=settings.max_deliveries,
+                give_up=f"gave up after {settings.max_deliveries} deliveries: the worker died "
+                f"or hit the {settings.task_time_limit}s time limit each time",
+                held_elsewhere=lambda study, now: held_elsewhere(study, owner, now),
             )
-            for study in studies:
-                finished = study.status in (StudyStatus.FAILED, StudyStatus.CANCELLED)
-                if finished or (study.status is StudyStatus.SUCCEEDED and study.id in done):
-                    report.skipped.append(study.id)
-                    continue
-                if study.status is StudyStatus.RUNNING and held_elsewhere(study, owner, now):
-                    logger.info("study %d: held by %s; skipped", study.id, study.lease_owner)
-                    report.skipped.append(study.id)  # a duplicate delivery: it is running
-                    continue
-                if study.attempts >= max_deliveries:
-                    study.status, study.finished_at = StudyStatus.FAILED, now
-                    study.error = (
-                        f"gave up after {study.attempts} deliveries: the worker died or hit "
-                        f"the {self.settings.task_time_limit}s time limit each time"
-                    )
-                    report.failed.append(study.id)
-                    study.lease_owner = study.lease_expires_at = None
-                    continue
-                study.attempts += 1
-                study.status, study.started_at, study.error = StudyStatus.RUNNING, now, None
-                study.lease_owner, study.lease_expires_at = owner, now + lease
-                claimed.append(
-                    ClaimedStudy(
-                        study.id, study.job_id, study.filename, study.input_png, study.label_png
-                    )
-                )
-            self._refresh_jobs(session, job_ids)
+            claimed = [
+                ClaimedStudy(s.id, s.job_id, s.filename, s.input_png, s.label_png)
+                for s in claim.studies
+            ]
+        report.skipped += claim.skipped
+        report.failed += claim.failed
         return claimed
 
     def _compute(
@@ -382,26 +337,11 @@ class SegmentationService:
     def _store(
         self, claimed: Sequence[ClaimedStudy], outcomes: Sequence[Outcome], report: ChunkReport
     ) -> None:
-        job_ids = sorted({c.job_id for c in claimed})
-        with session_scope(self.db_url) as session:
-            for job_id in job_ids:
-                jobs_repo.lock_job(session, job_id)
-            studies = {s.id: s for s in studies_repo.load_studies(session, [c.id for c in claimed])}
-            now = utcnow()
-            results = []
-            for outcome in outcomes:
-                study = studies.get(outcome.study_id)
-                if study is None or study.status is not StudyStatus.RUNNING:
-                    report.skipped.append(outcome.study_id)  # deleted or finished elsewhere
-                    continue
-                if outcome.error is None:
-                    results.append(outcome.values)
-                    study.status, study.error = StudyStatus.SUCCEEDED, None
-                    report.succeeded.append(study.id)
-                else:
-                    study.status, study.error = StudyStatus.FAILED, outcome.error
-                    report.failed.append(study.id)
-                study.finished_at = now
-                study.lease_owner = study.lease_expires_at = None
+        with self.dispatcher.unit_of_work() as session:
+            done = status.finish(session, {o.study_id: o.error for o in outcomes})
+            succeeded = set(done.succeeded)
+            results = [o.values for o in outcomes if o.study_id in succeeded]
             studies_repo.upsert_results(session, results)
-            self._refresh_jobs(session, job_ids)
+        report.succeeded += done.succeeded
+        report.failed += done.failed
+        report.skipped += done.skipped  # deleted or finished elsewhere

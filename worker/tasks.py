@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
 from typing import Any
 
-from celery import Task, shared_task
+from celery import Celery, Task, shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy.exc import OperationalError
 
-from config.settings import ARCHIVE_SCAN_TASK_NAME, SEGMENT_TASK_NAME, get_settings
+from config.settings import get_settings
+from core.dispatch import ARCHIVE_SCAN_TASK, REAP_TASK, SEGMENT_TASK, Dispatcher
 from worker.leases import lease_owner
-from worker.reaper import REAP_TASK_NAME, celery_queue_depth, celery_sender, reap
+from worker.reaper import reap
 from worker.segmentation import SegmentationService
 
 logger = logging.getLogger(__name__)
@@ -21,18 +21,21 @@ logger = logging.getLogger(__name__)
 _service: tuple[int, SegmentationService] | None = None
 
 
-def get_service() -> SegmentationService:
-    """This process's segmentation service (and thus its one cached predictor)."""
+def get_service(app: Celery) -> SegmentationService:
+    """This process's segmentation service (its one cached predictor, and its dispatcher
+    on the worker's app)."""
     global _service
     if _service is None or _service[0] != os.getpid():
-        _service = (os.getpid(), SegmentationService(get_settings()))
+        settings = get_settings()
+        service = SegmentationService(settings, dispatcher=Dispatcher(settings, app))
+        _service = (os.getpid(), service)
     return _service[1]
 
 
-@shared_task(name=SEGMENT_TASK_NAME, bind=True, max_retries=None)
+@shared_task(name=SEGMENT_TASK, bind=True, max_retries=None)  # type: ignore[untyped-decorator]  # Celery has no type hints
 def segment_chunk(self: Task, study_ids: list[int]) -> dict[str, Any]:
     """Segment one chunk of studies by id; idempotent, so redelivery is harmless."""
-    service = get_service()
+    service = get_service(self.app)
     try:
         return service.run_chunk(study_ids, lease_owner(self.request.hostname)).as_dict()
     except SoftTimeLimitExceeded:
@@ -52,23 +55,17 @@ def segment_chunk(self: Task, study_ids: list[int]) -> dict[str, Any]:
         raise
 
 
-@shared_task(name=REAP_TASK_NAME, bind=True)
+@shared_task(name=REAP_TASK, bind=True)  # type: ignore[untyped-decorator]  # Celery has no type hints
 def reap_stuck(self: Task) -> dict[str, Any]:
     """Re-queue studies stuck in running (or queued with no activity); for a beat schedule."""
-    depth = celery_queue_depth(self.app)
-    return reap(get_settings(), celery_sender(self.app), queue_depth=depth).as_dict()
+    service = get_service(self.app)
+    return reap(service.settings, service.dispatcher).as_dict()
 
 
-@shared_task(name=ARCHIVE_SCAN_TASK_NAME, bind=True)
+@shared_task(name=ARCHIVE_SCAN_TASK, bind=True)  # type: ignore[untyped-decorator]  # Celery has no type hints
 def archive_scan(self: Task) -> dict[str, Any]:
     """Nightly archive scan (Celery beat); its Redis lock keeps two beats from both scanning."""
     from archive.scan import scan_archive  # lazy: only this task reads the archive
 
-    app = self.app
-
-    def send(chunks: Sequence[Sequence[int]], queue: str) -> None:
-        with app.producer_or_acquire() as producer:
-            for chunk in chunks:
-                app.send_task(SEGMENT_TASK_NAME, args=[list(chunk)], queue=queue, producer=producer)
-
-    return scan_archive(get_settings(), send=send).as_dict()
+    service = get_service(self.app)
+    return scan_archive(service.settings, dispatcher=service.dispatcher).as_dict()

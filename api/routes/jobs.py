@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, Path, Query, Response, UploadFile
 
-from api.deps import AdmissionDep, PrincipalDep, ProducerDep, SessionDep, SettingsDep
+from api.deps import AdmissionDep, PrincipalDep, SessionDep, SettingsDep
 from api.schemas import MAX_ID, JobOut, JobPage, error_responses
 from api.services import jobs as service
 from api.services.jobs import Upload
@@ -31,7 +31,6 @@ def create_job(
     response: Response,
     session: SessionDep,
     settings: SettingsDep,
-    producer: ProducerDep,
     principal: PrincipalDep,
     admission: AdmissionDep,
     files: Annotated[list[UploadFile] | None, File(description="PNG studies")] = None,
@@ -43,7 +42,6 @@ def create_job(
     job = service.submit_job(
         session,
         settings,
-        producer,
         _read(files, limit),
         _read(labels, limit),
         tenant=principal.tenant,

@@ -6,7 +6,13 @@ import base64
 
 from fastapi import APIRouter, Response
 
-from api.deps import AdmissionDep, PrincipalDep, ProducerDep, SessionDep, SettingsDep
+from api.deps import (
+    AdmissionDep,
+    CommittedPrincipalDep,
+    DispatcherDep,
+    SessionDep,
+    SettingsDep,
+)
 from api.schemas import PredictRequest, PredictResponse, error_responses
 from api.services.predict import predict_one
 
@@ -18,18 +24,17 @@ router = APIRouter(tags=["competition"])
     response_model=PredictResponse,
     responses=error_responses(400, 401, 413, 422, 429, 503, 504),
 )
-def predict(
+async def predict(
     body: PredictRequest,
     response: Response,
     session: SessionDep,
     settings: SettingsDep,
-    producer: ProducerDep,
-    principal: PrincipalDep,
+    dispatcher: DispatcherDep,
+    principal: CommittedPrincipalDep,
     admission: AdmissionDep,
 ) -> PredictResponse:
     """Segment one base64 PNG and answer an RGB 0/255 mask of the same size (504 on timeout)."""
-    admission.admit(principal.key_id, settings.interactive_queue)
-    result = predict_one(session, settings, producer, body.img, tenant=principal.tenant)
+    result = await predict_one(session, settings, dispatcher, admission, principal, body.img)
     response.headers["X-Model-Version"] = result.model_version
     response.headers["X-Model-Trained"] = str(result.model_trained).lower()
     return PredictResponse(img=base64.b64encode(result.rgb_png).decode("ascii"))

@@ -11,7 +11,6 @@ from fastapi.templating import Jinja2Templates
 
 from api.deps import (
     AdmissionDep,
-    ProducerDep,
     SessionDep,
     SettingsDep,
     UiSecretDep,
@@ -121,7 +120,6 @@ def upload(
     request: Request,
     session: SessionDep,
     settings: SettingsDep,
-    producer: ProducerDep,
     admission: AdmissionDep,
     ui: UiSessionDep,
     secret: UiSecretDep,
@@ -137,7 +135,6 @@ def upload(
         job_id = service.submit(
             session,
             settings,
-            producer,
             admission,
             ui.principal,
             service.read_uploads(files, limit),

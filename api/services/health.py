@@ -9,9 +9,9 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from config.embedded import redis_py_url
 from config.settings import Settings
 from core.current_model import current_model
+from core.dispatch import Dispatcher
 from model.manifest import ArtifactError
 
 logger = logging.getLogger(__name__)
@@ -26,18 +26,12 @@ def check_database(session: Session) -> str:
         return f"error: {type(exc).__name__}: {exc}"
 
 
-def check_broker(broker_url: str) -> str:
+def check_broker(dispatcher: Dispatcher) -> str:
     """'ok' when the broker answers PING within 2 s, else the error."""
     try:
-        client = redis.Redis.from_url(
-            redis_py_url(broker_url), socket_timeout=2, socket_connect_timeout=2
-        )
-        try:
-            client.ping()
-        finally:
-            client.close()
+        dispatcher.redis.ping()
         return "ok"
-    except Exception as exc:
+    except redis.RedisError as exc:
         return f"error: {type(exc).__name__}: {exc}"
 
 
@@ -49,10 +43,10 @@ def check_model(session: Session, settings: Settings) -> str:
         return f"error: {type(exc).__name__}: {exc}"
 
 
-def readiness(session: Session, settings: Settings, broker_url: str) -> dict[str, str]:
+def readiness(session: Session, settings: Settings, dispatcher: Dispatcher) -> dict[str, str]:
     """Every check's result by name."""
     return {
         "database": check_database(session),
-        "broker": check_broker(broker_url),
+        "broker": check_broker(dispatcher),
         "model": check_model(session, settings),
     }

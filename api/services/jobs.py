@@ -12,21 +12,20 @@ from api import schemas
 from api.services.auth import Principal
 from api.services.errors import ServiceError
 from api.services.labels import LabelMatchError, match_labels
-from api.services.queue import BrokerUnavailable, QueueProducer, after_commit, chunked
 from config.settings import Settings
+from core.dispatch import send_after_commit
+from db import status
 from db.models import (
     DEFAULT_TENANT,
     METRIC_FIELDS,
     Job,
     JobSource,
-    JobStatus,
     Result,
     Study,
     StudyStatus,
 )
 from db.repositories import jobs as jobs_repo
 from db.repositories import studies as studies_repo
-from db.session import session_scope
 from model.png import ImageLimits, InvalidImage, validate_png
 
 logger = logging.getLogger(__name__)
@@ -48,14 +47,13 @@ class Upload:
 def submit_job(
     session: Session,
     settings: Settings,
-    producer: QueueProducer,
     files: Sequence[Upload],
     labels: Sequence[Upload] = (),
     queue: str | None = None,
     tenant: str = DEFAULT_TENANT,
     source: JobSource = JobSource.API,
 ) -> Job:
-    """Validate uploads, store the job with its studies, and enqueue chunks after commit.
+    """Validate uploads, store the job with its studies, and send them after the commit.
 
     A single study that is not a usable PNG refuses the request (4xx). In a job of
     several studies, a bad one is stored as failed with the reason and the rest run.
@@ -102,9 +100,7 @@ def submit_job(
         session, queue or settings.interactive_queue, new_studies, tenant, source=source
     )
     ids = jobs_repo.queued_study_ids(session, job.id)
-    if ids:
-        job_id, chunks = job.id, chunked(ids, settings.chunk_size)
-        after_commit(session, lambda: _enqueue(settings, producer, job_id, chunks, job.queue))
+    send_after_commit(session, ids, job.queue)
     logger.info("job %d: %d studies, %d queued", job.id, len(files), len(ids))
     return job
 
@@ -137,24 +133,10 @@ def _check(upload: Upload, settings: Settings, single: bool, what: str | None = 
     return None
 
 
-def _enqueue(
-    settings: Settings, producer: QueueProducer, job_id: int, chunks: list[list[int]], queue: str
-) -> None:
-    try:
-        producer.send_chunks(chunks, queue)
-    except BrokerUnavailable as exc:
-        message = f"broker unavailable, job not queued: {exc}"
-        logger.error("job %d: %s", job_id, message)
-        with session_scope(settings.sqlalchemy_url) as session:
-            jobs_repo.lock_job(session, job_id)
-            jobs_repo.fail_queued_studies(session, job_id, message)
-        raise ServiceError(503, message) from exc
-
-
 def cancel_job(session: Session, job_id: int, principal: Principal) -> Job:
     """Cancel the studies of a job that have not started; 404 when the caller cannot see it."""
     get_job_or_404(session, job_id, principal)
-    n = jobs_repo.cancel_job(session, job_id)
+    n = status.cancel_queued(session, job_id)
     logger.info("job %d: %d studies cancelled by key %d", job_id, n, principal.key_id)
     return get_job_or_404(session, job_id, principal)
 
@@ -239,7 +221,7 @@ def job_view(session: Session, job: Job, with_studies: bool = True) -> schemas.J
     """The full job schema with counts, aggregates and every study (or, without
     ``with_studies``, the status alone: a poll then costs the same for 10 studies or
     10,000)."""
-    counts = jobs_repo.study_counts(session, job.id)
+    counts = status.study_counts(session, job.id)
     labelled, mean_dice = jobs_repo.dice_summary(session, job.id)
     studies = None
     if with_studies:
@@ -261,11 +243,6 @@ def list_jobs(session: Session, limit: int, offset: int, principal: Principal) -
     """One page of the job summaries the caller may see, newest first."""
     tenant = None if principal.is_admin else principal.tenant
     jobs, total = jobs_repo.list_jobs(session, limit, offset, tenant)
-    counts = jobs_repo.counts_for_jobs(session, [j.id for j in jobs])
+    counts = status.counts_for_jobs(session, [j.id for j in jobs])
     items = [job_summary(j, counts[j.id]) for j in jobs]
     return schemas.JobPage(items=items, total=total, limit=limit, offset=offset)
-
-
-def is_finished(status: JobStatus) -> bool:
-    """Whether a job status is terminal."""
-    return status not in (JobStatus.QUEUED, JobStatus.RUNNING)

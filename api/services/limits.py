@@ -1,8 +1,9 @@
 """Admission control for submissions: a per-key token bucket and queue back-pressure.
 
 Both live in Redis, the broker the API already needs. When Redis cannot answer, the
-checks let the request through (fail open) and the enqueue after the commit reports the
-broker outage as before, so a job is never half-created by a limit check.
+checks let the request through (fail open): the job is stored and its studies stay
+queued until the recovery pass can send them (``core/dispatch.py``), so a job is never
+half-created by a limit check.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import redis
 
 from api.services.errors import ServiceError
 from config.settings import Settings
+from core.dispatch import Dispatcher
 
 logger = logging.getLogger(__name__)
 
@@ -48,10 +50,10 @@ return {allowed, tostring(wait)}
 class Admission:
     """Decides whether a key may submit now; raises 429 or 503 service errors."""
 
-    def __init__(self, settings: Settings, client: redis.Redis) -> None:
+    def __init__(self, settings: Settings, dispatcher: Dispatcher) -> None:
         self.settings = settings
-        self.client = client
-        self._bucket = client.register_script(_BUCKET_LUA)
+        self.dispatcher = dispatcher
+        self._bucket = dispatcher.redis.register_script(_BUCKET_LUA)
 
     def check_rate(self, key_id: int) -> None:
         """Take one submission token of the key's bucket.
@@ -84,7 +86,7 @@ class Admission:
             ServiceError: 503 with ``Retry-After`` when the queue is over the depth.
         """
         try:
-            depth = int(self.client.llen(queue))
+            depth = self.dispatcher.queue_depth(queue)
         except redis.RedisError as exc:
             logger.warning("queue depth check skipped, Redis unavailable: %s", exc)
             return
@@ -101,7 +103,3 @@ class Admission:
         """Both checks: the queue first, so a refused request costs no token."""
         self.check_queue(queue)
         self.check_rate(key_id)
-
-    def close(self) -> None:
-        """Release the Redis connections."""
-        self.client.close()

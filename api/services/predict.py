@@ -1,4 +1,13 @@
-"""POST /predict: one study through the same queue and workers, waited for in-request."""
+"""POST /predict: one study through the same queue and workers, waited for in-request.
+
+The wait holds no thread: the database work runs in short calls on the threadpool, each
+ending its transaction, and between them the request waits on the job's finished-job
+notice (``core/dispatch.py``), not on a polling loop, so ``/healthz`` and every other
+route stay responsive while many ``/predict`` calls wait. (The route's caller comes
+committed, ``api/deps.py::get_principal_committed``: the key's ``last_used_at`` write
+must not hold its lock while the request waits for a thread, or the key's other
+requests would block on it holding theirs.)
+"""
 
 from __future__ import annotations
 
@@ -6,23 +15,24 @@ import base64
 import binascii
 import io
 import logging
-import time
 from dataclasses import dataclass
 
+from fastapi.concurrency import run_in_threadpool
 from PIL import Image
 from sqlalchemy.orm import Session
 
+from api.services.auth import Principal
 from api.services.errors import ServiceError
 from api.services.jobs import Upload, submit_job
-from api.services.queue import QueueProducer, commit_and_dispatch
+from api.services.limits import Admission
 from config.settings import Settings
-from db.models import DEFAULT_TENANT, JobSource, StudyStatus
+from core.dispatch import Dispatcher
+from db import status
+from db.models import JobSource, StudyStatus
 from db.repositories import jobs as jobs_repo
 from db.repositories import studies as studies_repo
 
 logger = logging.getLogger(__name__)
-
-POLL_SECONDS = 0.05
 
 
 @dataclass(frozen=True)
@@ -53,54 +63,91 @@ def decode_b64_png(payload: str) -> bytes:
         raise ServiceError(422, f"img is not valid base64: {exc}") from exc
 
 
-def predict_one(
+async def predict_one(
     session: Session,
     settings: Settings,
-    producer: QueueProducer,
+    dispatcher: Dispatcher,
+    admission: Admission,
+    principal: Principal,
     payload: str,
-    tenant: str = DEFAULT_TENANT,
 ) -> Prediction:
     """Submit one study on the interactive queue and wait for its mask.
 
     Raises:
-        ServiceError: 4xx for unusable input, 422 when the worker failed the study,
-            504 when no worker finished it within ``predict_timeout``.
+        ServiceError: 429/503 from admission, 4xx for unusable input, 422 when the worker
+            failed the study, 504 (and the study cancelled) when no worker finished it
+            within ``predict_timeout``.
     """
+    job_id, study_id = await run_in_threadpool(
+        _submit, session, settings, dispatcher, admission, principal, payload
+    )
+    async with dispatcher.watch_job(job_id) as watch:
+        prediction = await run_in_threadpool(_outcome, session, job_id, study_id)
+        if prediction is None and await watch.wait(settings.predict_timeout):
+            prediction = await run_in_threadpool(_outcome, session, job_id, study_id)
+    if prediction is None:  # the deadline passed, or a notice got lost: look once more
+        prediction = await run_in_threadpool(_give_up, session, dispatcher, job_id, study_id)
+    if prediction is None:
+        raise ServiceError(
+            504, f"no worker finished the study within {settings.predict_timeout}s (job {job_id})"
+        )
+    return prediction
+
+
+def _submit(
+    session: Session,
+    settings: Settings,
+    dispatcher: Dispatcher,
+    admission: Admission,
+    principal: Principal,
+    payload: str,
+) -> tuple[int, int]:
+    """Admit, store the job and send it (committed): (job id, study id)."""
+    admission.admit(principal.key_id, settings.interactive_queue)
     data = decode_b64_png(payload)
     if len(data) > settings.max_upload_bytes:
         raise ServiceError(413, f"img is over the upload limit of {settings.max_upload_bytes} B")
     job = submit_job(
         session,
         settings,
-        producer,
         [Upload("img.png", data)],
         queue=settings.interactive_queue,
-        tenant=tenant,
+        tenant=principal.tenant,
         source=JobSource.PREDICT,
     )
     job_id, study_id = job.id, job.studies[0].id
-    commit_and_dispatch(session)
+    dispatcher.commit(session)
+    return job_id, study_id
 
-    deadline = time.monotonic() + settings.predict_timeout
-    while True:
-        session.expire_all()
+
+def _outcome(session: Session, job_id: int, study_id: int) -> Prediction | None:
+    """The prediction once the study succeeded, None while it is unfinished.
+
+    Raises:
+        ServiceError: 422 when the study failed or was cancelled.
+    """
+    session.expire_all()
+    try:
         study = studies_repo.get_study(session, study_id)
-        status = study.status if study is not None else StudyStatus.FAILED
-        if status is StudyStatus.SUCCEEDED:
-            result = studies_repo.latest_result(session, study_id, with_bytes=True)
-            job = jobs_repo.get_job(session, job_id)  # type: ignore[assignment]
-            if result is not None:
-                trained = bool(job.model_trained) if job is not None else False
-                return Prediction(mask_png_to_rgb(result.mask_png), result.model_version, trained)
-        if status in (StudyStatus.FAILED, StudyStatus.CANCELLED):
+        state = study.status if study is not None else StudyStatus.FAILED
+        if state in (StudyStatus.FAILED, StudyStatus.CANCELLED):
             raise ServiceError(422, study.error if study and study.error else "study failed")
-        session.rollback()  # end the read transaction between polls
-        if time.monotonic() > deadline:
-            break
-        time.sleep(POLL_SECONDS)
+        result = studies_repo.latest_result(session, study_id, with_bytes=True)
+        if state is not StudyStatus.SUCCEEDED or result is None:
+            return None
+        job = jobs_repo.get_job(session, job_id)
+        trained = bool(job.model_trained) if job is not None else False
+        return Prediction(mask_png_to_rgb(result.mask_png), result.model_version, trained)
+    finally:
+        session.rollback()  # hold no transaction (nor connection) while the request waits
 
-    jobs_repo.cancel_job(session, job_id)
-    commit_and_dispatch(session)
-    raise ServiceError(
-        504, f"no worker finished the study within {settings.predict_timeout}s (job {job_id})"
-    )
+
+def _give_up(
+    session: Session, dispatcher: Dispatcher, job_id: int, study_id: int
+) -> Prediction | None:
+    """The prediction if the study finished after all, else cancel it (committed)."""
+    prediction = _outcome(session, job_id, study_id)
+    if prediction is None:
+        status.cancel_queued(session, job_id)
+        dispatcher.commit(session)
+    return prediction

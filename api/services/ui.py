@@ -20,9 +20,8 @@ from api.services import studies as studies_service
 from api.services.auth import Principal
 from api.services.jobs import Upload
 from api.services.limits import Admission
-from api.services.queue import QueueProducer
 from config.settings import Settings
-from db.repositories import jobs as jobs_repo
+from db import status
 
 ImageKind = Literal["input", "mask", "overlay"]
 
@@ -57,7 +56,6 @@ def read_uploads(files: Sequence[UploadFile] | None, limit: int) -> list[Upload]
 def submit(
     session: Session,
     settings: Settings,
-    producer: QueueProducer,
     admission: Admission,
     principal: Principal,
     files: Sequence[Upload],
@@ -72,9 +70,7 @@ def submit(
         ServiceError: Rate limit, back-pressure, or refused uploads (as the API).
     """
     admission.admit(principal.key_id, settings.interactive_queue)
-    job = jobs_service.submit_job(
-        session, settings, producer, files, labels, tenant=principal.tenant
-    )
+    job = jobs_service.submit_job(session, settings, files, labels, tenant=principal.tenant)
     return job.id
 
 
@@ -92,7 +88,7 @@ def study_page(session: Session, study_id: int, principal: Principal) -> StudyPa
     """A study, its job summary and its tumor burden; 404 for another tenant's."""
     study = studies_service.study_out(session, study_id, principal)
     job = jobs_service.get_job_or_404(session, study.job_id, principal)
-    summary = jobs_service.job_summary(job, jobs_repo.study_counts(session, job.id))
+    summary = jobs_service.job_summary(job, status.study_counts(session, job.id))
     return StudyPage(study=study, job=summary, burden=burden_rows(study.metrics))
 
 

@@ -65,14 +65,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _scan(args: argparse.Namespace) -> int:
-    from api.services.queue import QueueProducer
     from archive.scan import ScanError, scan_archive
-    from config.embedded import broker_url
     from config.settings import get_settings
+    from core.dispatch import Dispatcher
 
     settings = get_settings()
-    producer = None if args.dry_run else QueueProducer(settings, broker_url(settings))
-    send = None if producer is None else producer.send_chunks
+    dispatcher = None if args.dry_run else Dispatcher(settings)
     try:
         report = scan_archive(
             settings,
@@ -80,14 +78,14 @@ def _scan(args: argparse.Namespace) -> int:
             since=args.since,
             dry_run=args.dry_run,
             reprocess_model=args.reprocess_model,
-            send=send,
+            dispatcher=dispatcher,
         )
     except ScanError as exc:
         print(f"tumorseg archive scan: {exc}", file=sys.stderr)
         return 2
     finally:
-        if producer is not None:
-            producer.close()
+        if dispatcher is not None:
+            dispatcher.close()
     if report.locked:
         print("another archive scan is running: nothing submitted")
         return 1

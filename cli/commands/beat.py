@@ -12,12 +12,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run beat until stopped (the scan itself runs on a worker, on the nightly queue)."""
-    from config.embedded import broker_url
     from config.settings import get_settings
-    from worker.celery_app import beat_config, create_celery_app
+    from core.dispatch import beat_config, celery_app
 
     settings = get_settings()
-    app = create_celery_app(settings, broker_url(settings), include_tasks=False)
+    app = celery_app(settings)
     app.conf.update(beat_config(settings))
     if args.print_schedule:
         zone = settings.archive_timezone or "local time"

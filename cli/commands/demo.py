@@ -65,8 +65,8 @@ def _demo_key(db_url: str) -> str:
 def run(args: argparse.Namespace) -> int:
     """Run the demo; 0 when every sample study succeeded."""
     from cli import client
-    from config.embedded import start_embedded_redis, stop_embedded_redis
     from config.settings import get_settings
+    from core.broker import start_embedded_redis, stop_embedded_redis
 
     settings = get_settings()
     var_dir = settings.var_dir.resolve()

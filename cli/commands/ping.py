@@ -33,10 +33,9 @@ def run(args: argparse.Namespace) -> int:
     elif args.target == "beat":
         ok = _beat_alive(settings, args.timeout)
     else:
-        from config.embedded import broker_url
-        from worker.celery_app import create_celery_app
+        from core.dispatch import celery_app
 
-        app = create_celery_app(settings, broker_url(settings), include_tasks=False)
+        app = celery_app(settings)
         replies = app.control.ping(
             destination=[f"tumorseg@{socket.gethostname()}"], timeout=args.timeout
         )
@@ -49,7 +48,7 @@ def _beat_alive(settings: Settings, timeout: float) -> bool:
     """Beat has written its schedule file and the broker it sends to answers."""
     import redis
 
-    from config.embedded import broker_url, redis_py_url
+    from core.broker import broker_url, redis_py_url
 
     if not any(settings.var_dir.glob("celerybeat-schedule*")):
         return False

@@ -17,22 +17,20 @@ def run(args: argparse.Namespace) -> int:
     import json
     import time
 
-    from config.embedded import broker_url
     from config.settings import get_settings
+    from core.dispatch import Dispatcher
     from db.migrate import upgrade_to_head
-    from worker.celery_app import create_celery_app
-    from worker.reaper import celery_queue_depth, celery_sender, reap
+    from worker.reaper import reap
 
     settings = get_settings()
     upgrade_to_head(settings.sqlalchemy_url)
-    app = create_celery_app(settings, broker_url(settings), include_tasks=False)
-    send, depth = celery_sender(app), celery_queue_depth(app)
+    dispatcher = Dispatcher(settings)
     try:
         while True:
-            report = reap(settings, send, queue_depth=depth)
+            report = reap(settings, dispatcher)
             print(json.dumps(report.as_dict()), flush=True)
             if args.every is None:
                 return 0
             time.sleep(args.every)
     finally:
-        app.close()
+        dispatcher.close()

@@ -20,10 +20,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Upgrade the database, then run the worker until stopped."""
-    from config.embedded import broker_url
     from config.settings import get_settings
+    from core.dispatch import celery_app
     from db.migrate import upgrade_to_head
-    from worker.celery_app import create_celery_app
     from worker.recovery import install
 
     if args.concurrency:
@@ -36,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     upgrade_to_head(settings.sqlalchemy_url)
     # order matters: with queue_order_strategy=priority the first queue is served first
     queues = args.queues or f"{settings.interactive_queue},{settings.nightly_queue}"
-    app = create_celery_app(settings, broker_url(settings))
+    app = celery_app(settings, include=["worker.tasks"])
     install(app, settings)  # recovery at start-up and every reap_interval seconds
     app.worker_main(
         [

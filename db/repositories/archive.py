@@ -155,14 +155,6 @@ def add_study(session: Session, job_id: int, position: int, filename: str, png: 
     return study
 
 
-def delete_job(session: Session, job_id: int) -> None:
-    """Delete a job with its studies and their archive entries (a job never sent)."""
-    job = session.get(Job, job_id)
-    if job is not None:
-        session.delete(job)
-        session.flush()
-
-
 def submitted_paths(session: Session, roots: Sequence[str]) -> dict[tuple[str, str], datetime]:
     """(root, path) of every archive entry under ``roots`` -> when it was last submitted."""
     stmt = (

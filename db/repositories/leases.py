@@ -1,10 +1,9 @@
-"""Leases on running studies: who holds them and until when, renewal, and recovery.
+"""Leases on running studies: who holds them and until when, renewal, and which lapsed.
 
 A worker that claims a study records a lease on it: its identity (``node:pid``) and an
 expiry a little ahead. A heartbeat renews the lease while the chunk runs, so a study
 whose lease lapsed was held by a worker that died (or lost the database for longer than
-the lease). Recovery puts such studies back to queued; the job's lock serialises it with
-the workers' claims and stores.
+the lease). Recovery puts such studies back to queued (``db/status.py::requeue``).
 """
 
 from __future__ import annotations
@@ -47,7 +46,7 @@ def renew(session: Session, study_ids: Sequence[int], owner: str, expires_at: da
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
-def _recoverable(now: datetime, started_before: datetime, node: str | None) -> ColumnElement[bool]:
+def lapsed(now: datetime, started_before: datetime, node: str | None) -> ColumnElement[bool]:
     """Running studies nobody holds any more: the lease lapsed, or it belongs to ``node``
     (a worker node that just started, so whatever it held belongs to its previous life),
     or (rows claimed before leases existed) no lease and running since ``started_before``."""
@@ -69,61 +68,12 @@ def recoverable(
     node: str | None = None,
     limit: int = 10_000,
 ) -> dict[int, str | None]:
-    """Running studies whose worker is gone (see :func:`_recoverable`): id -> the lease
+    """Running studies whose worker is gone (see :func:`lapsed`): id -> the lease
     owner that held them (None for rows without a lease)."""
     stmt = (
         select(Study.id, Study.lease_owner)
-        .where(_recoverable(now, started_before, node))
+        .where(lapsed(now, started_before, node))
         .order_by(Study.id)
         .limit(limit)
     )
     return {int(i): owner for i, owner in session.execute(stmt)}
-
-
-def requeue(
-    session: Session,
-    study_ids: Sequence[int],
-    now: datetime,
-    started_before: datetime,
-    node: str | None = None,
-) -> list[int]:
-    """Put back to queued the studies among ``study_ids`` that are still recoverable.
-
-    The conditions are checked again in the UPDATE, so a study a worker finished or whose
-    lease was renewed meanwhile is left alone, and of two recovery passes only one takes
-    a study back. ``attempts`` is kept (the delivery cap still counts these tries) and
-    ``requeues`` counts one more.
-
-    Returns:
-        The ids re-queued by this call.
-    """
-    if not study_ids:
-        return []
-    rows = session.execute(
-        update(Study)
-        .where(Study.id.in_(list(study_ids)), _recoverable(now, started_before, node))
-        .values(
-            status=StudyStatus.QUEUED,
-            started_at=None,
-            lease_owner=None,
-            lease_expires_at=None,
-            requeues=Study.requeues + 1,
-        )
-        .returning(Study.id)
-        .execution_options(synchronize_session=False)
-    )
-    ids = sorted(int(i) for i in rows.scalars())
-    session.expire_all()
-    return ids
-
-
-def count_resent(session: Session, study_ids: Sequence[int]) -> None:
-    """Count one more re-send on queued studies whose task message was lost."""
-    if study_ids:
-        session.execute(
-            update(Study)
-            .where(Study.id.in_(list(study_ids)), Study.status == StudyStatus.QUEUED)
-            .values(requeues=Study.requeues + 1)
-            .execution_options(synchronize_session=False)
-        )
-        session.expire_all()

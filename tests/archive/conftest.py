@@ -10,9 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from api.services.queue import QueueProducer
-from archive.scan import Send
 from config.settings import Settings
+from core.dispatch import Dispatcher
 from tests.conftest import png_bytes
 
 #: Volume size (RAS+: x towards the patient's right, y anterior, z superior) and voxels.
@@ -133,8 +132,8 @@ def archive_settings(settings: Settings, archive_root: Path) -> Settings:
 
 
 @pytest.fixture
-def send(archive_settings: Settings) -> Iterator[Send]:
-    """Chunks go to the real Redis through the API's producer."""
-    producer = QueueProducer(archive_settings, archive_settings.redis_url or "")
-    yield producer.send_chunks
-    producer.close()
+def dispatcher(archive_settings: Settings) -> Iterator[Dispatcher]:
+    """Chunks go to the real Redis."""
+    dispatcher = Dispatcher(archive_settings)
+    yield dispatcher
+    dispatcher.close()

@@ -14,9 +14,10 @@ import redis
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from archive.scan import Send, scan_archive
+from archive.scan import scan_archive
 from cli.main import main
 from config.settings import Settings, get_settings
+from core.dispatch import Dispatcher
 from db.models import StudyStatus
 from db.repositories import jobs as jobs_repo
 from db.repositories import studies as studies_repo
@@ -61,13 +62,13 @@ def test_dry_run_prints_count_and_list_and_submits_nothing(
 def test_report_lists_the_nights_studies_with_flags(
     archive_settings: Settings,
     archive_root: Path,
-    send: Send,
+    dispatcher: Dispatcher,
     cli_env: None,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     for name in ("lesion.png", "clean.png", "failed.png"):
         (archive_root / name).write_bytes(unique_png())
-    report = scan_archive(archive_settings, send=send)
+    report = scan_archive(archive_settings, dispatcher=dispatcher)
     ids = _study_ids(archive_settings, report.job_id or 0)
     _finish(archive_settings, ids, report.model_version or "")
 
@@ -109,19 +110,17 @@ def _finish(settings: Settings, ids: dict[str, int], version: str) -> None:
     """Store outcomes as the worker would (see worker.segmentation._store)."""
     with session_scope(settings.sqlalchemy_url) as session:
         for name, lesions, largest in (("lesion.png", 2, 40), ("clean.png", 0, 0)):
-            studies_repo.upsert_result(
-                session,
-                {
-                    "study_id": ids[name],
-                    "model_version": version,
-                    "mask_png": unique_png(),
-                    "height": 300,
-                    "width": 400,
-                    "tumor_pixels": 55 if lesions else 0,
-                    "lesions": lesions,
-                    "largest_lesion_px": largest,
-                },
-            )
+            result = {
+                "study_id": ids[name],
+                "model_version": version,
+                "mask_png": unique_png(),
+                "height": 300,
+                "width": 400,
+                "tumor_pixels": 55 if lesions else 0,
+                "lesions": lesions,
+                "largest_lesion_px": largest,
+            }
+            studies_repo.upsert_results(session, [result])
             study = studies_repo.get_study(session, ids[name])
             assert study is not None
             study.status = StudyStatus.SUCCEEDED

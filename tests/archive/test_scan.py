@@ -12,11 +12,11 @@ import redis
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 
-from api.services.queue import QueueProducer
 from archive.lock import SCAN_LOCK_KEY, redis_lock
-from archive.scan import ScanError, Send, scan_archive
+from archive.scan import scan_archive
 from config.settings import Settings
 from core.current_model import current_model
+from core.dispatch import Dispatcher
 from db.models import ArchiveEntry, Job, JobSource, ModelVersion, Study, StudyStatus
 from db.repositories import archive as archive_repo
 from db.repositories import model_versions as models_repo
@@ -43,10 +43,10 @@ def _queued(settings: Settings) -> int:
 
 
 def test_scan_submits_new_studies_once_and_then_only_what_was_added(
-    archive_settings: Settings, archive_root: Path, send: Send
+    archive_settings: Settings, archive_root: Path, dispatcher: Dispatcher
 ) -> None:
     _populate(archive_root)
-    first = scan_archive(archive_settings, send=send)
+    first = scan_archive(archive_settings, dispatcher=dispatcher)
     assert first.job_id is not None and first.submitted == 3
     assert sorted(p.kind for p in first.planned) == ["dicom", "nifti", "png"]
     skipped = {Path(p.path).name for p in first.problems}
@@ -62,37 +62,37 @@ def test_scan_submits_new_studies_once_and_then_only_what_was_added(
         assert {e.model_version for e in entries} == {first.model_version}
         assert {e.path for e in entries} == {"mip.png", "ward/pet.nii.gz", "ward/series"}
 
-    second = scan_archive(archive_settings, send=send)
+    second = scan_archive(archive_settings, dispatcher=dispatcher)
     assert second.job_id is None and second.submitted == 0 and second.planned == []
     assert second.already_done == 3 and _queued(archive_settings) == 1
 
     (archive_root / "ward" / "later.png").write_bytes(unique_png())
-    third = scan_archive(archive_settings, send=send)
+    third = scan_archive(archive_settings, dispatcher=dispatcher)
     assert third.submitted == 1 and [p.path for p in third.planned] == ["ward/later.png"]
     assert _queued(archive_settings) == 2
 
 
 def test_unchanged_paths_are_not_read_again_and_changed_ones_are(
-    archive_settings: Settings, archive_root: Path, send: Send
+    archive_settings: Settings, archive_root: Path, dispatcher: Dispatcher
 ) -> None:
     (archive_root / "kept.png").write_bytes(unique_png())
     (archive_root / "edited.png").write_bytes(unique_png())
-    assert scan_archive(archive_settings, send=send).submitted == 2
+    assert scan_archive(archive_settings, dispatcher=dispatcher).submitted == 2
     kept = archive_root / "kept.png"
     stat = kept.stat()
     kept.write_bytes(b"unreadable garbage")  # would be reported if it were read again
     os.utime(kept, (stat.st_atime, stat.st_mtime))
     (archive_root / "edited.png").write_bytes(unique_png())  # new content, new mtime
-    report = scan_archive(archive_settings, send=send)
+    report = scan_archive(archive_settings, dispatcher=dispatcher)
     assert [p.path for p in report.planned] == ["edited.png"] and report.problems == []
     assert report.already_done == 1
 
 
 def test_the_database_refuses_a_second_entry_of_one_hash_and_version(
-    archive_settings: Settings, archive_root: Path, send: Send
+    archive_settings: Settings, archive_root: Path, dispatcher: Dispatcher
 ) -> None:
     (archive_root / "once.png").write_bytes(unique_png())
-    report = scan_archive(archive_settings, send=send)
+    report = scan_archive(archive_settings, dispatcher=dispatcher)
     planned = report.planned[0]
     with pytest.raises(IntegrityError), session_scope(archive_settings.sqlalchemy_url) as session:
         job_id = report.job_id or 0
@@ -104,21 +104,21 @@ def test_the_database_refuses_a_second_entry_of_one_hash_and_version(
 
 
 def test_reprocess_model_requeues_old_results_with_the_promoted_model(
-    archive_settings: Settings, archive_root: Path, send: Send, tmp_path: Path
+    archive_settings: Settings, archive_root: Path, dispatcher: Dispatcher, tmp_path: Path
 ) -> None:
     _populate(archive_root)
-    first = scan_archive(archive_settings, send=send)
+    first = scan_archive(archive_settings, dispatcher=dispatcher)
     old = f"attention-unet-old-{secrets.token_hex(4)}"  # what segmented them back then
     with session_scope(archive_settings.sqlalchemy_url) as session:
         for study in session.scalars(select(Study).where(Study.job_id == first.job_id)):
             # what a worker of the old model stored (see worker.segmentation)
-            studies_repo.upsert_result(session, _result(study.id, old))
+            studies_repo.upsert_results(session, [_result(study.id, old)])
             study.status = StudyStatus.SUCCEEDED
     new = _promote_tiny_artifact(archive_settings, tmp_path)
     try:
-        plain = scan_archive(archive_settings, send=send)
+        plain = scan_archive(archive_settings, dispatcher=dispatcher)
         assert plain.model_version == new and plain.submitted == 0  # nothing is new
-        again = scan_archive(archive_settings, send=send, reprocess_model=old)
+        again = scan_archive(archive_settings, dispatcher=dispatcher, reprocess_model=old)
         assert again.submitted == 3 and again.model_version == new
         assert {p.reason for p in again.planned} == {f"reprocess {old}"}
         with session_scope(archive_settings.sqlalchemy_url) as session:
@@ -130,7 +130,7 @@ def test_reprocess_model_requeues_old_results_with_the_promoted_model(
                 assert entry.model_version == new
                 same = archive_repo.study_input(session, olds[entry.content_hash])
                 assert archive_repo.study_input(session, entry.study_id) == same
-        once_more = scan_archive(archive_settings, send=send, reprocess_model=old)
+        once_more = scan_archive(archive_settings, dispatcher=dispatcher, reprocess_model=old)
         assert once_more.submitted == 0  # never twice for the current model
     finally:
         with session_scope(archive_settings.sqlalchemy_url) as session:
@@ -139,7 +139,7 @@ def test_reprocess_model_requeues_old_results_with_the_promoted_model(
 
 
 def test_dry_run_submits_nothing(
-    archive_settings: Settings, archive_root: Path, send: Send
+    archive_settings: Settings, archive_root: Path, dispatcher: Dispatcher
 ) -> None:
     _populate(archive_root)
     report = scan_archive(archive_settings, dry_run=True)
@@ -152,7 +152,7 @@ def test_dry_run_submits_nothing(
 
 
 def test_a_held_lock_makes_a_second_scan_do_nothing(
-    archive_settings: Settings, archive_root: Path, send: Send
+    archive_settings: Settings, archive_root: Path, dispatcher: Dispatcher
 ) -> None:
     (archive_root / "locked.png").write_bytes(unique_png())
     url = archive_settings.redis_url or ""
@@ -160,24 +160,9 @@ def test_a_held_lock_makes_a_second_scan_do_nothing(
         assert held
         with redis_lock(url, SCAN_LOCK_KEY, 60) as other:
             assert not other  # SET NX: a second beat's scan cannot take it
-        report = scan_archive(archive_settings, send=send)
+        report = scan_archive(archive_settings, dispatcher=dispatcher)
         assert report.locked and report.job_id is None and _queued(archive_settings) == 0
-    assert scan_archive(archive_settings, send=send).submitted == 1  # released
-
-
-def test_broker_down_keeps_nothing_so_the_next_scan_retries(
-    archive_settings: Settings, archive_root: Path, send: Send
-) -> None:
-    (archive_root / "retry.png").write_bytes(unique_png())
-    dead = archive_settings.model_copy(update={"redis_url": "redis://127.0.0.1:1/0"})
-    producer = QueueProducer(dead, "redis://127.0.0.1:1/0")
-    try:
-        with pytest.raises(ScanError, match="broker unavailable"):
-            scan_archive(archive_settings, send=producer.send_chunks)
-    finally:
-        producer.close()
-    report = scan_archive(archive_settings, send=send)
-    assert report.submitted == 1 and _queued(archive_settings) == 1
+    assert scan_archive(archive_settings, dispatcher=dispatcher).submitted == 1  # released
 
 
 def _entries(session: object, job_id: int | None) -> list[ArchiveEntry]:

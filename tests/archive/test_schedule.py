@@ -8,8 +8,8 @@ from zoneinfo import ZoneInfo
 
 from celery.utils.time import timezone as celery_timezone
 
-from config.settings import ARCHIVE_SCAN_TASK_NAME, SEGMENT_TASK_NAME, Settings
-from worker.celery_app import beat_config, create_celery_app
+from config.settings import Settings
+from core.dispatch import ARCHIVE_SCAN_TASK, SEGMENT_TASK, beat_config, celery_app
 
 
 def _settings(**values: Any) -> Settings:
@@ -17,8 +17,8 @@ def _settings(**values: Any) -> Settings:
 
 
 def _beat_app(**values: Any) -> Any:
-    settings = _settings(**values)
-    app = create_celery_app(settings, "redis://127.0.0.1:6379/15", include_tasks=False)
+    settings = _settings(redis_url="redis://127.0.0.1:6379/15", **values)
+    app = celery_app(settings)
     app.conf.update(beat_config(settings))
     return app
 
@@ -26,7 +26,7 @@ def _beat_app(**values: Any) -> Any:
 def test_the_scan_runs_at_the_cron_in_the_archive_time_zone() -> None:
     app = _beat_app(archive_cron="30 1 * * 1-5", archive_timezone="Pacific/Auckland")
     entry = app.conf.beat_schedule["nightly-archive-scan"]
-    assert entry["task"] == ARCHIVE_SCAN_TASK_NAME
+    assert entry["task"] == ARCHIVE_SCAN_TASK
     schedule = entry["schedule"]
     schedule.app = app
     assert app.timezone == ZoneInfo("Pacific/Auckland")
@@ -46,11 +46,11 @@ def test_without_a_zone_the_machine_local_time_is_used() -> None:
 
 
 def test_the_scan_task_is_acked_on_receipt_with_its_own_time_limit() -> None:
-    settings = _settings(archive_scan_time_limit=7200)
-    app = create_celery_app(settings, "redis://127.0.0.1:6379/15")
+    settings = _settings(archive_scan_time_limit=7200, redis_url="redis://127.0.0.1:6379/15")
+    app = celery_app(settings, include=["worker.tasks"])
     app.loader.import_default_modules()
-    scan = app.tasks[ARCHIVE_SCAN_TASK_NAME]
+    scan = app.tasks[ARCHIVE_SCAN_TASK]
     assert scan.acks_late is False  # never redelivered: the next night scans again
     assert scan.time_limit == 7200 and scan.soft_time_limit < 7200
-    chunk = app.tasks[SEGMENT_TASK_NAME]
+    chunk = app.tasks[SEGMENT_TASK]
     assert chunk.acks_late is True and chunk.time_limit == settings.task_time_limit

@@ -25,11 +25,11 @@ from sqlalchemy import Engine, select, text
 from sqlalchemy.exc import OperationalError
 
 from config.settings import Settings
+from core.dispatch import Dispatcher
 from db.models import Job, Study, StudyStatus
 from db.session import session_scope
 from tests.conftest import REPO_ROOT, bearer, patient_files, settings_env, throwaway_pg_database
-from worker.celery_app import create_celery_app
-from worker.reaper import Sender, celery_sender, reap
+from worker.reaper import reap
 
 pytestmark = pytest.mark.chaos
 
@@ -255,11 +255,11 @@ def fleet(chaos_settings: Settings, tmp_path: Path) -> Iterator[Fleet]:
 
 
 @pytest.fixture(scope="session")
-def reaper_sender(chaos_settings: Settings) -> Iterator[Sender]:
-    """Publishes the reaper's tasks to the chaos Redis (what the beat-run task does)."""
-    app = create_celery_app(chaos_settings, chaos_settings.redis_url or "", include_tasks=False)
-    yield celery_sender(app)
-    app.close()
+def reaper_dispatcher(chaos_settings: Settings) -> Iterator[Dispatcher]:
+    """Sends the reaper's tasks to the chaos Redis (what the beat-run task does)."""
+    dispatcher = Dispatcher(chaos_settings)
+    yield dispatcher
+    dispatcher.close()
 
 
 # -- jobs --------------------------------------------------------------------------
@@ -300,7 +300,7 @@ def job_status(settings: Settings, job_id: int) -> str | None:
 
 
 def wait_finished(
-    settings: Settings, job_id: int, fleet: Fleet, send: Sender, timeout: float
+    settings: Settings, job_id: int, fleet: Fleet, dispatcher: Dispatcher, timeout: float
 ) -> dict[int, StudyStatus]:
     """Run reaper passes (as beat would) until no study is queued or running."""
     deadline = time.monotonic() + timeout
@@ -313,7 +313,7 @@ def wait_finished(
             return current
         if time.monotonic() > next_reap:
             with contextlib.suppress(OperationalError):  # the database may be cut off
-                reap(settings, send)
+                reap(settings, dispatcher)
             next_reap = time.monotonic() + 2
         if time.monotonic() > deadline:
             counts = {s: list((current or {}).values()).count(s) for s in StudyStatus}

@@ -20,11 +20,12 @@ import redis
 from sqlalchemy import func, select
 
 from config.settings import Settings
+from core.dispatch import Dispatcher
 from db.models import Job, Study, StudyStatus, utcnow
 from db.session import session_scope
 from tests.chaos.conftest import _free_port, create_key, study_files
 from tests.conftest import REPO_ROOT, settings_env
-from worker.reaper import Sender, reap
+from worker.reaper import reap
 
 pytestmark = pytest.mark.chaos
 
@@ -116,7 +117,7 @@ def test_api_killed_in_mid_upload_leaves_no_job(chaos_settings: Settings, api: A
 
 
 def test_api_killed_around_the_commit_leaves_no_job_stuck(
-    chaos_settings: Settings, api: ApiProcess, reaper_sender: Sender
+    chaos_settings: Settings, api: ApiProcess, reaper_dispatcher: Dispatcher
 ) -> None:
     settings = chaos_settings
     redis.Redis.from_url(settings.redis_url or "").delete(settings.interactive_queue)
@@ -132,10 +133,13 @@ def test_api_killed_around_the_commit_leaves_no_job_stuck(
     created = sorted(set(_jobs(settings)) - before)
 
     # A job is either absent, or its queued studies are in Redis, or (the API died between
-    # its commit and the enqueue) the reaper sends them once the job has been idle.
-    idle = settings.model_copy(update={"reap_queued_after": 60})
-    reap(idle, reaper_sender, now=utcnow() + timedelta(seconds=61))
+    # its commit and the enqueue) the reaper sends them once the job has been idle and the
+    # queue has run dry (here: taken off it, as a worker would take them).
     in_redis = _queued_in_redis(settings)
+    redis.Redis.from_url(settings.redis_url or "").delete(settings.interactive_queue)
+    idle = settings.model_copy(update={"reap_queued_after": 60})
+    reap(idle, reaper_dispatcher, now=utcnow() + timedelta(seconds=61))
+    in_redis |= _queued_in_redis(settings)
     with session_scope(settings.sqlalchemy_url) as session:
         for job_id in created:
             rows = session.execute(select(Study.id, Study.status).where(Study.job_id == job_id))

@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 
 from api.app import create_app
 from config.settings import Settings
+from core.dispatch import Dispatcher
 from db.models import Result, StudyStatus
 from db.session import dispose_engines, session_scope
 from tests.chaos.conftest import (
@@ -22,7 +23,6 @@ from tests.chaos.conftest import (
     study_files,
     wait_finished,
 )
-from worker.reaper import Sender
 
 pytestmark = pytest.mark.chaos
 
@@ -61,7 +61,7 @@ def _assert_exactly_once(settings: Settings, final: dict[int, StudyStatus]) -> N
 
 
 def test_redis_restart_in_mid_job_and_the_job_completes(
-    chaos_settings: Settings, chaos_redis: RedisServer, fleet: Fleet, reaper_sender: Sender
+    chaos_settings: Settings, chaos_redis: RedisServer, fleet: Fleet, reaper_dispatcher: Dispatcher
 ) -> None:
     worker = fleet.start()
     job_id = _submit(chaos_settings, STUDIES)
@@ -75,14 +75,14 @@ def test_redis_restart_in_mid_job_and_the_job_completes(
     # timeout: the reaper's pass over idle queued studies is what sends those again (seen
     # once in CI: 4 studies left queued). Here the job counts as idle after 10 s.
     reaping = chaos_settings.model_copy(update={"reap_queued_after": 10})
-    final = wait_finished(reaping, job_id, fleet, reaper_sender, timeout=120)
+    final = wait_finished(reaping, job_id, fleet, reaper_dispatcher, timeout=120)
     _assert_exactly_once(chaos_settings, final)
     assert restart_at < STUDIES, "the restart came after the job: no fault was injected"
     assert worker.proc.poll() is None, "the worker died with Redis instead of reconnecting"
 
 
 def test_database_unavailable_for_seconds_tasks_retry_and_the_job_completes(
-    chaos_settings: Settings, chaos_db: ChaosDatabase, fleet: Fleet, reaper_sender: Sender
+    chaos_settings: Settings, chaos_db: ChaosDatabase, fleet: Fleet, reaper_dispatcher: Dispatcher
 ) -> None:
     worker = fleet.start()
     job_id = _submit(chaos_settings, STUDIES)
@@ -96,7 +96,7 @@ def test_database_unavailable_for_seconds_tasks_retry_and_the_job_completes(
         chaos_db.unblock()
         dispose_engines()  # this process's pooled connections were terminated too
 
-    final = wait_finished(chaos_settings, job_id, fleet, reaper_sender, timeout=150)
+    final = wait_finished(chaos_settings, job_id, fleet, reaper_dispatcher, timeout=150)
     _assert_exactly_once(chaos_settings, final)
     log = worker.log.read_text(errors="replace")
     assert "database error, retrying" in log  # the outage hit a task, which retried

@@ -16,10 +16,10 @@ from sqlalchemy import select
 
 from api.app import create_app
 from config.settings import Settings
+from core.dispatch import Dispatcher
 from db.models import Study, StudyStatus
 from db.session import session_scope
 from tests.chaos.conftest import Fleet, create_key, study_files, wait_finished
-from worker.reaper import Sender
 
 pytestmark = pytest.mark.chaos
 
@@ -35,7 +35,7 @@ def _large_study(png: bytes) -> bytes:
 
 
 def test_a_study_that_kills_its_worker_fails_alone_and_its_chunk_is_done(
-    chaos_settings: Settings, fleet: Fleet, reaper_sender: Sender
+    chaos_settings: Settings, fleet: Fleet, reaper_dispatcher: Dispatcher
 ) -> None:
     settings = chaos_settings
     files = study_files(8)  # two chunks of 4
@@ -67,7 +67,7 @@ def test_a_study_that_kills_its_worker_fails_alone_and_its_chunk_is_done(
             kills += 1
         time.sleep(0.02)
 
-    final = wait_finished(settings, job_id, fleet, reaper_sender, timeout=120)
+    final = wait_finished(settings, job_id, fleet, reaper_dispatcher, timeout=120)
     with session_scope(settings.sqlalchemy_url) as session:
         rows = session.execute(
             select(Study.id, Study.status, Study.attempts, Study.error).where(

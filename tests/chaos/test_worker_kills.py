@@ -10,10 +10,11 @@ from sqlalchemy import func, select
 
 from api.app import create_app
 from config.settings import Settings
+from core.dispatch import Dispatcher
 from db.models import Result, Study, StudyStatus
 from db.session import session_scope
 from tests.chaos.conftest import Fleet, Worker, create_key, study_files, wait_finished
-from worker.reaper import Sender, reap
+from worker.reaper import reap
 
 pytestmark = pytest.mark.chaos
 
@@ -29,7 +30,7 @@ def _running(settings: Settings, ids: list[int]) -> bool:
 
 
 def test_ten_sigkilled_workers_lose_no_study_and_duplicate_no_result(
-    chaos_settings: Settings, fleet: Fleet, reaper_sender: Sender
+    chaos_settings: Settings, fleet: Fleet, reaper_dispatcher: Dispatcher
 ) -> None:
     settings = chaos_settings
     with TestClient(create_app(settings), headers=create_key(settings)) as client:
@@ -51,11 +52,11 @@ def test_ten_sigkilled_workers_lose_no_study_and_duplicate_no_result(
                 live.remove(worker)
                 live.append(fleet.start())  # a new worker each time
         if time.monotonic() > next_reap:
-            reap(settings, reaper_sender)  # what the beat-run reaper task does
+            reap(settings, reaper_dispatcher)  # what the beat-run reaper task does
             next_reap = time.monotonic() + 2
         time.sleep(0.03)
 
-    final = wait_finished(settings, job_id, fleet, reaper_sender, timeout=150)
+    final = wait_finished(settings, job_id, fleet, reaper_dispatcher, timeout=150)
 
     assert len(killed_chunks) == KILLS
     assert len(final) == STUDIES and set(final.values()) == {StudyStatus.SUCCEEDED}

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from config.embedded import redis_py_url, socket_url
 from config.settings import Settings
-from worker.celery_app import celery_config
+from core.broker import redis_py_url, socket_url
+from core.dispatch import celery_config
 
 
 def test_reads_tumorseg_prefixed_environment(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,10 +1,11 @@
-"""Repositories on both backends: job creation, status, cancellation, result upsert."""
+"""Repositories on both backends: job creation, result upsert, the job views' queries."""
 
 from __future__ import annotations
 
 import pytest
 from sqlalchemy import func, select
 
+from db import status
 from db.models import JobStatus, Result, StudyStatus
 from db.repositories import jobs as jobs_repo
 from db.repositories import model_versions as models_repo
@@ -34,7 +35,7 @@ def test_create_job_stores_studies_in_order_and_fails_bad_ones(db_url: str) -> N
         job = jobs_repo.get_job(session, job_id)
         assert job is not None and job.status is JobStatus.QUEUED
         assert [s.filename for s in job.studies] == ["s0.png", "s1.png", "s2.png", "bad0.png"]
-        counts = jobs_repo.study_counts(session, job_id)
+        counts = status.study_counts(session, job_id)
         assert counts[StudyStatus.QUEUED] == 3 and counts[StudyStatus.FAILED] == 1
         assert len(jobs_repo.queued_study_ids(session, job_id)) == 3
 
@@ -47,43 +48,14 @@ def test_job_of_only_bad_studies_is_failed_at_once(db_url: str) -> None:
         assert job.finished_at is not None
 
 
-def test_cancel_only_touches_queued_studies(db_url: str) -> None:
-    job_id = _job(db_url, n=3)
-    with session_scope(db_url) as session:
-        first = jobs_repo.get_job(session, job_id).studies[0]  # type: ignore[union-attr]
-        first.status = StudyStatus.RUNNING
-    with session_scope(db_url) as session:
-        assert jobs_repo.cancel_job(session, job_id) == 2
-    with session_scope(db_url) as session:
-        counts = jobs_repo.study_counts(session, job_id)
-        assert counts[StudyStatus.CANCELLED] == 2 and counts[StudyStatus.RUNNING] == 1
-        assert jobs_repo.get_job(session, job_id).status is JobStatus.RUNNING  # type: ignore[union-attr]
-
-
-@pytest.mark.parametrize(
-    ("counts", "expected"),
-    [
-        ({"succeeded": 2}, JobStatus.SUCCEEDED),
-        ({"succeeded": 1, "failed": 1}, JobStatus.PARTIALLY_FAILED),
-        ({"failed": 2}, JobStatus.FAILED),
-        ({"succeeded": 1, "cancelled": 1}, JobStatus.CANCELLED),
-        ({"queued": 1, "succeeded": 1}, JobStatus.QUEUED),
-        ({"running": 1}, JobStatus.RUNNING),
-    ],
-)
-def test_status_from_counts(counts: dict[str, int], expected: JobStatus) -> None:
-    full = {s: counts.get(s.value, 0) for s in StudyStatus}
-    assert jobs_repo.status_from_counts(full, JobStatus.QUEUED) is expected
-
-
 def test_result_upsert_is_idempotent_per_study_and_model_version(db_url: str) -> None:
     job_id = _job(db_url, n=1)
     with session_scope(db_url) as session:
         study_id = jobs_repo.queued_study_ids(session, job_id)[0]
-        studies_repo.upsert_result(session, _result(study_id, "v1", 0.5))
+        studies_repo.upsert_results(session, [_result(study_id, "v1", 0.5)])
     with session_scope(db_url) as session:  # a redelivered chunk writes the same key again
-        studies_repo.upsert_result(session, _result(study_id, "v1", 0.75))
-        studies_repo.upsert_result(session, _result(study_id, "v2", 0.25))
+        studies_repo.upsert_results(session, [_result(study_id, "v1", 0.75)])
+        studies_repo.upsert_results(session, [_result(study_id, "v2", 0.25)])
     with session_scope(db_url) as session:
         rows = session.execute(
             select(Result.model_version, Result.dice).where(Result.study_id == study_id)
@@ -101,7 +73,7 @@ def test_results_upserted_in_one_call_insert_update_and_keep_their_own_values(
     job_id = _job(db_url, n=3)
     with session_scope(db_url) as session:
         a, b, c = jobs_repo.queued_study_ids(session, job_id)
-        studies_repo.upsert_result(session, _result(a, "v1", 0.5))
+        studies_repo.upsert_results(session, [_result(a, "v1", 0.5)])
     no_dice = {k: v for k, v in _result(c, "v1", None).items() if k != "dice"}
     with session_scope(db_url) as session:
         studies_repo.upsert_results(
@@ -132,7 +104,7 @@ def test_dice_summary_averages_labelled_studies(db_url: str) -> None:
     with session_scope(db_url) as session:
         ids = jobs_repo.queued_study_ids(session, job_id)
         for study_id, dice in zip(ids, (0.2, 0.6, None), strict=True):
-            studies_repo.upsert_result(session, _result(study_id, "v1", dice))
+            studies_repo.upsert_results(session, [_result(study_id, "v1", dice)])
         for study in jobs_repo.get_job(session, job_id).studies:  # type: ignore[union-attr]
             study.status = StudyStatus.SUCCEEDED
     with session_scope(db_url) as session:

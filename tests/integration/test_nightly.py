@@ -13,16 +13,15 @@ from fastapi.testclient import TestClient
 from PIL import Image
 from sqlalchemy import select
 
-from api.services.queue import QueueProducer
 from archive.scan import scan_archive
-from config.settings import ARCHIVE_SCAN_TASK_NAME, Settings
+from config.settings import Settings
+from core.dispatch import ARCHIVE_SCAN_TASK, Dispatcher
 from db.models import ArchiveEntry, Study, StudyStatus
 from db.repositories import archive as archive_repo
 from db.session import session_scope
 from tests.archive.conftest import SPOT, expected_spot_pixel, pet_volume, unique_png, write_nifti
 from tests.conftest import WorkerProcess
 from tests.integration.conftest import wait_for_job
-from worker.celery_app import create_celery_app
 
 pytestmark = pytest.mark.integration
 
@@ -47,8 +46,9 @@ def test_scan_task_renders_a_pet_volume_and_the_worker_segments_it(
 ) -> None:
     name = f"pet_{secrets.token_hex(4)}.nii.gz"
     write_nifti(settings.archive_root_paths[0] / name, pet_volume())
-    app = create_celery_app(settings, settings.redis_url or "", include_tasks=False)
-    app.send_task(ARCHIVE_SCAN_TASK_NAME, queue=settings.nightly_queue)  # what beat sends
+    dispatcher = Dispatcher(settings)
+    dispatcher.app.send_task(ARCHIVE_SCAN_TASK, queue=settings.nightly_queue)  # what beat sends
+    dispatcher.close()
     _wait(lambda: _entry(settings, name) is not None, "the scan task submitted nothing", worker)
     study_id, job_id = _entry(settings, name) or (0, 0)
     job = wait_for_job(live_client, job_id, worker)
@@ -84,11 +84,11 @@ def test_interactive_jobs_overtake_a_large_nightly_job(
     folder.mkdir()
     for i in range(48):  # twelve chunks of four: more than the worker finishes meanwhile
         (folder / f"night_{i:02d}.png").write_bytes(unique_png())
-    producer = QueueProducer(settings, settings.redis_url or "")
+    dispatcher = Dispatcher(settings)
     try:
-        nightly = scan_archive(settings, roots=[folder], send=producer.send_chunks)
+        nightly = scan_archive(settings, roots=[folder], dispatcher=dispatcher)
     finally:
-        producer.close()
+        dispatcher.close()
     assert nightly.submitted == 48 and nightly.job_id is not None
 
     def statuses() -> dict[int, tuple[StudyStatus, datetime | None]]:

@@ -1,5 +1,5 @@
 """Fixtures shared by the reaper and lease tests: the test queue in the real Redis, a
-real Celery producer, and one segmentation service per module."""
+real dispatcher, and one segmentation service per module."""
 
 from __future__ import annotations
 
@@ -9,9 +9,8 @@ import pytest
 import redis
 
 from config.settings import Settings
-from worker.celery_app import create_celery_app
+from core.dispatch import Dispatcher
 from worker.predictor_cache import PredictorCache
-from worker.reaper import Sender, celery_sender
 from worker.segmentation import SegmentationService
 
 
@@ -27,11 +26,11 @@ def broker(settings: Settings, request: pytest.FixtureRequest) -> Iterator[redis
 
 
 @pytest.fixture
-def send(settings: Settings) -> Iterator[Sender]:
+def dispatcher(settings: Settings) -> Iterator[Dispatcher]:
     """A real Celery producer to the test Redis."""
-    app = create_celery_app(settings, settings.redis_url or "", include_tasks=False)
-    yield celery_sender(app)
-    app.close()
+    dispatcher = Dispatcher(settings)
+    yield dispatcher
+    dispatcher.close()
 
 
 @pytest.fixture(scope="module")

@@ -13,13 +13,14 @@ import redis
 from sqlalchemy import select, update
 
 from config.settings import Settings
+from core.dispatch import Dispatcher
+from db import status
 from db.models import UNFINISHED_STUDY, Job, Study, StudyStatus, utcnow
 from db.repositories import jobs as jobs_repo
-from db.repositories import leases as leases_repo
 from db.session import session_scope
 from tests.conftest import patient_files
 from worker.leases import Heartbeat, lease_owner
-from worker.reaper import Sender, reap
+from worker.reaper import reap
 from worker.segmentation import SegmentationService
 
 QUEUE = "tumorseg.test.leases"
@@ -87,13 +88,13 @@ def test_heartbeat_renews_only_its_own_running_leases(settings: Settings) -> Non
 
 
 def test_a_lapsed_lease_is_requeued_and_sent_once_and_a_live_one_is_left_alone(
-    settings: Settings, broker: redis.Redis, send: Sender
+    settings: Settings, broker: redis.Redis, dispatcher: Dispatcher
 ) -> None:
     ids = _job(settings, 3)
     _hold(settings, ids[:2], lease_owner("dead@host", 7), expires_in=-1)  # lapsed
     _hold(settings, ids[2:], lease_owner("alive@host", 8), expires_in=60)
 
-    report = reap(settings, send)
+    report = reap(settings, dispatcher)
 
     assert [i for i in report.requeued_running if i in ids] == ids[:2]
     assert report.holders[ids[0]] == "dead@host:7"
@@ -103,18 +104,18 @@ def test_a_lapsed_lease_is_requeued_and_sent_once_and_a_live_one_is_left_alone(
                for i in ids[:2])  # fmt: skip
     assert all(rows[i].requeues == 1 and rows[i].attempts == 1 for i in ids[:2])
     assert rows[ids[2]].status is StudyStatus.RUNNING and rows[ids[2]].requeues == 0
-    assert not set(ids) & set(reap(settings, send).requeued_running)  # taken back once
+    assert not set(ids) & set(reap(settings, dispatcher).requeued_running)  # taken back once
     assert _sent(broker) == [ids[:2]]
 
 
 def test_a_starting_node_takes_back_what_it_held_before_its_lease_lapses(
-    settings: Settings, broker: redis.Redis, send: Sender
+    settings: Settings, broker: redis.Redis, dispatcher: Dispatcher
 ) -> None:
     ids = _job(settings, 2)
     _hold(settings, ids[:1], lease_owner("restarted@host", 11), expires_in=60)
     _hold(settings, ids[1:], lease_owner("restarted@host2", 12), expires_in=60)  # other node
 
-    report = reap(settings, send, node="restarted@host")
+    report = reap(settings, dispatcher, node="restarted@host")
 
     assert [i for i in report.requeued_running if i in ids] == ids[:1]
     assert _sent(broker) == [ids[:1]]
@@ -126,18 +127,27 @@ def test_overlapping_passes_take_back_and_resend_a_study_once(settings: Settings
     _hold(settings, ids[:1], lease_owner("dead@host", 3), expires_in=-1)
     now = utcnow()
     long_ago = now - timedelta(days=1)
-    with session_scope(settings.sqlalchemy_url) as session:
-        assert leases_repo.requeue(session, ids, now, long_ago) == ids[:1]
-    with session_scope(settings.sqlalchemy_url) as session:  # the second pass: too late
-        assert leases_repo.requeue(session, ids, now, long_ago) == []
+    with session_scope(settings.sqlalchemy_url) as session:  # both passes found ids[0] lost
         job_id = session.scalars(select(Study.job_id).where(Study.id == ids[0])).one()
+        first = status.requeue(
+            session, ids, {}, now=now, started_before=long_ago, idle_before=long_ago
+        )
+        assert first.requeued == ids[:1] and first.to_send == [(ids[0], QUEUE)]
+    with session_scope(settings.sqlalchemy_url) as session:  # the second pass: too late
+        second = status.requeue(
+            session, ids, {}, now=now, started_before=long_ago, idle_before=long_ago
+        )
+        assert second.requeued == [] and second.to_send == []
         job = session.get(Job, job_id)
         assert job is not None
         job.updated_at = now - timedelta(hours=1)
+    idle, times = {job_id: ids}, {"now": now, "started_before": long_ago, "idle_before": now}
     with session_scope(settings.sqlalchemy_url) as session:  # both found the job idle
-        assert jobs_repo.lock_job_if_idle(session, job_id, now) is not None
+        first = status.requeue(session, [], idle, **times)
+        assert [i for i, _ in first.to_send] == ids and first.resent == ids
     with session_scope(settings.sqlalchemy_url) as session:
-        assert jobs_repo.lock_job_if_idle(session, job_id, now) is None  # only one re-sends
+        second = status.requeue(session, [], idle, **times)
+        assert second.to_send == [] and second.resent == []  # only one re-sends
 
 
 def test_a_claim_skips_studies_another_live_worker_holds_and_takes_a_dead_process_s(

@@ -12,12 +12,12 @@ import redis
 from sqlalchemy import func, select
 
 from config.settings import Settings
+from core.dispatch import Dispatcher
 from db.models import Job, Result, Study, StudyStatus, utcnow
 from db.repositories import jobs as jobs_repo
 from db.session import session_scope
 from tests.conftest import REPO_ROOT, patient_files, settings_env
-from worker.celery_app import create_celery_app
-from worker.reaper import Sender, celery_queue_depth, reap
+from worker.reaper import reap
 from worker.segmentation import SegmentationService
 
 QUEUE = "tumorseg.test.reaper"
@@ -53,14 +53,14 @@ def _statuses(settings: Settings, ids: list[int]) -> dict[int, StudyStatus]:
 
 
 def test_studies_stuck_running_are_requeued_and_sent_then_finish_once(
-    settings: Settings, broker: redis.Redis, send: Sender, service: SegmentationService
+    settings: Settings, broker: redis.Redis, dispatcher: Dispatcher, service: SegmentationService
 ) -> None:
     _job_id, ids = _job(settings, 6)
     stuck, fresh = ids[:5], ids[5:]
     _die_after_claim(settings, stuck, hours_ago=3)  # past reap_after (2 h by default)
     _die_after_claim(settings, fresh, hours_ago=0.1)  # may still be running: left alone
 
-    report = reap(settings, send)
+    report = reap(settings, dispatcher)
 
     mine = set(ids)  # the session database may hold other tests' rows
     assert [i for i in report.requeued_running if i in mine] == stuck
@@ -69,7 +69,7 @@ def test_studies_stuck_running_are_requeued_and_sent_then_finish_once(
     statuses = _statuses(settings, ids)
     assert all(statuses[i] is StudyStatus.QUEUED for i in stuck)
     assert statuses[fresh[0]] is StudyStatus.RUNNING
-    assert not mine & set(reap(settings, send).requeued_running)  # nothing stuck any more
+    assert not mine & set(reap(settings, dispatcher).requeued_running)  # nothing stuck any more
 
     for chunk in _sent_chunks(broker):  # what a worker does with the re-sent tasks
         assert sorted(service.run_chunk(chunk).succeeded) == chunk
@@ -82,7 +82,7 @@ def test_studies_stuck_running_are_requeued_and_sent_then_finish_once(
 
 
 def test_queued_studies_of_an_idle_job_are_sent_again(
-    settings: Settings, broker: redis.Redis, send: Sender
+    settings: Settings, broker: redis.Redis, dispatcher: Dispatcher
 ) -> None:
     # the API committed the job and died before the enqueue: no message exists
     job_id, ids = _job(settings, 3)
@@ -91,26 +91,28 @@ def test_queued_studies_of_an_idle_job_are_sent_again(
         assert job is not None
         job.updated_at = utcnow() - timedelta(seconds=settings.reap_queued_after + 60)
 
-    report = reap(settings, send)
+    report = reap(settings, dispatcher)
 
     assert [i for i in report.resent_queued if i in ids] == ids and _sent_chunks(broker) == [ids]
-    assert _sent_chunks(broker) == [ids] and not set(ids) & set(reap(settings, send).resent_queued)
+    assert _sent_chunks(broker) == [ids] and not set(ids) & set(
+        reap(settings, dispatcher).resent_queued
+    )
     disabled = settings.model_copy(update={"reap_queued_after": 0})
     with session_scope(settings.sqlalchemy_url) as session:
         job = session.get(Job, job_id)
         assert job is not None
         job.updated_at = utcnow() - timedelta(days=30)
-    assert not set(ids) & set(reap(disabled, send).resent_queued)
+    assert not set(ids) & set(reap(disabled, dispatcher).resent_queued)
     assert _sent_chunks(broker) == [ids]  # still only the one re-send
 
 
 def test_a_chunk_that_kills_every_worker_is_failed_after_max_deliveries(
-    settings: Settings, broker: redis.Redis, send: Sender, service: SegmentationService
+    settings: Settings, broker: redis.Redis, dispatcher: Dispatcher, service: SegmentationService
 ) -> None:
     job_id, ids = _job(settings, 2)
     for _ in range(settings.max_deliveries):  # each delivery claims, then the worker dies
         _die_after_claim(settings, ids, hours_ago=3)
-        assert [i for i in reap(settings, send).requeued_running if i in ids] == ids
+        assert [i for i in reap(settings, dispatcher).requeued_running if i in ids] == ids
     report = service.run_chunk(ids)  # the next delivery gives up instead of looping
 
     assert sorted(report.failed) == ids and not report.succeeded
@@ -122,7 +124,7 @@ def test_a_chunk_that_kills_every_worker_is_failed_after_max_deliveries(
     assert all(e and f"gave up after {settings.max_deliveries} deliveries" in e for e in errors), (
         errors
     )
-    assert not set(ids) & set(reap(settings, send).requeued_running)  # failed for good
+    assert not set(ids) & set(reap(settings, dispatcher).requeued_running)  # failed for good
 
 
 def test_reap_command_requeues_and_prints_its_report(
@@ -146,37 +148,33 @@ def test_reap_command_requeues_and_prints_its_report(
 
 
 def test_idle_queued_studies_wait_while_their_queue_still_drains(
-    settings: Settings, broker: redis.Redis, send: Sender
+    settings: Settings, broker: redis.Redis, dispatcher: Dispatcher
 ) -> None:
-    app = create_celery_app(settings, settings.redis_url or "", include_tasks=False)
-    depth = celery_queue_depth(app)
-    try:
-        job_id, ids = _job(settings, 2)
-        with session_scope(settings.sqlalchemy_url) as session:
-            job = session.get(Job, job_id)
-            assert job is not None
-            job.updated_at = utcnow() - timedelta(seconds=settings.reap_queued_after + 60)
-        send([10**9], QUEUE)  # a backlog: another job's task still waits in the queue
-        assert depth(QUEUE) == 1
+    depth = dispatcher.queue_depth
+    job_id, ids = _job(settings, 2)
+    with session_scope(settings.sqlalchemy_url) as session:
+        job = session.get(Job, job_id)
+        assert job is not None
+        job.updated_at = utcnow() - timedelta(seconds=settings.reap_queued_after + 60)
+    dispatcher.send([10**9], QUEUE)  # a backlog: another job's task still waits in the queue
+    assert depth(QUEUE) == 1
 
-        waiting = reap(settings, send, queue_depth=depth)
+    waiting = reap(settings, dispatcher)
 
-        assert not set(ids) & set(waiting.resent_queued)
-        assert _sent_chunks(broker) == [[10**9]], "nothing added to a queue that still drains"
-        _die_after_claim(settings, ids[:1], hours_ago=3)  # stuck running: never waits
-        stuck = reap(settings, send, queue_depth=depth)
-        assert ids[0] in stuck.requeued_running and ids[1] not in stuck.resent_queued
-        broker.delete(QUEUE)  # the backlog drained, and ids[1] had no message after all
-        assert depth(QUEUE) == 0
-        with session_scope(settings.sqlalchemy_url) as session:
-            job = session.get(Job, job_id)
-            assert job is not None
-            job.updated_at = utcnow() - timedelta(seconds=settings.reap_queued_after + 60)
+    assert not set(ids) & set(waiting.resent_queued)
+    assert _sent_chunks(broker) == [[10**9]], "nothing added to a queue that still drains"
+    _die_after_claim(settings, ids[:1], hours_ago=3)  # stuck running: never waits
+    stuck = reap(settings, dispatcher)
+    assert ids[0] in stuck.requeued_running and ids[1] not in stuck.resent_queued
+    broker.delete(QUEUE)  # the backlog drained, and ids[1] had no message after all
+    assert depth(QUEUE) == 0
+    with session_scope(settings.sqlalchemy_url) as session:
+        job = session.get(Job, job_id)
+        assert job is not None
+        job.updated_at = utcnow() - timedelta(seconds=settings.reap_queued_after + 60)
 
-        drained = reap(settings, send, queue_depth=depth)
+    drained = reap(settings, dispatcher)
 
-        assert ids[1] in drained.resent_queued
-        # ids[0] too: its re-sent message went with the deleted backlog
-        assert sum(chunk.count(ids[1]) for chunk in _sent_chunks(broker)) == 1
-    finally:
-        app.close()
+    assert ids[1] in drained.resent_queued
+    # ids[0] too: its re-sent message went with the deleted backlog
+    assert sum(chunk.count(ids[1]) for chunk in _sent_chunks(broker)) == 1

@@ -14,6 +14,7 @@ from sqlalchemy import func, select
 
 from config.settings import Settings
 from core.current_model import CurrentModel
+from db import status
 from db.models import JobStatus, Result, StudyStatus
 from db.repositories import jobs as jobs_repo
 from db.repositories import model_versions as models_repo
@@ -160,7 +161,7 @@ def test_study_that_passes_the_upload_check_but_does_not_inflate_fails_alone(
 def test_cancelled_studies_are_skipped(service: SegmentationService, settings: Settings) -> None:
     job_id, ids = _make_job(settings.sqlalchemy_url, _labelled(2))
     with session_scope(settings.sqlalchemy_url) as session:
-        assert jobs_repo.cancel_job(session, job_id) == 2
+        assert status.cancel_queued(session, job_id) == 2
     report = service.run_chunk(ids)
     assert sorted(report.skipped) == ids and _result_count(settings.sqlalchemy_url, ids) == 0
     with session_scope(settings.sqlalchemy_url) as session:

