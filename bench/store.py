@@ -27,7 +27,7 @@ from db.models import METRIC_FIELDS, StudyStatus
 from db.repositories import jobs as jobs_repo
 from db.repositories import studies as studies_repo
 from db.session import dispose_engines, session_scope
-from db.throwaway import throwaway_database
+from db.temporary_database import temporary_database
 
 PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
@@ -85,7 +85,7 @@ def run(n: int = 256, chunk: int = 32, pg_url: str | None = PG_URL) -> list[dict
     if pg_url:
         with ExitStack() as stack:
             try:
-                url, _, _ = stack.enter_context(throwaway_database(pg_url, "bench_store"))
+                url, _, _ = stack.enter_context(temporary_database(pg_url, "bench_store"))
             except Exception as exc:  # no PostgreSQL here: SQLite alone
                 print(f"PostgreSQL skipped: {type(exc).__name__}: {exc}")
             else:

@@ -30,7 +30,7 @@ from sqlalchemy import Engine, create_engine, text
 from config.settings import Settings
 from db.migrate import upgrade_to_head
 from db.session import dispose_engines
-from db.throwaway import throwaway_database
+from db.temporary_database import temporary_database
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = REPO_ROOT.parent / "shared" / "data" / "dmiai2023"
@@ -101,9 +101,9 @@ def _pg_admin_url() -> str:
 
 
 @contextmanager
-def throwaway_pg_database(prefix: str) -> Iterator[tuple[str, str, Engine]]:
-    """`db.throwaway.throwaway_database` on the reachable PostgreSQL server."""
-    with throwaway_database(_pg_admin_url(), prefix) as created:
+def temporary_pg_database(prefix: str) -> Iterator[tuple[str, str, Engine]]:
+    """`db.temporary_database.temporary_database` on the reachable PostgreSQL server."""
+    with temporary_database(_pg_admin_url(), prefix) as created:
         yield created
 
 
@@ -119,7 +119,7 @@ def db_url(
         yield url
         dispose_engines()
         return
-    with throwaway_pg_database("tumorseg_test") as (url, _, _):
+    with temporary_pg_database("tumorseg_test") as (url, _, _):
         yield url
 
 

@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 from api import schemas
 from api.services.auth import Principal
 from api.services.errors import ServiceError
-from archive.report import nightly_report
+from archive.nightly_report import nightly_report
 from config.settings import Settings
 from db.models import DEFAULT_TENANT
 

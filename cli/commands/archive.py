@@ -101,7 +101,7 @@ def _scan(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from archive.report import nightly_report, to_csv, to_json
+    from archive.nightly_report import nightly_report, to_csv, to_json
     from config.settings import get_settings
     from db.session import session_scope
 

@@ -28,7 +28,7 @@ from config.settings import Settings
 from core.dispatch import Dispatcher
 from db.models import Job, Study, StudyStatus
 from db.session import session_scope
-from tests.conftest import REPO_ROOT, bearer, patient_files, settings_env, throwaway_pg_database
+from tests.conftest import REPO_ROOT, bearer, patient_files, settings_env, temporary_pg_database
 from worker.reaper import reap
 
 pytestmark = pytest.mark.chaos
@@ -139,7 +139,7 @@ class ChaosDatabase:
 @pytest.fixture(scope="session")
 def chaos_db() -> Iterator[ChaosDatabase]:
     """A fresh, migrated PostgreSQL database of the chaos tests alone."""
-    with throwaway_pg_database("tumorseg_chaos") as (url, name, admin):
+    with temporary_pg_database("tumorseg_chaos") as (url, name, admin):
         yield ChaosDatabase(url, name, admin)
 
 

@@ -32,7 +32,7 @@ from tests.chaos.conftest import (
     create_key,
     study_files,
 )
-from tests.conftest import throwaway_pg_database
+from tests.conftest import temporary_pg_database
 
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(900)]  # 3 worker starts on 2 cores
 
@@ -60,7 +60,7 @@ def defaults(
     bare_redis: RedisServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Settings]:
     """The shipped defaults on a database and a Redis of these tests alone."""
-    with throwaway_pg_database("tumorseg_defaults") as (url, _, _):
+    with temporary_pg_database("tumorseg_defaults") as (url, _, _):
         yield Settings(  # type: ignore[call-arg]  # every other field at its default
             database_url=url, redis_url=bare_redis.url, var_dir=tmp_path_factory.mktemp("var")
         )

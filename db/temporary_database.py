@@ -1,4 +1,4 @@
-"""A throw-away PostgreSQL database: created and migrated for one use, then dropped.
+"""A temporary PostgreSQL database: created and migrated for one use, then dropped.
 
 The tests and `bench/store.py` run against real PostgreSQL without touching the server's
 own databases; each gets a fresh database of its own and leaves nothing behind.
@@ -18,7 +18,7 @@ from db.session import dispose_engines
 
 
 @contextmanager
-def throwaway_database(admin_url: str, prefix: str) -> Iterator[tuple[str, str, Engine]]:
+def temporary_database(admin_url: str, prefix: str) -> Iterator[tuple[str, str, Engine]]:
     """Create and migrate a database named `prefix_<random>` on the server of `admin_url`,
     and drop it after.
 
