@@ -20,9 +20,11 @@ test: $(BIN)/tumorseg
 chaos: $(BIN)/tumorseg
 	$(BIN)/pytest -m chaos tests/chaos
 
+# ruff (rules and format) on everything, mypy --strict on the product packages (pyproject.toml)
 lint: $(BIN)/tumorseg
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check api archive cli config db worker tests
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 # After changing dependencies in pyproject.toml: upgrade the venv, then pin what passes.
 constraints: $(BIN)/tumorseg

@@ -67,14 +67,15 @@ def canonical(data: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, tuple[f
     """
     import nibabel as nib
 
-    image = nib.as_closest_canonical(nib.Nifti1Image(data, affine))
+    image = nib.as_closest_canonical(nib.Nifti1Image(data, affine))  # type: ignore[no-untyped-call]  # nibabel
     zooms = tuple(float(z) for z in image.header.get_zooms()[:3])
     return np.asanyarray(image.dataobj), zooms
 
 
 def coronal_mip(volume_ras: np.ndarray) -> np.ndarray:
     """The DM i AI projection: maximum over the anterior-posterior axis (axis 1 in RAS+)."""
-    return np.max(volume_ras, axis=1)
+    mip: np.ndarray = np.max(volume_ras, axis=1)
+    return mip
 
 
 def orient_mip(mip: np.ndarray) -> np.ndarray:
@@ -96,7 +97,7 @@ def intensity_to_gray(image: np.ndarray, options: RenderOptions) -> np.ndarray:
     clip = options.suv_max or float(np.percentile(body, options.clip_percentile))
     if not clip > 0:
         raise RenderError("the clip value is not positive")
-    scaled = np.clip(values / clip, 0.0, 1.0)
+    scaled: np.ndarray = np.clip(values / clip, 0.0, 1.0)
     return np.round(255.0 * (1.0 - scaled)).astype(np.uint8)
 
 

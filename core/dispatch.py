@@ -34,7 +34,7 @@ import redis
 import redis.asyncio
 from celery import Celery
 from celery.schedules import crontab
-from kombu import Exchange, Queue  # type: ignore[attr-defined]  # kombu has no type hints
+from kombu import Exchange, Queue
 from sqlalchemy.orm import Session
 
 from config.settings import Settings
@@ -116,6 +116,7 @@ def celery_config(settings: Settings, url: str) -> dict[str, Any]:
 
 
 def _queue(name: str) -> Queue:
+    # kombu's constructors have no annotations
     return Queue(name, Exchange(name, type="direct"), routing_key=name)  # type: ignore[no-untyped-call]
 
 
@@ -286,7 +287,7 @@ class Dispatcher:
                 watch = JobWatch(None)
             yield watch
         finally:
-            await pubsub.aclose()
+            await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py: no hints
             await client.aclose()
 
     def close(self) -> None:

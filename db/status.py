@@ -64,7 +64,7 @@ def lock_job_if_idle(session: Session, job_id: int, idle_before: datetime) -> Jo
         .values(updated_at=utcnow())
         .execution_options(synchronize_session=False)
     )
-    if not result.rowcount:  # type: ignore[attr-defined]
+    if not result.rowcount:  # type: ignore[attr-defined]  # an UPDATE's CursorResult
         return None
     return session.get(Job, job_id, populate_existing=True)
 
@@ -245,7 +245,7 @@ def cancel_queued(session: Session, job_id: int) -> int:
     )
     session.expire_all()
     refresh_jobs(session, [job_id])
-    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]  # an UPDATE's CursorResult
 
 
 # -- recovery ------------------------------------------------------------------------

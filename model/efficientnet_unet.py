@@ -65,7 +65,7 @@ class MBConv(nn.Module):
         self.act = nn.ReLU6(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.act(self._bn0(self._expand_conv(x))) if self.has_expand else x
+        y: torch.Tensor = self.act(self._bn0(self._expand_conv(x))) if self.has_expand else x
         y = self.act(self._bn1(self._depthwise_conv(y)))
         y = self._bn2(self._project_conv(y))
         return x + y if self.residual else y
@@ -129,7 +129,8 @@ class DecoderBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
         g = self.up(x)
-        return self.convs(torch.cat([self.gate(g, skip), g], dim=1))
+        out: torch.Tensor = self.convs(torch.cat([self.gate(g, skip), g], dim=1))
+        return out
 
 
 class EfficientAttentionUnet(nn.Module):
@@ -179,7 +180,8 @@ class EfficientAttentionUnet(nn.Module):
             y = block(y, skip)
             levels.append(y)
         if not self.training:
-            return self.heads[0](levels[-1])
+            out: torch.Tensor = self.heads[0](levels[-1])
+            return out
         return [head(levels[-1 - k]) for k, head in enumerate(self.heads)]
 
 

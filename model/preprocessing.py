@@ -34,7 +34,8 @@ def to_gray(img: Image.Image) -> np.ndarray:
     if mode in ("I;16", "I;16B", "I;16L", "I"):
         arr = np.asarray(img, dtype=np.float32)
         top = 65535.0 if mode.startswith("I;16") or arr.max() > 255 else 255.0
-        return np.clip(arr / top, 0.0, 1.0)
+        clipped: np.ndarray = np.clip(arr / top, 0.0, 1.0)
+        return clipped
     if mode not in ("L", "LA", "RGB", "RGBA", "P", "PA", "1"):
         raise InvalidImage(f"unsupported PNG mode {mode!r}")
     if mode != "L":

@@ -29,10 +29,12 @@ def test_service_commands_exist_in_the_cli() -> None:
     services = _compose()["services"]
     for name in ("api", "worker"):
         command = services[name]["command"]
-        assert command[0] == "tumorseg" and command[1] in COMMANDS
+        assert command[0] == "tumorseg"
+        assert command[1] in COMMANDS
         build_parser(command[1]).parse_args(command[1:])  # arguments are accepted
         check = services[name]["healthcheck"]["test"]
-        assert check[1] == "tumorseg" and check[2] in COMMANDS
+        assert check[1] == "tumorseg"
+        assert check[2] in COMMANDS
         build_parser(check[2]).parse_args(check[2:])
 
 
@@ -56,5 +58,6 @@ def test_redis_persists_and_worker_reserves_a_gpu() -> None:
     assert "--appendonly" in services["redis"]["command"]
     assert any(v.endswith(":/data") for v in services["redis"]["volumes"])
     devices = services["worker"]["deploy"]["resources"]["reservations"]["devices"]
-    assert devices and "gpu" in devices[0]["capabilities"]
+    assert devices
+    assert "gpu" in devices[0]["capabilities"]
     assert services["api"]["depends_on"]["postgres"]["condition"] == "service_healthy"

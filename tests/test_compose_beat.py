@@ -28,7 +28,8 @@ def _settings_of(service: dict[str, Any]) -> Settings:
 
 def test_beat_service_runs_the_beat_command_with_a_health_check() -> None:
     beat = _services()["beat"]
-    assert beat["command"][:2] == ["tumorseg", "beat"] and "beat" in COMMANDS
+    assert beat["command"][:2] == ["tumorseg", "beat"]
+    assert "beat" in COMMANDS
     build_parser("beat").parse_args(beat["command"][1:])
     check = beat["healthcheck"]["test"]
     assert check[1:4] == ["tumorseg", "ping", "beat"]
@@ -40,11 +41,13 @@ def test_beat_service_runs_the_beat_command_with_a_health_check() -> None:
 
 def test_beat_schedules_the_scan_at_the_cron_on_the_nightly_queue() -> None:
     settings = _settings_of(_services()["beat"])
-    assert settings.archive_cron == "0 2 * * *" and settings.archive_timezone
+    assert settings.archive_cron == "0 2 * * *"
+    assert settings.archive_timezone
     entry = beat_config(settings)["beat_schedule"]["nightly-archive-scan"]
     assert entry["task"] == ARCHIVE_SCAN_TASK
     assert entry["options"]["queue"] == settings.nightly_queue
-    assert entry["schedule"].hour == {2} and entry["schedule"].minute == {0}
+    assert entry["schedule"].hour == {2}
+    assert entry["schedule"].minute == {0}
 
 
 def test_workers_see_the_archive_read_only_at_the_configured_root() -> None:
@@ -52,15 +55,19 @@ def test_workers_see_the_archive_read_only_at_the_configured_root() -> None:
     settings = _settings_of(worker)
     mounts = {v.rsplit(":", 2)[-2]: v for v in worker["volumes"]}  # host:container:mode
     for root in settings.archive_root_paths:
-        assert str(root) in mounts and mounts[str(root)].endswith(":ro")
+        assert str(root) in mounts
+        assert mounts[str(root)].endswith(":ro")
 
 
 def test_recovery_runs_every_15_to_30_seconds_in_beat_and_in_the_workers() -> None:
     services = _services()
     settings = _settings_of(services["beat"])
     entry = beat_config(settings)["beat_schedule"]["stuck-study-reaper"]
-    assert entry["task"] == REAP_TASK and 15 <= entry["schedule"] <= 30
+    assert entry["task"] == REAP_TASK
+    assert 15 <= entry["schedule"] <= 30
     assert entry["options"]["expires"] == entry["schedule"]  # a late pass is dropped
     worker = _settings_of(services["worker"])
-    assert worker.worker_reaper and 15 <= worker.reap_interval <= 30
-    assert 30 <= worker.lease_seconds <= 60 and worker.reap_queued_after <= 60
+    assert worker.worker_reaper
+    assert 15 <= worker.reap_interval <= 30
+    assert 30 <= worker.lease_seconds <= 60
+    assert worker.reap_queued_after <= 60

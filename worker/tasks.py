@@ -32,7 +32,8 @@ def get_service(app: Celery) -> SegmentationService:
     return _service[1]
 
 
-@shared_task(name=SEGMENT_TASK, bind=True, max_retries=None)  # type: ignore[untyped-decorator]  # Celery has no type hints
+# Celery has no type hints: to mypy its task decorator makes the functions untyped.
+@shared_task(name=SEGMENT_TASK, bind=True, max_retries=None)  # type: ignore[untyped-decorator]
 def segment_chunk(self: Task, study_ids: list[int]) -> dict[str, Any]:
     """Segment one chunk of studies by id; idempotent, so redelivery is harmless."""
     service = get_service(self.app)
@@ -55,14 +56,14 @@ def segment_chunk(self: Task, study_ids: list[int]) -> dict[str, Any]:
         raise
 
 
-@shared_task(name=REAP_TASK, bind=True)  # type: ignore[untyped-decorator]  # Celery has no type hints
+@shared_task(name=REAP_TASK, bind=True)  # type: ignore[untyped-decorator]
 def reap_stuck(self: Task) -> dict[str, Any]:
     """Re-queue studies stuck in running (or queued with no activity); for a beat schedule."""
     service = get_service(self.app)
     return reap(service.settings, service.dispatcher).as_dict()
 
 
-@shared_task(name=ARCHIVE_SCAN_TASK, bind=True)  # type: ignore[untyped-decorator]  # Celery has no type hints
+@shared_task(name=ARCHIVE_SCAN_TASK, bind=True)  # type: ignore[untyped-decorator]
 def archive_scan(self: Task) -> dict[str, Any]:
     """Nightly archive scan (Celery beat); its Redis lock keeps two beats from both scanning."""
     from archive.scan import scan_archive  # lazy: only this task reads the archive

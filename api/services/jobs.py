@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy.orm import Session
 
@@ -150,10 +151,10 @@ def get_job_or_404(session: Session, job_id: int, principal: Principal) -> Job:
 
 
 # -- views -------------------------------------------------------------------------
-def _seconds(a: object, b: object) -> float | None:
+def _seconds(a: datetime | None, b: datetime | None) -> float | None:
     if a is None or b is None:
         return None
-    return round((b - a).total_seconds(), 3)  # type: ignore[operator]
+    return round((b - a).total_seconds(), 3)
 
 
 def metrics_view(result: Result | None) -> schemas.StudyMetrics | None:

@@ -15,6 +15,7 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from cli.stack import Processes, free_port, wait_ready
 
@@ -29,14 +30,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timeout", type=float, default=600, help="seconds for the whole job")
 
 
-def _download(url: str, job: dict[str, object], out: Path, key: str) -> list[Path]:
+def _download(url: str, job: dict[str, Any], out: Path, key: str) -> list[Path]:
     import httpx
 
     from cli.client import auth_headers
 
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    for study in job["studies"]:  # type: ignore[attr-defined]
+    for study in job["studies"]:
         if study["status"] != "succeeded":
             continue
         stem = Path(study["filename"]).stem
@@ -120,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
         stop_embedded_redis(redis_dir)
 
 
-def _follow(url: str, job_id: int, procs: Processes, timeout: float, key: str) -> dict[str, object]:
+def _follow(url: str, job_id: int, procs: Processes, timeout: float, key: str) -> dict[str, Any]:
     """Like ``client.wait`` but also notices a dead API or worker."""
     from tqdm import tqdm
 

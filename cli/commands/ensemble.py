@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -47,7 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             p.add_argument("--oof", type=Path, default=None, help="maps (default: its oof.npz)")
 
 
-def _frontier_table(rows: list[dict]) -> str:
+def _frontier_table(rows: list[dict[str, Any]]) -> str:
     lines = ["clean controls  Dice   threshold  min px  min peak"]
     for r in rows:
         lines.append(

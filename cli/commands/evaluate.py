@@ -5,6 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -92,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
     if args.baseline == "threshold":
         name = "threshold baseline (gray < 50)"
 
-        def predict(images: list) -> list:
+        def predict(images: list[np.ndarray]) -> list[np.ndarray]:
             return [threshold_baseline(i) for i in images]
     else:
         from model.predictor import Predictor

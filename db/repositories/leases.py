@@ -43,7 +43,7 @@ def renew(session: Session, study_ids: Sequence[int], owner: str, expires_at: da
         .values(lease_expires_at=expires_at)
         .execution_options(synchronize_session=False)
     )
-    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]  # an UPDATE's CursorResult
 
 
 def lapsed(now: datetime, started_before: datetime, node: str | None) -> ColumnElement[bool]:

@@ -85,11 +85,9 @@ def upsert_results(session: Session, rows: Sequence[Mapping[str, Any]]) -> None:
     for values in rows:
         row = {"created_at": now, **values}
         by_columns.setdefault(tuple(sorted(row)), []).append(row)
-    dialect_insert = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}[
-        session.get_bind().dialect.name
-    ]
+    on_postgresql = session.get_bind().dialect.name == "postgresql"
     for columns, group in by_columns.items():
-        insert = dialect_insert(Result)
+        insert = postgresql.insert(Result) if on_postgresql else sqlite.insert(Result)
         changed = {k: insert.excluded[k] for k in columns if k not in ("study_id", "model_version")}
         session.execute(
             insert.on_conflict_do_update(

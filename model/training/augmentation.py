@@ -97,7 +97,10 @@ def intensity(x: torch.Tensor, aug: Augmentation, gen: torch.Generator) -> torch
     """Gamma, brightness, contrast, noise, blur and low resolution on (B, 1, H, W) `x`."""
     n = x.shape[0]
     dev = x.device
-    col = lambda v: v.to(dev)[:, None, None, None]  # noqa: E731
+
+    def col(v: torch.Tensor) -> torch.Tensor:
+        return v.to(dev)[:, None, None, None]
+
     gamma = torch.where(_fires(gen, n, aug.p_gamma), _uniform(gen, n, *aug.gamma), torch.ones(n))
     x = x.clamp(0.0, 1.0).pow(col(gamma))
     gain = torch.where(

@@ -138,7 +138,7 @@ class CropSampler:
             k = int(self.rng.integers(len(self.patients)))
             pix = self.tumor_pixels[k]
             center = tuple(pix[int(self.rng.integers(len(pix)))]) if len(pix) else None
-            img, lab = self._window(self.patients[k], hb, wb, center)  # type: ignore[arg-type]
+            img, lab = self._window(self.patients[k], hb, wb, center)
         elif u < c.p_tumor + c.p_control and self.controls:
             k = int(self.rng.integers(len(self.controls)))
             img, lab = self._window(self.controls[k], hb, wb, None)
@@ -178,14 +178,14 @@ class CropSampler:
         pairs = [self._one() for _ in range(size)]
         return torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
 
-    def state(self) -> dict:
+    def state(self) -> dict[str, Any]:
         return dict(self.rng.bit_generator.state)
 
-    def restore(self, state: dict) -> None:
+    def restore(self, state: dict[str, Any]) -> None:
         self.rng.bit_generator.state = state
 
 
-class _CropStream(torch.utils.data.IterableDataset):
+class _CropStream(torch.utils.data.IterableDataset[tuple[torch.Tensor, torch.Tensor]]):
     """Endless crop batches from one sampler; each loader worker re-seeds its own copy."""
 
     def __init__(self, sampler: CropSampler, batch_size: int, seed: int, start_step: int) -> None:
@@ -195,7 +195,7 @@ class _CropStream(torch.utils.data.IterableDataset):
         self.seed = seed
         self.start_step = start_step
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         info = torch.utils.data.get_worker_info()
         worker = info.id if info is not None else 0
         # The worker holds a forked copy of the sampler: give it its own stream.

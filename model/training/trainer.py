@@ -26,7 +26,7 @@ import torch
 from tqdm import tqdm
 
 from model.artifact import load_artifact, save_artifact
-from model.dataset import Study, find_studies, fingerprint, load_study, split
+from model.dataset import Study, StudyFile, find_studies, fingerprint, load_study, split
 from model.efficientnet_unet import EfficientAttentionUnet, load_imagenet_encoder
 from model.manifest import Manifest
 from model.network import DEFAULT_ARCHITECTURE, build_network, stride_multiple
@@ -97,7 +97,7 @@ def lr_factor(step: int, total: int, warmup: int, time_progress: float = 0.0) ->
     return 0.02 + 0.98 * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def _load(files: list, limit: int | None) -> list[Study]:
+def _load(files: list[StudyFile], limit: int | None) -> list[Study]:
     if limit is not None:
         pats = [f for f in files if f.is_patient][:limit]
         ctrls = [f for f in files if not f.is_patient][: max(1, limit // 2)]

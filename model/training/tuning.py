@@ -50,7 +50,7 @@ def grid(studies: Sequence[Study], probs: Sequence[np.ndarray], flip_tta: bool) 
             r = score(studies, probs, t, m)
             out.append(
                 Setting(t, m, flip_tta, float(r["dice"] or 0.0), r["controls_clean_fraction"])
-            )  # type: ignore[arg-type]
+            )
     return out
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -117,9 +118,9 @@ class WholeImageSampler:
         xf, yf = x.float().div_(255.0), y.float().div_(255.0)
         return augment(xf, yf, self.config.augmentation, self.gen)
 
-    def state(self) -> dict:
+    def state(self) -> dict[str, Any]:
         return {"numpy": dict(self.rng.bit_generator.state), "torch": self.gen.get_state()}
 
-    def restore(self, state: dict) -> None:
+    def restore(self, state: dict[str, Any]) -> None:
         self.rng.bit_generator.state = state["numpy"]
         self.gen.set_state(state["torch"])

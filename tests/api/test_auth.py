@@ -120,8 +120,10 @@ def test_listing_is_per_tenant_and_admin_sees_all(
         j["id"]
         for j in client.get("/v1/jobs", params={"limit": 200}, headers=admin).json()["items"]
     }
-    assert mine in my_ids and theirs not in my_ids
-    assert {j["id"] for j in their_page["items"]} == {theirs} and their_page["total"] == 1
+    assert mine in my_ids
+    assert theirs not in my_ids
+    assert {j["id"] for j in their_page["items"]} == {theirs}
+    assert their_page["total"] == 1
     assert {mine, theirs} <= all_ids
     assert client.get(f"/v1/jobs/{theirs}", headers=admin).status_code == 200
     assert client.get(f"/v1/jobs/{theirs}", headers=rival).status_code == 200
@@ -139,13 +141,16 @@ def test_keys_create_prints_the_key_last_and_stores_only_its_hash(settings: Sett
     )
     assert proc.returncode == 0, proc.stderr
     key = proc.stdout.strip().splitlines()[-1]
-    assert key.startswith("tsk_") and len(key) >= 40
+    assert key.startswith("tsk_")
+    assert len(key) >= 40
     with session_scope(settings.sqlalchemy_url) as session:
         row = session.scalars(select(ApiKey).where(ApiKey.name == "lab pc")).one()
         stored = [str(v) for v in (row.key_hash, row.prefix, row.name, row.tenant)]
-        assert row.tenant == "lab-7" and not row.is_admin
+        assert row.tenant == "lab-7"
+        assert not row.is_admin
     assert all(key not in value for value in stored)  # only the hash and a short prefix
-    assert len(row.key_hash) == 64 and key.startswith(row.prefix)
+    assert len(row.key_hash) == 64
+    assert key.startswith(row.prefix)
 
     bad = subprocess.run(
         [sys.executable, "-m", "cli", "keys", "create", "--name", "x", "--tenant", "a b/../c"],
@@ -155,7 +160,8 @@ def test_keys_create_prints_the_key_last_and_stores_only_its_hash(settings: Sett
         text=True,
         timeout=120,
     )
-    assert bad.returncode == 2 and "tenant" in bad.stderr
+    assert bad.returncode == 2
+    assert "tenant" in bad.stderr
 
 
 def test_every_documented_route_but_health_needs_a_key(client: TestClient) -> None:

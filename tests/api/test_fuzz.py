@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import schemathesis
 from fastapi import FastAPI
@@ -23,9 +21,9 @@ MAX_EXAMPLES = 20
 
 
 @pytest.fixture(scope="session")
-def fuzz_app(api_settings: Settings) -> Iterator[FastAPI]:
+def fuzz_app(api_settings: Settings) -> FastAPI:
     """The API on a queue no worker consumes (a fuzzed job never runs)."""
-    yield create_app(api_settings.model_copy(update={"predict_timeout": 0.2}))
+    return create_app(api_settings.model_copy(update={"predict_timeout": 0.2}))
 
 
 @pytest.fixture(scope="session")

@@ -18,7 +18,8 @@ def test_healthz_and_readyz(client: TestClient) -> None:
     ready = client.get("/readyz")
     assert ready.status_code == 200, ready.text
     checks = ready.json()["checks"]
-    assert checks["database"] == "ok" and checks["broker"] == "ok"
+    assert checks["database"] == "ok"
+    assert checks["broker"] == "ok"
     assert checks["model"].startswith("ok")
 
 
@@ -36,13 +37,15 @@ def test_predict_rejects_bad_input_with_4xx(client: TestClient) -> None:
     assert client.post("/predict", json={"img": "%%% not base64"}).status_code == 422
     not_png = base64.b64encode(b"hello").decode()
     response = client.post("/predict", json={"img": not_png})
-    assert response.status_code == 422 and "not a PNG" in response.json()["detail"]
+    assert response.status_code == 422
+    assert "not a PNG" in response.json()["detail"]
     assert client.post("/predict", json={}).status_code == 422
 
 
 def test_predict_times_out_with_504_and_cancels_the_study(client: TestClient) -> None:
     # no worker consumes this app's queues, and predict_timeout is 1 s
     response = client.post("/predict", json={"img": base64.b64encode(SAMPLE).decode()})
-    assert response.status_code == 504 and "within" in response.json()["detail"]
+    assert response.status_code == 504
+    assert "within" in response.json()["detail"]
     newest = client.get("/v1/jobs", params={"limit": 1}).json()["items"][0]
     assert newest["status"] == "cancelled"

@@ -45,7 +45,9 @@ def test_submit_answers_202_with_location_and_queues_the_chunks(
     assert response.status_code == 202, response.text
     job = response.json()
     assert response.headers["location"] == f"/v1/jobs/{job['id']}"
-    assert job["status"] == "queued" and job["total"] == 5 and job["progress"] == 0.0
+    assert job["status"] == "queued"
+    assert job["total"] == 5
+    assert job["progress"] == 0.0
     assert job["counts"]["queued"] == 5
     assert [s["filename"] for s in job["studies"]] == [f"s{i}.png" for i in range(5)]
     # chunks of chunk_size=4 → two tasks, sent after the commit, carrying ids only
@@ -58,7 +60,9 @@ def test_status_alone_leaves_the_studies_out(client: TestClient) -> None:
     job = client.post("/v1/jobs", files=_files(*[(f"s{i}.png", SAMPLE) for i in range(3)])).json()
     status = client.get(f"/v1/jobs/{job['id']}", params={"studies": "false"}).json()
     assert status["studies"] is None
-    assert status["total"] == 3 and status["counts"]["queued"] == 3 and "aggregates" in status
+    assert status["total"] == 3
+    assert status["counts"]["queued"] == 3
+    assert "aggregates" in status
     assert len(client.get(f"/v1/jobs/{job['id']}").json()["studies"]) == 3
     bad = client.get(f"/v1/jobs/{job['id']}", params={"studies": "maybe"})
     assert bad.status_code == 422
@@ -73,7 +77,8 @@ def test_labels_are_matched_by_patient_number(client: TestClient) -> None:
     )
     assert response.status_code == 202, response.text
     studies = response.json()["studies"]
-    assert studies[0]["label_filename"] == label.name and studies[1]["label_filename"] is None
+    assert studies[0]["label_filename"] == label.name
+    assert studies[1]["label_filename"] is None
 
 
 def test_unmatched_label_is_refused(client: TestClient) -> None:
@@ -105,17 +110,21 @@ def test_single_bad_study_gets_a_4xx_naming_the_problem(
     response = client.post("/v1/jobs", files=_files(("x.png", data)))
     assert response.status_code == status, response.text
     detail = response.json()["detail"]
-    assert words in detail and "x.png" in detail
+    assert words in detail
+    assert "x.png" in detail
 
 
 def test_request_level_limits(client: TestClient, api_settings: Settings) -> None:
     no_files = client.post("/v1/jobs", data={"note": "nothing"})
-    assert no_files.status_code == 400 and "no files" in no_files.json()["detail"]
+    assert no_files.status_code == 400
+    assert "no files" in no_files.json()["detail"]
     too_many = client.post("/v1/jobs", files=_files(*[(f"{i}.png", SAMPLE) for i in range(6)]))
-    assert too_many.status_code == 413 and "over the limit of 5" in too_many.json()["detail"]
+    assert too_many.status_code == 413
+    assert "over the limit of 5" in too_many.json()["detail"]
     big = b"\x89PNG\r\n\x1a\n" + b"\x00" * api_settings.max_upload_bytes
     too_big = client.post("/v1/jobs", files=_files(("big.png", big)))
-    assert too_big.status_code == 413 and "big.png" in too_big.json()["detail"]
+    assert too_big.status_code == 413
+    assert "big.png" in too_big.json()["detail"]
 
 
 def test_bad_study_in_a_batch_is_failed_at_intake_and_the_rest_queue(client: TestClient) -> None:
@@ -124,9 +133,11 @@ def test_bad_study_in_a_batch_is_failed_at_intake_and_the_rest_queue(client: Tes
     )
     assert response.status_code == 202, response.text
     job = response.json()
-    assert job["counts"]["queued"] == 1 and job["counts"]["failed"] == 1
+    assert job["counts"]["queued"] == 1
+    assert job["counts"]["failed"] == 1
     broken = job["studies"][1]
-    assert broken["status"] == "failed" and "broken.png" in broken["error"]
+    assert broken["status"] == "failed"
+    assert "broken.png" in broken["error"]
     assert client.get(f"/v1/studies/{broken['id']}/mask.png").status_code == 409
 
 
@@ -134,7 +145,8 @@ def test_list_jobs_pages_newest_first(client: TestClient) -> None:
     ids = [client.post("/v1/jobs", files=_files(("a.png", SAMPLE))).json()["id"] for _ in range(3)]
     page = client.get("/v1/jobs", params={"limit": 2, "offset": 0}).json()
     assert [j["id"] for j in page["items"]] == ids[::-1][:2]
-    assert page["total"] >= 3 and page["limit"] == 2
+    assert page["total"] >= 3
+    assert page["limit"] == 2
     second = client.get("/v1/jobs", params={"limit": 2, "offset": 2}).json()
     assert second["items"][0]["id"] == ids[0]
     assert client.get("/v1/jobs", params={"limit": 0}).status_code == 422
@@ -145,11 +157,14 @@ def test_delete_cancels_queued_studies(client: TestClient) -> None:
     response = client.delete(f"/v1/jobs/{job['id']}")
     assert response.status_code == 200
     cancelled = response.json()
-    assert cancelled["status"] == "cancelled" and cancelled["counts"]["cancelled"] == 2
-    assert cancelled["progress"] == 1.0 and cancelled["timings"]["finished_at"] is not None
+    assert cancelled["status"] == "cancelled"
+    assert cancelled["counts"]["cancelled"] == 2
+    assert cancelled["progress"] == 1.0
+    assert cancelled["timings"]["finished_at"] is not None
     study_id = cancelled["studies"][0]["id"]
     study = client.get(f"/v1/studies/{study_id}").json()
-    assert study["status"] == "cancelled" and study["mask_url"] is None
+    assert study["status"] == "cancelled"
+    assert study["mask_url"] is None
 
 
 def test_unknown_ids_are_404(client: TestClient) -> None:

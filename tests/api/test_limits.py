@@ -24,7 +24,8 @@ def test_rate_limit_answers_429_with_retry_after_per_key(api_settings: Settings)
         ]
         assert codes == [202, 202, 202, 429]
         refused = client.post("/v1/jobs", files=FILES, headers=bearer(first))
-        assert refused.status_code == 429 and "rate limit" in refused.json()["detail"]
+        assert refused.status_code == 429
+        assert "rate limit" in refused.json()["detail"]
         assert 1 <= int(refused.headers["retry-after"]) <= 60
         # the bucket is per key: another key still gets in; reading is never limited
         assert client.post("/v1/jobs", files=FILES, headers=bearer(second)).status_code == 202
@@ -45,9 +46,11 @@ def test_full_queue_answers_503_with_retry_after_and_creates_no_job(
         with TestClient(create_app(small), headers=key) as client:
             before = client.get("/v1/jobs").json()["total"]
             accepted = [client.post("/v1/jobs", files=FILES).status_code for _ in range(3)]
-            assert accepted == [202, 202, 202] and broker.llen(queue) == 3
+            assert accepted == [202, 202, 202]
+            assert broker.llen(queue) == 3
             refused = client.post("/v1/jobs", files=FILES)
-            assert refused.status_code == 503 and refused.headers["retry-after"] == "7"
+            assert refused.status_code == 503
+            assert refused.headers["retry-after"] == "7"
             assert "full" in refused.json()["detail"]
             assert client.get("/v1/jobs").json()["total"] == before + 3  # nothing half-made
             broker.lpop(queue)  # a worker took one task: room again

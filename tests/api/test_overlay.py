@@ -22,13 +22,15 @@ def test_overlay_tints_and_outlines_only_the_mask() -> None:
     assert (out[0, 0] == 200).all()  # outside: the study unchanged
     assert tuple(out[5, 10]) == TINT_RGB  # the outline
     inside = out[10, 15]
-    assert inside[0] > inside[1] and inside[0] > inside[2]  # tinted red
+    assert inside[0] > inside[1]
+    assert inside[0] > inside[2]
 
 
 def test_overlay_of_a_16bit_study() -> None:
     gray16 = np.full((8, 8), 65535, np.uint16)
     out = Image.open(io.BytesIO(render_overlay(png(gray16), png(np.zeros((8, 8), np.uint8)))))
-    assert out.mode == "RGB" and np.asarray(out).min() == 255
+    assert out.mode == "RGB"
+    assert np.asarray(out).min() == 255
 
 
 def test_overlay_refuses_a_mask_of_another_size() -> None:

@@ -76,10 +76,13 @@ def test_report_lists_the_nights_studies_with_flags(
     assert main(["archive", "report", "--date", today, "--format", "csv"]) == 0
     rows = {r["path"]: r for r in csv.DictReader(io.StringIO(capsys.readouterr().out))}
     assert {"lesion.png", "clean.png", "failed.png"} <= set(rows)
-    assert rows["lesion.png"]["flags"] == "lesions" and rows["lesion.png"]["lesions"] == "2"
+    assert rows["lesion.png"]["flags"] == "lesions"
+    assert rows["lesion.png"]["lesions"] == "2"
     assert rows["lesion.png"]["largest_lesion_px"] == "40"
-    assert rows["clean.png"]["flags"] == "" and rows["clean.png"]["lesions"] == "0"
-    assert rows["failed.png"]["flags"] == "failed" and "worker" in rows["failed.png"]["error"]
+    assert rows["clean.png"]["flags"] == ""
+    assert rows["clean.png"]["lesions"] == "0"
+    assert rows["failed.png"]["flags"] == "failed"
+    assert "worker" in rows["failed.png"]["error"]
 
     key = create_api_key(archive_settings.sqlalchemy_url, "report-tests")
     with TestClient(create_app(archive_settings), headers=bearer(key)) as client:
@@ -87,10 +90,12 @@ def test_report_lists_the_nights_studies_with_flags(
         by_path = {s["path"]: s for s in body["studies"]}
         assert by_path["lesion.png"]["flags"] == ["lesions"]
         assert by_path["failed.png"]["status"] == "failed"
-        assert body["summary"]["with_lesions"] >= 1 and body["summary"]["failed"] >= 1
+        assert body["summary"]["with_lesions"] >= 1
+        assert body["summary"]["failed"] >= 1
         assert body["summary"]["largest_lesion_px"] >= 40
         empty = client.get("/v1/reports/nightly", params={"date": "2001-01-01"}).json()
-        assert empty["studies"] == [] and empty["summary"]["studies"] == 0
+        assert empty["studies"] == []
+        assert empty["summary"]["studies"] == 0
         assert client.get("/v1/reports/nightly", params={"date": "soon"}).status_code == 422
         assert client.get("/v1/reports/nightly", headers={"Authorization": ""}).status_code == 401
         other = create_api_key(archive_settings.sqlalchemy_url, "other", tenant="clinic-b")

@@ -39,16 +39,21 @@ def test_hot_spot_lands_top_left_for_a_right_sided_spot_near_the_head() -> None:
     volume = pet_volume(seed=1)
     gray = render_volume(volume.data, volume.affine, FIXED)
     # 400 px wide like the DM i AI images; height from the physical aspect (360 x 240 mm)
-    assert gray.shape == (600, 400) and gray.dtype == np.uint8
+    assert gray.shape == (600, 400)
+    assert gray.dtype == np.uint8
     row, col = np.unravel_index(int(np.argmin(gray)), gray.shape)
     want_row, want_col = expected_spot_pixel()
-    assert abs(row - want_row) <= 12 and abs(col - want_col) <= 16  # inside the spot
+    assert abs(row - want_row) <= 12
+    assert abs(col - want_col) <= 16
     centre = _spot_centre(gray)
-    assert abs(centre[0] - want_row) <= 2 and abs(centre[1] - want_col) <= 2
+    assert abs(centre[0] - want_row) <= 2
+    assert abs(centre[1] - want_col) <= 2
     # patient's right on the image's left, head at the top, like the PNGs
-    assert col < gray.shape[1] / 2 and row < gray.shape[0] / 4
+    assert col < gray.shape[1] / 2
+    assert row < gray.shape[0] / 4
     # background white, body light gray, high uptake dark
-    assert gray[0, 0] == 255 and gray[-1, -1] == 255
+    assert gray[0, 0] == 255
+    assert gray[-1, -1] == 255
     assert 200 < np.median(gray[gray < 255]) < 255
 
 
@@ -74,7 +79,8 @@ def test_nifti_and_dicom_of_one_volume_render_alike(tmp_path: Path) -> None:
     # uint16 storage with a per-slice slope: at most one gray level apart
     assert np.abs(from_dicom.astype(int) - reference).max() <= 1
     png = Image.open(io.BytesIO(render_study("dicom", series, FIXED)))
-    assert png.mode == "L" and png.size == (400, 600)
+    assert png.mode == "L"
+    assert png.size == (400, 600)
 
 
 def test_percentile_clip_blackens_the_top_share_of_body_pixels() -> None:

@@ -47,15 +47,18 @@ def test_scan_submits_new_studies_once_and_then_only_what_was_added(
 ) -> None:
     _populate(archive_root)
     first = scan_archive(archive_settings, dispatcher=dispatcher)
-    assert first.job_id is not None and first.submitted == 3
+    assert first.job_id is not None
+    assert first.submitted == 3
     assert sorted(p.kind for p in first.planned) == ["dicom", "nifti", "png"]
     skipped = {Path(p.path).name for p in first.problems}
     assert skipped == {"corrupt.nii", "broken.png"}  # reported, the scan went on
     assert _queued(archive_settings) == 1  # 3 studies, chunk_size 4: one task
     with session_scope(archive_settings.sqlalchemy_url) as session:
         job = session.get(Job, first.job_id)
-        assert job is not None and job.source == JobSource.ARCHIVE
-        assert job.queue == archive_settings.nightly_queue and len(job.studies) == 3
+        assert job is not None
+        assert job.source == JobSource.ARCHIVE
+        assert job.queue == archive_settings.nightly_queue
+        assert len(job.studies) == 3
         entries = session.scalars(
             select(ArchiveEntry).join(Study).where(Study.job_id == first.job_id)
         ).all()
@@ -63,12 +66,16 @@ def test_scan_submits_new_studies_once_and_then_only_what_was_added(
         assert {e.path for e in entries} == {"mip.png", "ward/pet.nii.gz", "ward/series"}
 
     second = scan_archive(archive_settings, dispatcher=dispatcher)
-    assert second.job_id is None and second.submitted == 0 and second.planned == []
-    assert second.already_done == 3 and _queued(archive_settings) == 1
+    assert second.job_id is None
+    assert second.submitted == 0
+    assert second.planned == []
+    assert second.already_done == 3
+    assert _queued(archive_settings) == 1
 
     (archive_root / "ward" / "later.png").write_bytes(unique_png())
     third = scan_archive(archive_settings, dispatcher=dispatcher)
-    assert third.submitted == 1 and [p.path for p in third.planned] == ["ward/later.png"]
+    assert third.submitted == 1
+    assert [p.path for p in third.planned] == ["ward/later.png"]
     assert _queued(archive_settings) == 2
 
 
@@ -84,7 +91,8 @@ def test_unchanged_paths_are_not_read_again_and_changed_ones_are(
     os.utime(kept, (stat.st_atime, stat.st_mtime))
     (archive_root / "edited.png").write_bytes(unique_png())  # new content, new mtime
     report = scan_archive(archive_settings, dispatcher=dispatcher)
-    assert [p.path for p in report.planned] == ["edited.png"] and report.problems == []
+    assert [p.path for p in report.planned] == ["edited.png"]
+    assert report.problems == []
     assert report.already_done == 1
 
 
@@ -94,13 +102,14 @@ def test_the_database_refuses_a_second_entry_of_one_hash_and_version(
     (archive_root / "once.png").write_bytes(unique_png())
     report = scan_archive(archive_settings, dispatcher=dispatcher)
     planned = report.planned[0]
-    with pytest.raises(IntegrityError), session_scope(archive_settings.sqlalchemy_url) as session:
-        job_id = report.job_id or 0
-        study = archive_repo.add_study(session, job_id, 99, "again.png", b"")
+    with session_scope(archive_settings.sqlalchemy_url) as session:
+        study = archive_repo.add_study(session, report.job_id or 0, 99, "again.png", b"")
         archive_repo.add_entry(
             session, study.id, planned.content_hash, report.model_version or "", "png", "/", "x"
         )
-        session.flush()
+        with pytest.raises(IntegrityError):  # the same content twice for one version
+            session.flush()
+        session.rollback()
 
 
 def test_reprocess_model_requeues_old_results_with_the_promoted_model(
@@ -117,13 +126,16 @@ def test_reprocess_model_requeues_old_results_with_the_promoted_model(
     new = _promote_tiny_artifact(archive_settings, tmp_path)
     try:
         plain = scan_archive(archive_settings, dispatcher=dispatcher)
-        assert plain.model_version == new and plain.submitted == 0  # nothing is new
+        assert plain.model_version == new
+        assert plain.submitted == 0
         again = scan_archive(archive_settings, dispatcher=dispatcher, reprocess_model=old)
-        assert again.submitted == 3 and again.model_version == new
+        assert again.submitted == 3
+        assert again.model_version == new
         assert {p.reason for p in again.planned} == {f"reprocess {old}"}
         with session_scope(archive_settings.sqlalchemy_url) as session:
             job = session.get(Job, again.job_id)
-            assert job is not None and job.source == JobSource.ARCHIVE
+            assert job is not None
+            assert job.source == JobSource.ARCHIVE
             assert {s.status for s in job.studies} == {StudyStatus.QUEUED}
             olds = {e.content_hash: e.study_id for e in _entries(session, first.job_id)}
             for entry in _entries(session, again.job_id):
@@ -143,7 +155,9 @@ def test_dry_run_submits_nothing(
 ) -> None:
     _populate(archive_root)
     report = scan_archive(archive_settings, dry_run=True)
-    assert len(report.planned) == 3 and report.job_id is None and report.submitted == 0
+    assert len(report.planned) == 3
+    assert report.job_id is None
+    assert report.submitted == 0
     assert {Path(p.path).name for p in report.problems} == {"corrupt.nii", "broken.png"}
     assert _queued(archive_settings) == 0
     with session_scope(archive_settings.sqlalchemy_url) as session:
@@ -161,7 +175,9 @@ def test_a_held_lock_makes_a_second_scan_do_nothing(
         with redis_lock(url, SCAN_LOCK_KEY, 60) as other:
             assert not other  # SET NX: a second beat's scan cannot take it
         report = scan_archive(archive_settings, dispatcher=dispatcher)
-        assert report.locked and report.job_id is None and _queued(archive_settings) == 0
+        assert report.locked
+        assert report.job_id is None
+        assert _queued(archive_settings) == 0
     assert scan_archive(archive_settings, dispatcher=dispatcher).submitted == 1  # released
 
 

@@ -39,9 +39,11 @@ def test_the_scan_runs_at_the_cron_in_the_archive_time_zone() -> None:
 
 def test_without_a_zone_the_machine_local_time_is_used() -> None:
     app = _beat_app()
-    assert app.conf.enable_utc is False and app.timezone == celery_timezone.local
+    assert app.conf.enable_utc is False
+    assert app.timezone == celery_timezone.local
     entry = app.conf.beat_schedule["nightly-archive-scan"]
-    assert entry["schedule"].hour == {2} and entry["schedule"].minute == {0}
+    assert entry["schedule"].hour == {2}
+    assert entry["schedule"].minute == {0}
     assert _beat_app(archive_timezone="UTC").timezone.utcoffset(datetime.now(UTC)).seconds == 0
 
 
@@ -51,6 +53,8 @@ def test_the_scan_task_is_acked_on_receipt_with_its_own_time_limit() -> None:
     app.loader.import_default_modules()
     scan = app.tasks[ARCHIVE_SCAN_TASK]
     assert scan.acks_late is False  # never redelivered: the next night scans again
-    assert scan.time_limit == 7200 and scan.soft_time_limit < 7200
+    assert scan.time_limit == 7200
+    assert scan.soft_time_limit < 7200
     chunk = app.tasks[SEGMENT_TASK]
-    assert chunk.acks_late is True and chunk.time_limit == settings.task_time_limit
+    assert chunk.acks_late is True
+    assert chunk.time_limit == settings.task_time_limit

@@ -33,7 +33,8 @@ def test_discovers_one_study_per_png_nifti_and_dicom_folder(archive_root: Path) 
     found, problems = sources.discover([archive_root.resolve()])
     assert problems == []
     by_kind = {c.kind: c for c in found}
-    assert sorted(by_kind) == ["dicom", "nifti", "png"] and len(found) == 3
+    assert sorted(by_kind) == ["dicom", "nifti", "png"]
+    assert len(found) == 3
     assert by_kind["png"].rel_path == "2026/11/mip_a.png"
     assert by_kind["nifti"].rel_path == "2026/11/pet_b.nii.gz"
     assert by_kind["dicom"].rel_path == "2026/11/series_c"
@@ -48,10 +49,12 @@ def test_content_hash_ignores_names_and_places(archive_root: Path, tmp_path: Pat
         path.rename(series / f"renamed_{i:04d}")  # no suffix: found by the DICM marker
     (archive_root / "a.png").rename(archive_root / "moved.png")
     after = {c.kind: sources.content_hash(c) for c in sources.discover([archive_root])[0]}
-    assert before == after and len(after["png"]) == 64
+    assert before == after
+    assert len(after["png"]) == 64
     (archive_root / "moved.png").write_bytes(data + b"\0")  # one byte more: new content
     changed = {c.kind: sources.content_hash(c) for c in sources.discover([archive_root])[0]}
-    assert changed["png"] != after["png"] and changed["dicom"] == after["dicom"]
+    assert changed["png"] != after["png"]
+    assert changed["dicom"] == after["dicom"]
 
 
 def test_symlinks_out_of_the_root_are_reported_and_never_read(
@@ -91,12 +94,14 @@ def test_roots_come_from_the_settings_and_overrides_stay_inside(
     (archive_root / "ward").mkdir()
     settings = _settings(archive_roots=f"{archive_root}, {tmp_path / 'missing'}")
     roots, folders, problems = select_roots(settings)
-    assert roots == [archive_root.resolve()] and folders is None
+    assert roots == [archive_root.resolve()]
+    assert folders is None
     assert "unavailable" in problems[0].reason  # a missing root is reported, not fatal
     (archive_root / "ward" / "a.png").write_bytes(unique_png())
     (archive_root / "b.png").write_bytes(unique_png())
     roots, folders, _ = select_roots(settings, [archive_root / "ward"])
-    assert roots == [archive_root.resolve()] and folders == [(archive_root / "ward").resolve()]
+    assert roots == [archive_root.resolve()]
+    assert folders == [(archive_root / "ward").resolve()]
     found, _ = sources.discover(roots, folders=folders)
     assert [c.rel_path for c in found] == ["ward/a.png"]  # relative to the root
     with pytest.raises(ScanError, match="not inside a configured archive root"):

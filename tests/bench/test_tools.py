@@ -49,6 +49,8 @@ def test_load_test_accounts_for_every_study(tmp_path: Path) -> None:
     argv = ["--clients", "2", "--studies", "4", "--job-size", "2", "--timeout", "300"]
     assert load_test.main([*argv, "--out", str(out)]) == 0
     report = json.loads(out.read_text())
-    assert report["jobs"] == 2 and report["studies_in_db"] == 4
-    assert report["lost"] == 0 and report["duplicate_results"] == 0
+    assert report["jobs"] == 2
+    assert report["studies_in_db"] == 4
+    assert report["lost"] == 0
+    assert report["duplicate_results"] == 0
     assert report["succeeded"] + report["failed"] == 4

@@ -50,14 +50,16 @@ def _succeeded(settings: Settings, job_id: int) -> int:
 
 
 def _assert_exactly_once(settings: Settings, final: dict[int, StudyStatus]) -> None:
-    assert len(final) == STUDIES and set(final.values()) == {StudyStatus.SUCCEEDED}, final
+    assert len(final) == STUDIES, final
+    assert set(final.values()) == {StudyStatus.SUCCEEDED}, final
     with session_scope(settings.sqlalchemy_url) as session:
         rows = session.execute(
             select(Result.study_id, func.count())
             .where(Result.study_id.in_(list(final)))
             .group_by(Result.study_id)
         ).all()
-    assert len(rows) == STUDIES and all(n == 1 for _, n in rows)
+    assert len(rows) == STUDIES
+    assert all(n == 1 for _, n in rows)
 
 
 def test_redis_restart_in_mid_job_and_the_job_completes(

@@ -59,7 +59,8 @@ def test_a_study_that_kills_its_worker_fails_alone_and_its_chunk_is_done(
         if any(poison in claim for claim in worker.new_claims()):
             with session_scope(settings.sqlalchemy_url) as session:
                 study = session.get(Study, poison)
-                assert study is not None and study.status is StudyStatus.RUNNING, (
+                assert study is not None
+                assert study.status is StudyStatus.RUNNING, (
                     "the poison study finished before the kill: make it larger"
                 )
             for child in psutil.Process(worker.proc.pid).children(recursive=True):
@@ -83,4 +84,5 @@ def test_a_study_that_kills_its_worker_fails_alone_and_its_chunk_is_done(
     with TestClient(create_app(settings), headers=create_key(settings)) as client:
         job = client.get(f"/v1/jobs/{job_id}").json()
     assert job["status"] == "partially_failed", job["counts"]
-    assert job["counts"]["succeeded"] == 7 and job["counts"]["failed"] == 1
+    assert job["counts"]["succeeded"] == 7
+    assert job["counts"]["failed"] == 1

@@ -59,7 +59,8 @@ def test_ten_sigkilled_workers_lose_no_study_and_duplicate_no_result(
     final = wait_finished(settings, job_id, fleet, reaper_dispatcher, timeout=150)
 
     assert len(killed_chunks) == KILLS
-    assert len(final) == STUDIES and set(final.values()) == {StudyStatus.SUCCEEDED}
+    assert len(final) == STUDIES
+    assert set(final.values()) == {StudyStatus.SUCCEEDED}
     with session_scope(settings.sqlalchemy_url) as session:
         ids = list(final)
         results = session.execute(
@@ -73,12 +74,15 @@ def test_ten_sigkilled_workers_lose_no_study_and_duplicate_no_result(
         versions = set(
             session.scalars(select(Result.model_version).where(Result.study_id.in_(ids)))
         )
-    assert len(results) == STUDIES and all(n == 1 for _, n in results)  # none missing, no dupes
+    assert len(results) == STUDIES
+    assert all(n == 1 for _, n in results)
     assert len(versions) == 1
     for chunk in killed_chunks:  # every killed chunk came back and was done again
         assert all(attempts[i] >= 2 for i in chunk), (chunk, [attempts[i] for i in chunk])
     assert max(attempts.values()) <= settings.max_deliveries
     with TestClient(create_app(settings), headers=create_key(settings)) as client:
         job = client.get(f"/v1/jobs/{job_id}").json()
-    assert job["status"] == "succeeded" and job["counts"]["succeeded"] == STUDIES
-    assert job["progress"] == 1.0 and job["total"] == STUDIES
+    assert job["status"] == "succeeded"
+    assert job["counts"]["succeeded"] == STUDIES
+    assert job["progress"] == 1.0
+    assert job["total"] == STUDIES

@@ -21,15 +21,18 @@ def test_help_lists_every_command() -> None:
     )
     assert out.returncode == 0
     for name in ("api", "worker", "submit", "status", "demo", "db"):
-        assert name in COMMANDS and name in out.stdout
+        assert name in COMMANDS
+        assert name in out.stdout
 
 
 def test_each_command_parses_its_documented_arguments() -> None:
     assert build_parser("api").parse_args(["api", "--host", "0.0.0.0", "--port", "9"]).port == 9
     worker = build_parser("worker").parse_args(["worker", "--queues", "a,b", "--concurrency", "2"])
-    assert worker.queues == "a,b" and worker.concurrency == 2
+    assert worker.queues == "a,b"
+    assert worker.concurrency == 2
     submit = build_parser("submit").parse_args(["submit", "x", "y", "--labels", "l", "--wait"])
-    assert submit.paths == [Path("x"), Path("y")] and submit.wait
+    assert submit.paths == [Path("x"), Path("y")]
+    assert submit.wait
     assert build_parser("status").parse_args(["status", "7", "--json"]).json
     assert build_parser("db").parse_args(["db", "upgrade"]).action == "upgrade"
     with pytest.raises(SystemExit):
@@ -72,7 +75,8 @@ def test_invalid_settings_exit_2(
 
 def test_client_collects_images_and_matching_labels() -> None:
     images = client.collect_images([SAMPLES / "imgs"])
-    assert images and all(p.suffix == ".png" for p in images)
+    assert images
+    assert all(p.suffix == ".png" for p in images)
     labels = client.select_labels(images, SAMPLES / "labels")
     assert {p.name for p in labels} == {p.name for p in (SAMPLES / "labels").glob("*.png")}
     with pytest.raises(client.ClientError):
@@ -88,9 +92,12 @@ def test_job_table_and_untrained_banner() -> None:
                      "metrics": {"tumor_pixels": 10, "lesions": 2, "dice": 0.5}}],
     }  # fmt: skip
     table = client.job_table(job)
-    assert "p.png" in table and "0.500" in table and "job 3: succeeded" in table
+    assert "p.png" in table
+    assert "0.500" in table
+    assert "job 3: succeeded" in table
     assert "UNTRAINED" in (client.untrained_banner(job) or "")
-    assert client.exit_code(job) == 0 and client.exit_code({**job, "status": "failed"}) == 1
+    assert client.exit_code(job) == 0
+    assert client.exit_code({**job, "status": "failed"}) == 1
 
 
 @pytest.mark.parametrize(

@@ -21,9 +21,12 @@ def test_pack_tune_and_build(tiny_data: Path, tmp_path: Path) -> None:  # noqa: 
     tuned = tumorseg("ensemble", "tune", *packed, "--data", str(tiny_data), "--json")
     assert tuned.returncode == 0, tuned.stdout + tuned.stderr
     report = json.loads(tuned.stdout)
-    assert report["folds"] == [0, 1] and report["n_patients"] == 4 and report["frontier"]
+    assert report["folds"] == [0, 1]
+    assert report["n_patients"] == 4
+    assert report["frontier"]
     text = tumorseg("ensemble", "tune", *packed, "--data", str(tiny_data))
-    assert "cross-fitted: Dice" in text.stdout and "frontier" in text.stdout
+    assert "cross-fitted: Dice" in text.stdout
+    assert "frontier" in text.stdout
     built = tumorseg(
         "ensemble", "build", *packed, "--data", str(tiny_data), "--out", str(tmp_path / "e")
     )
@@ -34,9 +37,11 @@ def test_pack_tune_and_build(tiny_data: Path, tmp_path: Path) -> None:  # noqa: 
 
 def test_bad_input_gets_a_clear_error(tmp_path: Path) -> None:
     done = tumorseg("ensemble", "pack", str(tmp_path), "--into", str(tmp_path / "f"), "--name", "x")
-    assert done.returncode == 2 and "tumorseg ensemble:" in done.stdout
+    assert done.returncode == 2
+    assert "tumorseg ensemble:" in done.stdout
     done = tumorseg("ensemble", "tune", str(tmp_path), "--data", str(tmp_path), "--min-clean", "2")
-    assert done.returncode == 2 and "--min-clean" in done.stdout
+    assert done.returncode == 2
+    assert "--min-clean" in done.stdout
 
 
 def test_oof_and_retune_make_a_new_version_with_the_same_weights(
@@ -47,15 +52,18 @@ def test_oof_and_retune_make_a_new_version_with_the_same_weights(
     (run / "oof.npz").unlink()  # as an artifact from before training wrote its maps
     maps = tmp_path / "maps.npz"
     done = tumorseg("ensemble", "oof", str(run), "--data", str(tiny_data), "--out", str(maps))
-    assert done.returncode == 0 and maps.is_file(), done.stdout + done.stderr
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert maps.is_file(), done.stdout + done.stderr
     args = ["ensemble", "retune", str(run), "--data", str(tiny_data), "--out", str(tmp_path / "r")]
     missing = tumorseg(*args)
-    assert missing.returncode == 2 and "ensemble oof" in missing.stdout
+    assert missing.returncode == 2
+    assert "ensemble oof" in missing.stdout
     done = tumorseg(*args, "--oof", str(maps), "--min-clean", "0.5")
     assert done.returncode == 0, done.stdout + done.stderr
     (new,) = (tmp_path / "r").iterdir()
     old_m, new_m = read_manifest(run), read_manifest(new)
-    assert new_m.weights_sha256 == old_m.weights_sha256 and new_m.version != old_m.version
+    assert new_m.weights_sha256 == old_m.weights_sha256
+    assert new_m.version != old_m.version
     assert new_m.training["retuned_from"]["version"] == old_m.version
     assert new_m.threshold == new_m.metrics["oof"]["chosen"]["threshold"]
     assert {"min_component_px", "min_peak", "flip_tta"} == set(new_m.postprocessing)

@@ -45,7 +45,8 @@ def test_evaluate_json_has_the_competition_keys(small_data: Path, tmp_path: Path
     summary = json.loads(out.stdout.strip().splitlines()[-1])
     keys = {"dice", "precision", "recall", "controls_clean_fraction", "n_patients", "n_controls"}
     assert keys <= summary.keys()
-    assert summary["n_patients"] == 2 and summary["n_controls"] == 1
+    assert summary["n_patients"] == 2
+    assert summary["n_controls"] == 1
     assert 0.0 < summary["dice"] < 1.0
     assert len(csv.read_text().splitlines()) == 4  # header + 3 studies
 
@@ -57,21 +58,26 @@ def test_evaluate_paired_with_another_evaluation(small_data: Path, tmp_path: Pat
     out = tumorseg(*base, "--csv", str(tmp_path / "again.csv"), "--paired-with", str(first))
     assert out.returncode == 0, out.stderr
     pair = json.loads(out.stdout.strip().splitlines()[-1])["paired"]
-    assert pair["n_patients"] == 2 and pair["mean_difference"] == 0.0 and pair["equal"] == 2
+    assert pair["n_patients"] == 2
+    assert pair["mean_difference"] == 0.0
+    assert pair["equal"] == 2
     missing = tumorseg(*base, "--paired-with", str(tmp_path / "nope.csv"))
-    assert missing.returncode == 2 and "--paired-with" in missing.stdout
+    assert missing.returncode == 2
+    assert "--paired-with" in missing.stdout
 
 
 def test_evaluate_refuses_a_folder_without_studies(tmp_path: Path) -> None:
     out = tumorseg("evaluate", "--data", str(tmp_path), "--json")
-    assert out.returncode == 2 and "holds no studies" in out.stdout
+    assert out.returncode == 2
+    assert "holds no studies" in out.stdout
 
 
 def test_register_promote_list(tiny_artifact: Path, tmp_path: Path) -> None:  # noqa: F811
     env = {"TUMORSEG_DATABASE_URL": f"sqlite:///{tmp_path / 'registry.db'}"}
     version = tiny_artifact.name
     reg = tumorseg("model", "register", str(tiny_artifact), env=env)
-    assert reg.returncode == 0 and f"registered {version}" in reg.stdout, reg.stderr
+    assert reg.returncode == 0, reg.stderr
+    assert f"registered {version}" in reg.stdout, reg.stderr
     assert tumorseg("model", "promote", "no-such-version", env=env).returncode == 2
     assert tumorseg("model", "promote", version, env=env).returncode == 0
     listing = tumorseg("model", "list", env=env).stdout
@@ -82,7 +88,8 @@ def test_register_refuses_a_corrupt_artifact(tiny_artifact: Path, tmp_path: Path
     (tiny_artifact / "model.safetensors").write_bytes(b"not weights")
     env = {"TUMORSEG_DATABASE_URL": f"sqlite:///{tmp_path / 'registry.db'}"}
     out = tumorseg("model", "register", str(tiny_artifact), env=env)
-    assert out.returncode == 2 and "sha256" in out.stdout
+    assert out.returncode == 2
+    assert "sha256" in out.stdout
 
 
 @pytest.fixture
@@ -108,16 +115,19 @@ def test_evaluate_members_runs_the_first_members_and_records_the_version(
                        "--csv", str(tmp_path / "scores.csv"))  # fmt: skip
         assert out.returncode == 0, out.stderr
         summary = json.loads(out.stdout.strip().splitlines()[-1])
-        assert summary["model"] == tiny_ensemble.name and summary["members"] == ran
+        assert summary["model"] == tiny_ensemble.name
+        assert summary["members"] == ran
 
 
 def test_evaluate_refuses_negative_members(tmp_path: Path) -> None:
     out = tumorseg("evaluate", "--data", str(tmp_path), "--members", "-1")
-    assert out.returncode == 2 and "--members: must be >= 0" in out.stderr
+    assert out.returncode == 2
+    assert "--members: must be >= 0" in out.stderr
 
 
 def test_register_checks_every_member(tiny_ensemble: Path, tmp_path: Path) -> None:
     env = {"TUMORSEG_DATABASE_URL": f"sqlite:///{tmp_path / 'registry.db'}"}
     (tiny_ensemble / "member-2.safetensors").write_bytes(b"not weights")
     out = tumorseg("model", "register", str(tiny_ensemble), env=env)
-    assert out.returncode == 2 and "member-2.safetensors" in out.stdout
+    assert out.returncode == 2
+    assert "member-2.safetensors" in out.stdout

@@ -54,7 +54,8 @@ def test_unsafe_settings_are_refused(bad: dict[str, object]) -> None:
 def test_celery_config_is_safe_for_long_gpu_tasks() -> None:
     settings = Settings(task_time_limit=300, visibility_timeout=900, max_deliveries=2)
     conf = celery_config(settings, "redis://x:6379/0")
-    assert conf["task_acks_late"] and conf["task_reject_on_worker_lost"]
+    assert conf["task_acks_late"]
+    assert conf["task_reject_on_worker_lost"]
     assert conf["worker_prefetch_multiplier"] == 1
     assert conf["task_time_limit"] == 300 < conf["broker_transport_options"]["visibility_timeout"]
     assert conf["task_soft_time_limit"] < conf["task_time_limit"]

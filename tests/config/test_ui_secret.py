@@ -33,4 +33,5 @@ def test_production_uses_the_configured_secret(monkeypatch: pytest.MonkeyPatch) 
 def test_development_generates_a_random_secret_per_process() -> None:
     settings = Settings()
     first, second = ui_secret(settings), ui_secret(settings)
-    assert len(first) == 32 and first != second
+    assert len(first) == 32
+    assert first != second

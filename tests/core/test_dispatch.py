@@ -77,9 +77,14 @@ def test_sends_wait_for_the_commit_and_a_rollback_forgets_them(queues: Settings)
             send_after_commit(session, ids, queue)
             assert _waiting(queues, queue) == []  # not before the commit
         assert _waiting(queues, queue) == [ids[:4], ids[4:]]  # chunk_size 4
-        with pytest.raises(RuntimeError), dispatcher.unit_of_work() as session:
-            send_after_commit(session, ids, queue)
-            raise RuntimeError("the request failed after the job was built")
+
+        def fail_after_sending() -> None:
+            with dispatcher.unit_of_work() as session:
+                send_after_commit(session, ids, queue)
+                raise RuntimeError("the request failed after the job was built")
+
+        with pytest.raises(RuntimeError, match="request failed"):
+            fail_after_sending()
         assert _waiting(queues, queue) == [ids[:4], ids[4:]]  # nothing more
     finally:
         dispatcher.close()
@@ -107,7 +112,8 @@ def _submit_through_the_archive(settings: Settings, dead: Settings) -> int:
         report = scan_archive(settings, dispatcher=dispatcher)
     finally:
         dispatcher.close()
-    assert report.submitted == 2 and report.job_id is not None  # the scan kept its job
+    assert report.submitted == 2
+    assert report.job_id is not None
     return report.job_id
 
 
@@ -130,12 +136,15 @@ def test_with_the_broker_down_studies_stay_queued_and_the_recovery_pass_sends_th
     job_id = producer(queues, dead)
 
     studies = _studies(queues, job_id)
-    assert len(studies) == 2 and set(studies.values()) == {StudyStatus.QUEUED}
+    assert len(studies) == 2
+    assert set(studies.values()) == {StudyStatus.QUEUED}
     dispatcher = Dispatcher(queues)  # the broker is back
     try:
         with dispatcher.unit_of_work() as session:
             job = session.get(Job, job_id)
-            assert job is not None and job.status is JobStatus.QUEUED and job.error is None
+            assert job is not None
+            assert job.status is JobStatus.QUEUED
+            assert job.error is None
         assert _waiting(queues, queue) == []  # nothing reached the broker
         assert not set(studies) & set(reap(queues, dispatcher).resent_queued)  # not idle yet
         later = utcnow() + timedelta(seconds=queues.reap_queued_after + 1)

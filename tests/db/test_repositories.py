@@ -33,10 +33,12 @@ def test_create_job_stores_studies_in_order_and_fails_bad_ones(db_url: str) -> N
     job_id = _job(db_url, n=3, bad=1)
     with session_scope(db_url) as session:
         job = jobs_repo.get_job(session, job_id)
-        assert job is not None and job.status is JobStatus.QUEUED
+        assert job is not None
+        assert job.status is JobStatus.QUEUED
         assert [s.filename for s in job.studies] == ["s0.png", "s1.png", "s2.png", "bad0.png"]
         counts = status.study_counts(session, job_id)
-        assert counts[StudyStatus.QUEUED] == 3 and counts[StudyStatus.FAILED] == 1
+        assert counts[StudyStatus.QUEUED] == 3
+        assert counts[StudyStatus.FAILED] == 1
         assert len(jobs_repo.queued_study_ids(session, job_id)) == 3
 
 
@@ -44,7 +46,8 @@ def test_job_of_only_bad_studies_is_failed_at_once(db_url: str) -> None:
     job_id = _job(db_url, n=0, bad=2)
     with session_scope(db_url) as session:
         job = jobs_repo.get_job(session, job_id)
-        assert job is not None and job.status is JobStatus.FAILED
+        assert job is not None
+        assert job.status is JobStatus.FAILED
         assert job.finished_at is not None
 
 
@@ -91,10 +94,16 @@ def test_results_upserted_in_one_call_insert_update_and_keep_their_own_values(
 
 
 def test_session_scope_rolls_back_on_error(db_url: str) -> None:
-    with pytest.raises(RuntimeError), session_scope(db_url) as session:
-        job = jobs_repo.create_job(session, "q", [jobs_repo.NewStudy("x.png", b"p")])
-        job_id = job.id
-        raise RuntimeError("boom")
+    created: list[int] = []
+
+    def fail_after_creating() -> None:
+        with session_scope(db_url) as session:
+            created.append(jobs_repo.create_job(session, "q", [jobs_repo.NewStudy("x", b"")]).id)
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        fail_after_creating()
+    job_id = created[0]
     with session_scope(db_url) as session:
         assert jobs_repo.get_job(session, job_id) is None
 
@@ -109,7 +118,8 @@ def test_dice_summary_averages_labelled_studies(db_url: str) -> None:
             study.status = StudyStatus.SUCCEEDED
     with session_scope(db_url) as session:
         labelled, mean = jobs_repo.dice_summary(session, job_id)
-        assert labelled == 2 and mean == pytest.approx(0.4)
+        assert labelled == 2
+        assert mean == pytest.approx(0.4)
 
 
 def test_promote_keeps_exactly_one_promoted_version(db_url: str) -> None:
@@ -119,7 +129,9 @@ def test_promote_keeps_exactly_one_promoted_version(db_url: str) -> None:
         models_repo.promote(session, "test-a")
         models_repo.promote(session, "test-b")
         promoted = models_repo.get_promoted(session)
-        assert promoted is not None and promoted.version == "test-b" and promoted.trained
+        assert promoted is not None
+        assert promoted.version == "test-b"
+        assert promoted.trained
         assert [v.version for v in models_repo.list_versions(session) if v.promoted] == ["test-b"]
         with pytest.raises(LookupError):
             models_repo.promote(session, "missing")

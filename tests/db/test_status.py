@@ -99,7 +99,9 @@ def test_a_job_built_study_by_study_is_not_recorded_as_finished(db_url: str) -> 
             Study(position=0, filename="a.png", input_png=b"p", status="queued", attempts=0)
         )
         status.refresh_jobs(session, [job.id])
-        assert empty and job.status is JobStatus.QUEUED and job.finished_at is None
+        assert empty
+        assert job.status is JobStatus.QUEUED
+        assert job.finished_at is None
         assert job.id not in session.info[status.FINISHED_JOBS]
 
 

@@ -39,19 +39,23 @@ def test_batch_job_of_24_studies_runs_to_completion(
     job = wait_for_job(live_client, response.json()["id"], worker)
 
     assert job["status"] == "partially_failed", job["counts"]
-    assert job["counts"]["succeeded"] == 22 and job["counts"]["failed"] == 2
-    assert job["progress"] == 1.0 and job["timings"]["total_seconds"] > 0
+    assert job["counts"]["succeeded"] == 22
+    assert job["counts"]["failed"] == 2
+    assert job["progress"] == 1.0
+    assert job["timings"]["total_seconds"] > 0
     by_name = {s["filename"]: s for s in job["studies"]}
     assert "truncated" in by_name["patient_truncated.png"]["error"]
     assert "label" in by_name["mismatch_study.png"]["error"]
     assert job["aggregates"]["labelled_studies"] == 20
     assert 0.0 <= job["aggregates"]["mean_dice"] <= 1.0
-    assert job["model_version"] and (job["warning"] is not None) == (not job["model_trained"])
+    assert job["model_version"]
+    assert (job["warning"] is not None) == (not job["model_trained"])
 
     sources = {img.name: img for img, _ in pairs} | {c.name: c for c in controls}
     for name, path in sources.items():
         study = by_name[name]
-        assert study["status"] == "succeeded" and study["metrics"]["tumor_pixels"] >= 0
+        assert study["status"] == "succeeded"
+        assert study["metrics"]["tumor_pixels"] >= 0
         mask_response = live_client.get(study["mask_url"])
         assert mask_response.headers["content-type"] == "image/png"
         mask = _png(mask_response.content)
@@ -60,7 +64,8 @@ def test_batch_job_of_24_studies_runs_to_completion(
         assert set(np.unique(mask).tolist()) <= {0, 255}
         assert int((mask == 255).sum()) == study["metrics"]["tumor_pixels"]
         overlay = Image.open(io.BytesIO(live_client.get(study["overlay_url"]).content))
-        assert overlay.size == (width, height) and overlay.mode == "RGB"
+        assert overlay.size == (width, height)
+        assert overlay.mode == "RGB"
         if name.startswith("patient_"):
             assert study["metrics"]["dice"] is not None
         else:
@@ -77,10 +82,12 @@ def test_predict_endpoint_follows_the_competition_contract(
     assert response.status_code == 200, response.text
     assert response.headers["x-model-trained"] in {"true", "false"}
     mask = Image.open(io.BytesIO(base64.b64decode(response.json()["img"])))
-    assert mask.mode == "RGB" and mask.size == Image.open(img).size
+    assert mask.mode == "RGB"
+    assert mask.size == Image.open(img).size
     rgb = np.asarray(mask)
     assert set(np.unique(rgb).tolist()) <= {0, 255}
-    assert (rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all()
+    assert (rgb[..., 0] == rgb[..., 1]).all()
+    assert (rgb[..., 1] == rgb[..., 2]).all()
 
 
 def test_cancelled_job_is_skipped_by_the_worker(

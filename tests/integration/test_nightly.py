@@ -59,10 +59,12 @@ def test_scan_task_renders_a_pet_volume_and_the_worker_segments_it(
         png = archive_repo.study_input(session, study_id) or b""
     mip = np.asarray(Image.open(io.BytesIO(png)))
     row, col = (round(v) for v in expected_spot_pixel())
-    assert mip.shape == (600, 400) and mip[row, col] == 0  # the hot spot, black
+    assert mip.shape == (600, 400)
+    assert mip[row, col] == 0
     assert mip[row, 399 - col] > 150  # the mirrored point (patient's left): body gray
     mask = np.asarray(Image.open(io.BytesIO(live_client.get(study["mask_url"]).content)))
-    assert mask.shape == mip.shape and set(np.unique(mask).tolist()) <= {0, 255}
+    assert mask.shape == mip.shape
+    assert set(np.unique(mask).tolist()) <= {0, 255}
     box = mask[row - 8 : row + 8, col - 10 : col + 10]
     mirror = mask[row - 8 : row + 8, 399 - col - 10 : 399 - col + 10]
     if job["model_trained"] and box.any():  # the released model may ignore a synthetic blob
@@ -74,7 +76,8 @@ def test_scan_task_renders_a_pet_volume_and_the_worker_segments_it(
     today = datetime.now(settings.archive_tzinfo).date().isoformat()
     report = live_client.get("/v1/reports/nightly", params={"date": today}).json()
     line = next(s for s in report["studies"] if s["path"] == name)
-    assert line["status"] == "succeeded" and line["lesions"] is not None
+    assert line["status"] == "succeeded"
+    assert line["lesions"] is not None
 
 
 def test_interactive_jobs_overtake_a_large_nightly_job(
@@ -89,7 +92,8 @@ def test_interactive_jobs_overtake_a_large_nightly_job(
         nightly = scan_archive(settings, roots=[folder], dispatcher=dispatcher)
     finally:
         dispatcher.close()
-    assert nightly.submitted == 48 and nightly.job_id is not None
+    assert nightly.submitted == 48
+    assert nightly.job_id is not None
 
     def statuses() -> dict[int, tuple[StudyStatus, datetime | None]]:
         with session_scope(settings.sqlalchemy_url) as session:

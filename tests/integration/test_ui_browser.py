@@ -64,7 +64,8 @@ def live_url(settings: Settings, worker: WorkerProcess) -> Iterator[str]:
     thread.start()
     deadline = time.monotonic() + 30
     while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        assert thread.is_alive(), "uvicorn did not start"
+        assert time.monotonic() < deadline, "uvicorn did not start"
         time.sleep(0.05)
     yield f"http://127.0.0.1:{port}"
     server.should_exit = True
@@ -110,8 +111,11 @@ def test_sign_in_upload_watch_the_job_and_view_a_study(
     driver.find_element(By.ID, "sign-in").click()
     wait.until(ec.presence_of_element_located((By.ID, "upload-form")))
     cookie = driver.get_cookie("tumorseg_session")
-    assert cookie is not None and cookie["httpOnly"] is True and cookie["sameSite"] == "Strict"
-    assert key not in cookie["value"] and "tsk_" not in cookie["value"]
+    assert cookie is not None
+    assert cookie["httpOnly"] is True
+    assert cookie["sameSite"] == "Strict"
+    assert key not in cookie["value"]
+    assert "tsk_" not in cookie["value"]
 
     pairs = patient_files(3)
     driver.find_element(By.ID, "files").send_keys("\n".join(str(img) for img, _ in pairs))
@@ -155,7 +159,8 @@ def test_sign_in_upload_watch_the_job_and_view_a_study(
     listed = wait.until(
         ec.presence_of_element_located((By.CSS_SELECTOR, f"#jobs tr[data-job-id='{job_id}']"))
     )
-    assert "succeeded" in listed.text and "100 %" in listed.text
+    assert "succeeded" in listed.text
+    assert "100 %" in listed.text
     bar = listed.find_element(By.TAG_NAME, "progress")
     assert float(bar.get_attribute("value") or 0) == 1.0
     driver.back()

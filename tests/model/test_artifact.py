@@ -17,7 +17,8 @@ def test_manifest_round_trip(tiny_artifact: Path) -> None:
     again = Manifest.from_dict(json.loads(manifest.to_json()))
     assert again == manifest
     loaded, net = load_artifact(tiny_artifact)
-    assert loaded == manifest and not net.training
+    assert loaded == manifest
+    assert not net.training
 
 
 def test_save_never_overwrites(tiny_artifact: Path) -> None:

@@ -12,7 +12,8 @@ def test_every_index_once_and_no_image_padded_beyond_its_bucket() -> None:
         assert len(b.indices) <= 3
         for i in b.indices:
             assert b.height - padded(shapes[i][0], 16) <= 64
-            assert b.height % 16 == 0 and b.width % 16 == 0
+            assert b.height % 16 == 0
+            assert b.width % 16 == 0
 
 
 def test_a_300px_study_is_never_padded_to_991() -> None:
@@ -27,5 +28,5 @@ def test_different_widths_never_share_a_batch() -> None:
 
 
 def test_batch_size_must_be_positive() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="batch_size"):
         make_batches([(32, 32)], batch_size=0, multiple=16)

@@ -28,7 +28,8 @@ def test_eval_gives_full_size_logits_and_training_adds_the_heads() -> None:
     net.eval()
     with torch.no_grad():
         out = net(x)
-    assert isinstance(out, torch.Tensor) and out.shape == (2, 1, 96, 64)
+    assert isinstance(out, torch.Tensor)
+    assert out.shape == (2, 1, 96, 64)
     net.train()
     outs = net(x)
     assert [tuple(o.shape) for o in outs] == [(2, 1, 96, 64), (2, 1, 48, 32), (2, 1, 24, 16)]

@@ -80,12 +80,15 @@ def test_ensemble_manifest_round_trip(ensemble: Path) -> None:
     ]
     assert [m["fold"] for m in manifest.members] == [0, 1, None]
     assert manifest.weights_sha256 == members_sha256([m["sha256"] for m in manifest.members])
-    assert manifest.n_members == 3 and manifest.architecture == TINY_ARCH
+    assert manifest.n_members == 3
+    assert manifest.architecture == TINY_ARCH
     assert manifest.metrics == {"validation": {"dice": 0.5}}
     assert Manifest.from_dict(json.loads(manifest.to_json())) == manifest
     assert not (ensemble / "model.safetensors").exists()
     loaded, nets = load_members(ensemble)
-    assert loaded == manifest and len(nets) == 3 and not any(n.training for n in nets)
+    assert loaded == manifest
+    assert len(nets) == 3
+    assert not any(n.training for n in nets)
     assert all(p.dtype == torch.float32 for n in nets for p in n.parameters())
 
 
@@ -107,7 +110,8 @@ def test_predictor_averages_the_members(ensemble: Path) -> None:
     for flip in (False, True):
         pred = Predictor.from_artifact(ensemble, device="cpu", batch_size=2, precision="fp32")
         pred.flip_tta = flip
-        assert pred.n_members == 3 and pred.version == read_manifest(ensemble).version
+        assert pred.n_members == 3
+        assert pred.version == read_manifest(ensemble).version
         for img, got in zip(images(), pred.probabilities(images()), strict=True):
             np.testing.assert_allclose(got, by_hand(nets, img, flip), atol=1e-5)
 
@@ -115,11 +119,13 @@ def test_predictor_averages_the_members(ensemble: Path) -> None:
 def test_members_1_is_the_first_member_alone(ensemble: Path) -> None:
     _, nets = load_members(ensemble)
     pred = Predictor.from_artifact(ensemble, device="cpu", precision="fp32", members=1)
-    assert pred.n_members == 1 and pred.version == read_manifest(ensemble).version
+    assert pred.n_members == 1
+    assert pred.version == read_manifest(ensemble).version
     for img, got in zip(images(), pred.probabilities(images()), strict=True):
         np.testing.assert_allclose(got, by_hand(nets[:1], img, False), atol=1e-5)
     manifest, two = load_members(ensemble, max_members=2)
-    assert len(two) == 2 and manifest.n_members == 3
+    assert len(two) == 2
+    assert manifest.n_members == 3
     assert len(load_members(ensemble, max_members=9)[1]) == 3  # at most all of them
     with pytest.raises(ValueError, match="max_members"):
         load_members(ensemble, max_members=-1)
@@ -175,10 +181,13 @@ def test_save_ensemble_refuses_overwrite_and_misfits(ensemble: Path) -> None:
 def test_a_single_network_artifact_loads_and_predicts_as_before(tiny_artifact: Path) -> None:
     manifest, nets = load_members(tiny_artifact)
     _, net = load_artifact(tiny_artifact)
-    assert manifest.members == [] and manifest.n_members == 1 and len(nets) == 1
+    assert manifest.members == []
+    assert manifest.n_members == 1
+    assert len(nets) == 1
     assert "members" not in json.loads((tiny_artifact / MANIFEST_NAME).read_text())
     pred = Predictor.from_artifact(tiny_artifact, device="cpu", precision="fp32", members=1)
-    assert pred.n_members == 1 and pred.network is pred.networks[0]
+    assert pred.n_members == 1
+    assert pred.network is pred.networks[0]
     for img, got in zip(images(), pred.probabilities(images()), strict=True):
         np.testing.assert_allclose(got, by_hand([net], img, False), atol=1e-5)
     # The trainer's call: one module, not a list.

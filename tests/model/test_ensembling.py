@@ -33,20 +33,24 @@ def test_two_packed_folds_make_an_ensemble_tuned_on_their_pooled_maps(
     packed = [pack_fold(r, tmp_path / "ens", f"fold-{k}") for k, r in enumerate(runs)]
     for k, p in enumerate(packed):
         m = read_manifest(p)
-        assert m.n_members == 1 and m.members[0]["fold"] == k
-        assert (p / OOF_NAME).is_file() and m.training["packed_from"] == read_manifest(
-            runs[k]
-        ).version
+        assert m.n_members == 1
+        assert m.members[0]["fold"] == k
+        assert (p / OOF_NAME).is_file()
+        assert m.training["packed_from"] == read_manifest(runs[k]).version
     with pytest.raises(ArtifactError, match="overwrite"):
         pack_fold(runs[0], tmp_path / "ens", "fold-0")  # never overwritten
     ensemble = build_ensemble(packed, tiny_data, tmp_path / "out")
     m = read_manifest(ensemble)
-    assert m.n_members == 2 and [x["fold"] for x in m.members] == [0, 1]
+    assert m.n_members == 2
+    assert [x["fold"] for x in m.members] == [0, 1]
     assert {"min_component_px", "min_peak", "flip_tta"} <= m.postprocessing.keys()
     oof = m.metrics["oof"]
-    assert oof["n_patients"] == 4 and oof["n_controls"] == 2 and oof["folds"] == [0, 1]
+    assert oof["n_patients"] == 4
+    assert oof["n_controls"] == 2
+    assert oof["folds"] == [0, 1]
     assert [c["fold"] for c in oof["crossfit"]["per_fold"]] == [0, 1]
-    assert oof["frontier"] and 0.0 <= oof["crossfit"]["dice"] <= 1.0
+    assert oof["frontier"]
+    assert 0.0 <= oof["crossfit"]["dice"] <= 1.0
     assert m.threshold == oof["chosen"]["threshold"]
     pred = Predictor.from_artifact(ensemble, device="cpu")
     assert pred.n_members == 2

@@ -33,7 +33,8 @@ def test_paired_difference_counts_and_interval() -> None:
     assert out["mean_difference"] == pytest.approx((0.2 + 0.0 - 0.2) / 3)
     assert (out["better"], out["equal"], out["worse"]) == (1, 1, 1)
     assert out["ci95_low"] <= out["mean_difference"] <= out["ci95_high"]
-    assert out["clean_new"] == 0.5 and out["clean_old"] == 0.0
+    assert out["clean_new"] == 0.5
+    assert out["clean_old"] == 0.0
     with pytest.raises(ValueError, match="different studies"):
         paired(new[:2], old)
 

@@ -27,5 +27,7 @@ def test_study_metrics_count_lesions_and_uptake() -> None:
     assert m["largest_lesion_px"] == 9
     assert m["uptake_max"] == pytest.approx(0.9)
     assert m["tumor_fraction"] == pytest.approx(13 / 256)
-    assert m["dice"] == 1.0 and m["precision"] == 1.0 and m["recall"] == 1.0
+    assert m["dice"] == 1.0
+    assert m["precision"] == 1.0
+    assert m["recall"] == 1.0
     assert study_metrics(image, np.zeros_like(mask))["uptake_mean"] is None

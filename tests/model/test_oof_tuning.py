@@ -53,7 +53,8 @@ def test_tabulated_scores_match_masks_scored_one_by_one(
         [dice(m, lab) for m, lab, pt in zip(masks, labels, patient, strict=True) if pt]
     )
     want_clean = np.mean([not m.any() for m, pt in zip(masks, patient, strict=True) if not pt])
-    assert d == pytest.approx(want_dice) and clean == pytest.approx(want_clean)
+    assert d == pytest.approx(want_dice)
+    assert clean == pytest.approx(want_clean)
 
 
 def test_choose_respects_the_clean_controls_floor_and_frontier_is_monotone() -> None:
@@ -72,7 +73,8 @@ def test_choose_respects_the_clean_controls_floor_and_frontier_is_monotone() -> 
     front = oof_tuning.frontier(settings)
     cleans = [s.controls_clean_fraction for s in front]
     dices = [s.dice for s in front]
-    assert cleans == sorted(cleans, reverse=True) and dices == sorted(dices)
+    assert cleans == sorted(cleans, reverse=True)
+    assert dices == sorted(dices)
 
 
 def test_crossfit_scores_each_fold_with_a_choice_made_without_it() -> None:

@@ -14,7 +14,8 @@ def test_small_components_are_removed_and_large_kept() -> None:
     mask[0, 0] = True
     mask[5:10, 5:10] = True
     out = remove_small_components(mask, 10)
-    assert not out[0, 0] and out[5:10, 5:10].all()
+    assert not out[0, 0]
+    assert out[5:10, 5:10].all()
     assert to_mask(np.where(mask, 0.9, 0.1), 0.5, 0).sum() == 26
 
 
@@ -50,7 +51,9 @@ def test_the_peak_rule_keeps_only_components_that_reach_the_peak() -> None:
     prob[6:10, 6:10] = 0.6
     prob[7, 7] = 0.95  # one pixel at the peak keeps its whole component
     mask = to_mask(prob, 0.5, 0, min_peak=0.9)
-    assert mask[6:10, 6:10].all() and not mask[1:4, 1:4].any() and mask.sum() == 16
+    assert mask[6:10, 6:10].all()
+    assert not mask[1:4, 1:4].any()
+    assert mask.sum() == 16
     # a peak at or below the threshold is no rule
     assert to_mask(prob, 0.5, 0, min_peak=0.5).sum() == 25
     # with a size floor too: the seeded component must also be large enough

@@ -19,7 +19,8 @@ def test_masks_have_input_shapes_and_are_binary(tiny_artifact: Path) -> None:
     masks = pred.predict(imgs)
     assert [m.shape for m in masks] == [i.shape for i in imgs]
     assert all(m.dtype == bool for m in masks)
-    assert pred.last_run.n_images == 4 and pred.last_run.n_batches >= 2
+    assert pred.last_run.n_images == 4
+    assert pred.last_run.n_batches >= 2
     assert 0.0 <= pred.last_run.padding_waste < 1.0
 
 
@@ -38,9 +39,11 @@ def test_masks_thresholded_on_the_device_equal_the_host_post_processing(
         want = [to_mask(p, pred.threshold, min_px) for p in probs]
         got = pred.predict(imgs)
         for g, w, p in zip(got, want, probs, strict=True):
-            assert g.dtype == bool and g.shape == p.shape
+            assert g.dtype == bool
+            assert g.shape == p.shape
             np.testing.assert_array_equal(g, w)
-            assert w.any() and not w.all()
+            assert w.any()
+            assert not w.all()
             removed |= not np.array_equal(w, p > pred.threshold)
     assert removed  # some components were small enough to go
 

@@ -29,7 +29,8 @@ def expected() -> np.ndarray:
 def test_every_8bit_mode_gives_the_same_inverted_gray(mode: str) -> None:
     img = Image.fromarray(GRAY, "L").convert(mode)
     out = decode_image(png(img))
-    assert out.dtype == np.float32 and out.shape == GRAY.shape
+    assert out.dtype == np.float32
+    assert out.shape == GRAY.shape
     np.testing.assert_allclose(out, expected(), atol=1 / 255)
 
 
@@ -80,7 +81,9 @@ def test_pad_to_multiple_pads_bottom_right_only() -> None:
     arr = np.ones((17, 30), dtype=np.float32)
     out = pad_to_multiple(arr, 16)
     assert out.shape == (32, 32)
-    assert out[:17, :30].all() and not out[17:].any() and not out[:, 30:].any()
+    assert out[:17, :30].all()
+    assert not out[17:].any()
+    assert not out[:, 30:].any()
 
 
 def test_resample_round_trip_keeps_shape_and_range() -> None:
@@ -89,4 +92,5 @@ def test_resample_round_trip_keeps_shape_and_range() -> None:
     assert small.shape == (26, 20)
     back = resample(small, 1.0, arr.shape)
     assert back.shape == arr.shape
-    assert back.min() >= 0.0 and back.max() <= 1.0
+    assert back.min() >= 0.0
+    assert back.max() <= 1.0

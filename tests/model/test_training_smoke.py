@@ -59,7 +59,8 @@ def test_smoke_training_writes_a_loadable_deterministic_artifact(
     first = train(config(tiny_data, tmp_path / "a"))
     second = train(config(tiny_data, tmp_path / "b"))
     m1, m2 = read_manifest(first), read_manifest(second)
-    assert m1.trained and m1.training["steps"] == 3
+    assert m1.trained
+    assert m1.training["steps"] == 3
     assert m1.training["data_fingerprint"] == m2.training["data_fingerprint"]
     assert m1.weights_sha256 == m2.weights_sha256, "same seed must give the same weights"
     assert 0.0 < m1.threshold < 1.0
@@ -130,8 +131,10 @@ def test_train_command_records_its_regularisation_options(tiny_data: Path, tmp_p
     manifest = read_manifest(artifact)
     assert manifest.architecture["dropout"] == 0.1
     config = manifest.training["config"]
-    assert config["weight_decay"] == 0.02 and config["crop"]["p_control"] == 0.4
-    assert config["crop"]["rotation"] == 15.0 and config["crop"]["scale"] == [0.7, 1.4]
+    assert config["weight_decay"] == 0.02
+    assert config["crop"]["p_control"] == 0.4
+    assert config["crop"]["rotation"] == 15.0
+    assert config["crop"]["scale"] == [0.7, 1.4]
     assert manifest.preprocessing["input_scale"] == 1.0  # inference runs at the trained scale
     load_artifact(artifact)  # the dropout network rebuilds from its manifest
 
@@ -170,9 +173,12 @@ def test_strong_augmentation_draws_valid_reproducible_crops(tiny_data: Path) -> 
     x, y = CropSampler(studies, strong, 3, 0.5).batch(16)
     x2, y2 = CropSampler(studies, strong, 3, 0.5).batch(16)
     assert x.shape == y.shape == (16, 1, 64, 64)
-    assert torch.equal(x, x2) and torch.equal(y, y2)
-    assert float(x.min()) >= 0.0 and float(x.max()) <= 1.0
-    assert float(y.min()) >= 0.0 and float(y.max()) <= 1.0
+    assert torch.equal(x, x2)
+    assert torch.equal(y, y2)
+    assert float(x.min()) >= 0.0
+    assert float(x.max()) <= 1.0
+    assert float(y.min()) >= 0.0
+    assert float(y.max()) <= 1.0
     assert float(y.sum()) > 0, "half the crops centre on a tumor: some label must survive"
     plain, _ = CropSampler(studies, CropConfig(height=64, width=64), 3, 0.5).batch(16)
     assert not torch.equal(x, plain)

@@ -57,11 +57,14 @@ def test_whole_image_batches_are_padded_bucketed_and_reproducible() -> None:
     sampler = WholeImageSampler(_studies(), cfg, seed=1, input_scale=1.0, multiple=16)
     for _ in range(10):
         x, y = sampler.batch(2)
-        assert x.shape == y.shape and x.shape[0] == 2
+        assert x.shape == y.shape
+        assert x.shape[0] == 2
         h, w = x.shape[-2:]
-        assert h % 16 == 0 and w == 32  # width 30 padded to the stride multiple
+        assert h % 16 == 0
+        assert w == 32
         # three nearest heights: never a 40-px study with a 98-px one
-        assert h in (48, 64, 96, 112) and not (h == 112 and bool((x[:, 0, 50:] == 0).all()))
+        assert h in (48, 64, 96, 112)
+        assert not (h == 112 and bool((x[:, 0, 50:] == 0).all()))
         assert float(y.amax(dim=(1, 2, 3)).min()) > 0.99, "p_control 0: every image a patient"
         assert bool((x[..., 30:] == 0).all()), "padding is zero (no uptake)"
     again = WholeImageSampler(_studies(), cfg, seed=1, input_scale=1.0, multiple=16)
@@ -79,7 +82,8 @@ def test_controls_only_batches_have_empty_labels_and_scale_halves_the_images() -
     sampler = WholeImageSampler(_studies(), cfg, seed=0, input_scale=0.5, multiple=8)
     x, y = sampler.batch(3)
     assert float(y.sum()) == 0.0
-    assert x.shape[-1] == 16 and x.shape[-2] <= 56  # 30 -> 15 -> 16; 98 -> 49 -> 56
+    assert x.shape[-1] == 16
+    assert x.shape[-2] <= 56
 
 
 def test_no_augmentation_is_the_identity_and_a_flip_mirrors_image_and_label_alike() -> None:
@@ -87,7 +91,8 @@ def test_no_augmentation_is_the_identity_and_a_flip_mirrors_image_and_label_alik
     x = torch.rand(3, 1, 16, 12)
     y = (x > 0.7).float()
     ax, ay = augment(x, y, NONE, gen)
-    assert torch.allclose(ax, x, atol=1e-6) and torch.equal(ay, y)
+    assert torch.allclose(ax, x, atol=1e-6)
+    assert torch.equal(ay, y)
     flip_only = replace(NONE, p_flip=1.0)
     fx, fy = spatial(x, y, flip_only, gen)
     assert torch.allclose(fx, torch.flip(x, dims=[-1]), atol=1e-5)
@@ -117,18 +122,21 @@ def test_intensity_augmentation_stays_in_range_and_spares_the_label() -> None:
     y = (x > 0.5).float()
     ax, ay = augment(x, y, every, gen)
     assert torch.equal(ay, y)
-    assert float(ax.min()) >= 0.0 and float(ax.max()) <= 1.0
+    assert float(ax.min()) >= 0.0
+    assert float(ax.max()) <= 1.0
     assert not torch.allclose(ax, x)
 
 
 def test_deep_supervision_heads_in_training_and_one_output_in_eval() -> None:
     net = build_network(TINY_DEEP)
-    assert isinstance(net, DeepAttentionUnet) and stride_multiple(TINY_DEEP) == 8
+    assert isinstance(net, DeepAttentionUnet)
+    assert stride_multiple(TINY_DEEP) == 8
     x = torch.rand(2, 1, 32, 24)
     outs = net.train()(x)
     assert [tuple(o.shape) for o in outs] == [(2, 1, 32, 24), (2, 1, 16, 12), (2, 1, 8, 6)]
     out = net.eval()(x)
-    assert isinstance(out, torch.Tensor) and out.shape == (2, 1, 32, 24)
+    assert isinstance(out, torch.Tensor)
+    assert out.shape == (2, 1, 32, 24)
     torch.testing.assert_close(out, net.train()(x)[0])  # same main head, no batch statistics
     with pytest.raises(ValueError, match="deep_supervision"):
         build_network({**TINY_DEEP, "deep_supervision": 3})
@@ -177,7 +185,8 @@ def test_deep_supervision_loss_weights_the_heads_one_half_quarter_normalised() -
     target[..., :2, :2] = 1
     DeepSupervisionLoss(Record())(outs, target)
     assert [tuple(t.shape[-2:]) for t in seen] == [(8, 8), (4, 4), (2, 2)]
-    assert float(seen[1][0, 0, 0, 0]) == 1.0 and float(seen[2][0, 0, 0, 0]) == 0.25
+    assert float(seen[1][0, 0, 0, 0]) == 1.0
+    assert float(seen[2][0, 0, 0, 0]) == 0.25
 
 
 def test_ema_follows_the_weights_at_its_rate() -> None:
@@ -185,7 +194,8 @@ def test_ema_follows_the_weights_at_its_rate() -> None:
     with torch.no_grad():
         net.weight.fill_(1.0)
     ema = EMA(net, decay=0.9)
-    assert ema.rate(0) == pytest.approx(0.1) and ema.rate(10**6) == 0.9
+    assert ema.rate(0) == pytest.approx(0.1)
+    assert ema.rate(10**6) == 0.9
     with torch.no_grad():
         net.weight.fill_(3.0)
     ema.update(net, step=10**6)  # 0.9 * 1 + 0.1 * 3
@@ -193,7 +203,7 @@ def test_ema_follows_the_weights_at_its_rate() -> None:
     ema.update(net, step=0)  # early on, rate 0.1: nearly a copy
     assert torch.allclose(ema.network.weight, torch.full((1, 2), 0.1 * 1.2 + 0.9 * 3.0))
     assert not ema.network.weight.requires_grad
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="decay"):
         EMA(net, decay=1.0)
 
 
@@ -215,7 +225,8 @@ def test_whole_image_training_ships_ema_weights_and_out_of_fold_maps(
     assert m.training["weights"] == "final EMA (decay 0.99)"
     assert m.training["config"]["sampler"] == "whole"
     oof = load_oof(first / OOF_NAME)
-    assert set(oof) == {"plain", "tta"} and len(oof["plain"]) == m.training["n_validation"]
+    assert set(oof) == {"plain", "tta"}
+    assert len(oof["plain"]) == m.training["n_validation"]
     pred = Predictor.from_artifact(first, device="cpu")
     name = sorted(oof["plain"])[0]
     shape = oof["plain"][name].shape

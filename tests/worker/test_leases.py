@@ -103,7 +103,8 @@ def test_a_lapsed_lease_is_requeued_and_sent_once_and_a_live_one_is_left_alone(
     assert all(rows[i].status is StudyStatus.QUEUED and rows[i].lease_owner is None
                for i in ids[:2])  # fmt: skip
     assert all(rows[i].requeues == 1 and rows[i].attempts == 1 for i in ids[:2])
-    assert rows[ids[2]].status is StudyStatus.RUNNING and rows[ids[2]].requeues == 0
+    assert rows[ids[2]].status is StudyStatus.RUNNING
+    assert rows[ids[2]].requeues == 0
     assert not set(ids) & set(reap(settings, dispatcher).requeued_running)  # taken back once
     assert _sent(broker) == [ids[:2]]
 
@@ -132,22 +133,26 @@ def test_overlapping_passes_take_back_and_resend_a_study_once(settings: Settings
         first = status.requeue(
             session, ids, {}, now=now, started_before=long_ago, idle_before=long_ago
         )
-        assert first.requeued == ids[:1] and first.to_send == [(ids[0], QUEUE)]
+        assert first.requeued == ids[:1]
+        assert first.to_send == [(ids[0], QUEUE)]
     with session_scope(settings.sqlalchemy_url) as session:  # the second pass: too late
         second = status.requeue(
             session, ids, {}, now=now, started_before=long_ago, idle_before=long_ago
         )
-        assert second.requeued == [] and second.to_send == []
+        assert second.requeued == []
+        assert second.to_send == []
         job = session.get(Job, job_id)
         assert job is not None
         job.updated_at = now - timedelta(hours=1)
     idle, times = {job_id: ids}, {"now": now, "started_before": long_ago, "idle_before": now}
     with session_scope(settings.sqlalchemy_url) as session:  # both found the job idle
         first = status.requeue(session, [], idle, **times)
-        assert [i for i, _ in first.to_send] == ids and first.resent == ids
+        assert [i for i, _ in first.to_send] == ids
+        assert first.resent == ids
     with session_scope(settings.sqlalchemy_url) as session:
         second = status.requeue(session, [], idle, **times)
-        assert second.to_send == [] and second.resent == []  # only one re-sends
+        assert second.to_send == []
+        assert second.resent == []
 
 
 def test_a_claim_skips_studies_another_live_worker_holds_and_takes_a_dead_process_s(
@@ -161,7 +166,11 @@ def test_a_claim_skips_studies_another_live_worker_holds_and_takes_a_dead_proces
     report = service.run_chunk(ids, owner=lease_owner(node))
 
     rows = _rows(settings, ids)
-    assert report.skipped == ids[:1] and rows[ids[0]].status is StudyStatus.RUNNING
-    assert rows[ids[0]].attempts == 1 and rows[ids[0]].lease_owner == "busy@elsewhere:5"
-    assert report.succeeded == ids[1:] and rows[ids[1]].attempts == 2
-    assert rows[ids[1]].lease_owner is None and rows[ids[1]].lease_expires_at is None
+    assert report.skipped == ids[:1]
+    assert rows[ids[0]].status is StudyStatus.RUNNING
+    assert rows[ids[0]].attempts == 1
+    assert rows[ids[0]].lease_owner == "busy@elsewhere:5"
+    assert report.succeeded == ids[1:]
+    assert rows[ids[1]].attempts == 2
+    assert rows[ids[1]].lease_owner is None
+    assert rows[ids[1]].lease_expires_at is None

@@ -48,7 +48,8 @@ def test_members_default_to_the_setting(
     get_settings.cache_clear()
     monkeypatch.setenv("TUMORSEG_MODEL_MEMBERS", "1")
     fast = PredictorCache("cpu", 1).get(choice)
-    assert fast.n_members == 1 and fast.version == ensemble.name
+    assert fast.n_members == 1
+    assert fast.version == ensemble.name
     assert PredictorCache("cpu", 1, members=2).get(choice).n_members == 2  # explicit wins
 
 
@@ -68,7 +69,8 @@ def test_results_record_the_ensemble_version(ensemble: Path, settings: Settings)
     service = SegmentationService(settings, PredictorCache("cpu", 1, members=1))
     try:
         report = service.run_chunk(ids)
-        assert report.succeeded == ids and report.model_version == ensemble.name
+        assert report.succeeded == ids
+        assert report.model_version == ensemble.name
         with session_scope(url) as session:
             versions = session.scalars(
                 select(Result.model_version).where(Result.study_id.in_(ids))

@@ -78,7 +78,8 @@ def test_studies_stuck_running_are_requeued_and_sent_then_finish_once(
             select(func.count()).select_from(Result).where(Result.study_id.in_(stuck))
         )
         attempts = set(session.scalars(select(Study.attempts).where(Study.id.in_(stuck))))
-    assert rows == len(stuck) and attempts == {2}
+    assert rows == len(stuck)
+    assert attempts == {2}
 
 
 def test_queued_studies_of_an_idle_job_are_sent_again(
@@ -93,10 +94,10 @@ def test_queued_studies_of_an_idle_job_are_sent_again(
 
     report = reap(settings, dispatcher)
 
-    assert [i for i in report.resent_queued if i in ids] == ids and _sent_chunks(broker) == [ids]
-    assert _sent_chunks(broker) == [ids] and not set(ids) & set(
-        reap(settings, dispatcher).resent_queued
-    )
+    assert [i for i in report.resent_queued if i in ids] == ids
+    assert _sent_chunks(broker) == [ids]
+    assert _sent_chunks(broker) == [ids]
+    assert not set(ids) & set(reap(settings, dispatcher).resent_queued)
     disabled = settings.model_copy(update={"reap_queued_after": 0})
     with session_scope(settings.sqlalchemy_url) as session:
         job = session.get(Job, job_id)
@@ -115,12 +116,14 @@ def test_a_chunk_that_kills_every_worker_is_failed_after_max_deliveries(
         assert [i for i in reap(settings, dispatcher).requeued_running if i in ids] == ids
     report = service.run_chunk(ids)  # the next delivery gives up instead of looping
 
-    assert sorted(report.failed) == ids and not report.succeeded
+    assert sorted(report.failed) == ids
+    assert not report.succeeded
     with session_scope(settings.sqlalchemy_url) as session:
         studies = session.scalars(select(Study).where(Study.id.in_(ids))).all()
         errors = {s.error for s in studies}
         job = session.get(Job, job_id)
-        assert job is not None and job.status.value == "failed"
+        assert job is not None
+        assert job.status.value == "failed"
     assert all(e and f"gave up after {settings.max_deliveries} deliveries" in e for e in errors), (
         errors
     )
@@ -142,7 +145,8 @@ def test_reap_command_requeues_and_prints_its_report(
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     report = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert set(ids) <= set(report["requeued_running"]) and report["tasks_sent"] >= 1
+    assert set(ids) <= set(report["requeued_running"])
+    assert report["tasks_sent"] >= 1
     assert _sent_chunks(broker) == [ids]
     assert set(_statuses(settings, ids).values()) == {StudyStatus.QUEUED}
 
@@ -165,7 +169,8 @@ def test_idle_queued_studies_wait_while_their_queue_still_drains(
     assert _sent_chunks(broker) == [[10**9]], "nothing added to a queue that still drains"
     _die_after_claim(settings, ids[:1], hours_ago=3)  # stuck running: never waits
     stuck = reap(settings, dispatcher)
-    assert ids[0] in stuck.requeued_running and ids[1] not in stuck.resent_queued
+    assert ids[0] in stuck.requeued_running
+    assert ids[1] not in stuck.resent_queued
     broker.delete(QUEUE)  # the backlog drained, and ids[1] had no message after all
     assert depth(QUEUE) == 0
     with session_scope(settings.sqlalchemy_url) as session:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import struct
 import zlib
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -33,8 +32,8 @@ def predictor_cache() -> PredictorCache:
 
 
 @pytest.fixture
-def service(settings: Settings, predictor_cache: PredictorCache) -> Iterator[SegmentationService]:
-    yield SegmentationService(settings, predictor_cache)
+def service(settings: Settings, predictor_cache: PredictorCache) -> SegmentationService:
+    return SegmentationService(settings, predictor_cache)
 
 
 def _make_job(db_url: str, studies: list[jobs_repo.NewStudy]) -> tuple[int, list[int]]:
@@ -61,15 +60,20 @@ def test_chunk_segments_studies_and_stores_competition_masks(
 ) -> None:
     job_id, ids = _make_job(settings.sqlalchemy_url, _labelled(2))
     report = service.run_chunk(ids)
-    assert sorted(report.succeeded) == ids and not report.failed
+    assert sorted(report.succeeded) == ids
+    assert not report.failed
     phases = report.as_dict()["phases"]
     assert set(phases) == {"claim", "decode", "predict", "finish", "store"}
-    assert phases["predict"] > 0 and sum(phases.values()) <= report.seconds + 0.01
+    assert phases["predict"] > 0
+    assert sum(phases.values()) <= report.seconds + 0.01
     with session_scope(settings.sqlalchemy_url) as session:
         job = jobs_repo.get_job(session, job_id)
-        assert job is not None and job.status is JobStatus.SUCCEEDED
-        assert job.model_version == report.model_version and job.model_trained is not None
-        assert job.started_at is not None and job.finished_at is not None
+        assert job is not None
+        assert job.status is JobStatus.SUCCEEDED
+        assert job.model_version == report.model_version
+        assert job.model_trained is not None
+        assert job.started_at is not None
+        assert job.finished_at is not None
         for study in job.studies:
             result = study.results[0]
             mask = np.asarray(Image.open(io.BytesIO(result.mask_png)))
@@ -77,7 +81,8 @@ def test_chunk_segments_studies_and_stores_competition_masks(
             assert mask.shape == (source.height, source.width)
             assert set(np.unique(mask).tolist()) <= {0, 255}
             assert result.tumor_pixels == int((mask == 255).sum())
-            assert result.dice is not None and 0.0 <= result.dice <= 1.0
+            assert result.dice is not None
+            assert 0.0 <= result.dice <= 1.0
 
 
 def test_redelivered_chunk_writes_one_result_row(
@@ -86,7 +91,8 @@ def test_redelivered_chunk_writes_one_result_row(
     _job_id, ids = _make_job(settings.sqlalchemy_url, _labelled(1))
     service.run_chunk(ids)
     second = service.run_chunk(ids)  # redelivery after success: skipped
-    assert second.skipped == ids and not second.succeeded
+    assert second.skipped == ids
+    assert not second.succeeded
     assert _result_count(settings.sqlalchemy_url, ids) == 1
 
     with session_scope(settings.sqlalchemy_url) as session:  # redelivery mid-flight
@@ -107,10 +113,12 @@ def _errors_of_partly_failed_chunk(
     failed and the job is partially failed; return each file's error."""
     job_id, ids = _make_job(settings.sqlalchemy_url, studies)
     report = service.run_chunk(ids)
-    assert len(report.failed) == failed and len(report.succeeded) == len(studies) - failed
+    assert len(report.failed) == failed
+    assert len(report.succeeded) == len(studies) - failed
     with session_scope(settings.sqlalchemy_url) as session:
         job = jobs_repo.get_job(session, job_id)
-        assert job is not None and job.status is JobStatus.PARTIALLY_FAILED
+        assert job is not None
+        assert job.status is JobStatus.PARTIALLY_FAILED
         return {s.filename: s.error for s in job.studies}
 
 
@@ -163,7 +171,8 @@ def test_cancelled_studies_are_skipped(service: SegmentationService, settings: S
     with session_scope(settings.sqlalchemy_url) as session:
         assert status.cancel_queued(session, job_id) == 2
     report = service.run_chunk(ids)
-    assert sorted(report.skipped) == ids and _result_count(settings.sqlalchemy_url, ids) == 0
+    assert sorted(report.skipped) == ids
+    assert _result_count(settings.sqlalchemy_url, ids) == 0
     with session_scope(settings.sqlalchemy_url) as session:
         assert jobs_repo.get_job(session, job_id).status is JobStatus.CANCELLED  # type: ignore[union-attr]
 
@@ -179,7 +188,8 @@ def test_study_past_the_delivery_cap_is_failed(
     assert report.failed == ids
     with session_scope(settings.sqlalchemy_url) as session:
         study = jobs_repo.get_job(session, job_id).studies[0]  # type: ignore[union-attr]
-        assert study.status is StudyStatus.FAILED and "gave up" in (study.error or "")
+        assert study.status is StudyStatus.FAILED
+        assert "gave up" in (study.error or "")
 
 
 def test_fail_unfinished_leaves_no_job_waiting(
@@ -189,7 +199,8 @@ def test_fail_unfinished_leaves_no_job_waiting(
     assert service.fail_unfinished(ids, "timed out") == 2
     with session_scope(settings.sqlalchemy_url) as session:
         job = jobs_repo.get_job(session, job_id)
-        assert job is not None and job.status is JobStatus.FAILED
+        assert job is not None
+        assert job.status is JobStatus.FAILED
         assert {s.error for s in job.studies} == {"timed out"}
 
 
@@ -228,7 +239,8 @@ def test_interrupted_chunk_goes_one_study_at_a_time_and_the_culprit_fails_alone(
         report = service.run_chunk(ids)
     claims = [r.args[0] for r in caplog.records if r.msg == "chunk claimed %s"]
     assert claims == [[ids[0]], [], [ids[2]], [ids[3]]]  # the culprit is failed at its claim
-    assert report.failed == [ids[1]] and sorted(report.succeeded) == [ids[0], ids[2], ids[3]]
+    assert report.failed == [ids[1]]
+    assert sorted(report.succeeded) == [ids[0], ids[2], ids[3]]
     assert set(report.phases) == {"claim", "decode", "predict", "finish", "store"}
     with session_scope(settings.sqlalchemy_url) as session:
         attempts = {s.id: s.attempts for s in jobs_repo.get_job(session, _job_id).studies}  # type: ignore[union-attr]
