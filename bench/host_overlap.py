@@ -29,18 +29,27 @@ from PIL import Image
 
 from bench.inference import DATA, machine, pick
 from config.settings import get_settings
+from core.current_model import CurrentModel
 from model.bucketing import make_batches
+from model.manifest import artifact_dir, read_manifest
 from model.postprocessing import to_mask
+from model.predictor import Predictor
 from model.preprocessing import decode_image, scaled_size
-from worker.predictor_cache import ModelChoice, PredictorCache
+from worker.predictor_cache import PredictorCache
 from worker.segmentation import ClaimedStudy, Outcome, SegmentationService
 
 Variant = Callable[[Sequence[ClaimedStudy]], list[Outcome]]
 
 
+def released_predictor(service: SegmentationService) -> Predictor:
+    """The service's predictor of the configured (or released) artifact."""
+    path = artifact_dir(service.settings.artifact_dir)
+    return service.cache.get(CurrentModel(path, read_manifest(path).version, promoted=False))
+
+
 def variants(service: SegmentationService, threads: int) -> dict[str, Variant]:
     """The three ways, on the service's predictor and a pool of `threads`."""
-    predictor = service.cache.get(ModelChoice(service.settings.artifact_dir, None))
+    predictor = released_predictor(service)
 
     def measure_beside(chunk: Sequence[ClaimedStudy]) -> list[Outcome]:
         with ThreadPoolExecutor(threads) as pool:
@@ -90,9 +99,7 @@ def variants(service: SegmentationService, threads: int) -> dict[str, Variant]:
 
 def run(n: int, chunk_size: int, repeat: int) -> dict:
     settings = get_settings()
-    service = SegmentationService(
-        settings, PredictorCache(settings.device, settings.batch_size, 0, 1)
-    )
+    service = SegmentationService(settings, PredictorCache(settings.device, settings.batch_size))
     files = pick(n, DATA)
     studies = [ClaimedStudy(i, 0, f.name, f.image.read_bytes(), None) for i, f in enumerate(files)]
     chunks = [studies[i : i + chunk_size] for i in range(0, len(studies), chunk_size)]
@@ -110,7 +117,7 @@ def run(n: int, chunk_size: int, repeat: int) -> dict:
                 ways[name](chunk)
             seconds[name].append(time.perf_counter() - start)
     service_s = statistics.median(seconds["service"])
-    predictor = service.cache.get(ModelChoice(settings.artifact_dir, None))
+    predictor = released_predictor(service)
     return {
         "machine": machine(predictor.device),
         "model_version": predictor.version,

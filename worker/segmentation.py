@@ -27,6 +27,7 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from config.settings import Settings
@@ -108,14 +109,19 @@ class SegmentationService:
         dispatcher: Dispatcher | None = None,
     ) -> None:
         self.settings = settings
-        #: Its units of work announce the jobs they finish (``core/dispatch.py``).
-        self.dispatcher = dispatcher or Dispatcher(settings)
+        self._dispatcher = dispatcher
         self.cache = cache or PredictorCache(
             settings.device,
             settings.batch_size,
             settings.torch_threads_per_process,
             settings.model_members,
         )
+
+    @cached_property
+    def dispatcher(self) -> Dispatcher:
+        """Its units of work announce the jobs they finish (``core/dispatch.py``); one on
+        the configured broker, made at first use, unless one was given."""
+        return self._dispatcher or Dispatcher(self.settings)
 
     # -- model ---------------------------------------------------------------------
     def current_predictor(self) -> Predictor:
