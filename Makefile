@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint chaos constraints
+.PHONY: demo test lint chaos bench-tests constraints
 
 # Created once, when missing (torch is pinned in pyproject.toml, the rest in constraints.txt).
 $(BIN)/tumorseg:
@@ -19,6 +19,10 @@ test: $(BIN)/tumorseg
 # Only the fault tests (kill workers, restart Redis, cut the database, kill the API).
 chaos: $(BIN)/tumorseg
 	$(BIN)/pytest -m chaos tests/chaos
+
+# The benchmarks at size, which the default run leaves out (it keeps a smoke test of each).
+bench-tests: $(BIN)/tumorseg
+	$(BIN)/pytest -m bench tests/bench
 
 # ruff (rules and format) on everything, mypy --strict on the product packages (pyproject.toml)
 lint: $(BIN)/tumorseg

@@ -14,9 +14,9 @@ from sqlalchemy import select
 from config.settings import Settings
 from db.models import ApiKey
 from db.session import session_scope
-from tests.conftest import PATIENT_IMGS, REPO_ROOT, bearer, create_api_key, settings_env
+from tests.conftest import REPO_ROOT, SAMPLE_IMGS, bearer, create_api_key, settings_env
 
-SAMPLE = (PATIENT_IMGS / "patient_000.png").read_bytes()
+SAMPLE = (SAMPLE_IMGS / "patient_000.png").read_bytes()
 FILES = [("files", ("a.png", SAMPLE, "image/png"))]
 
 #: (method, path template) of every route that needs a key; {job} and {study} are filled in.

@@ -11,7 +11,7 @@ import redis
 from fastapi.testclient import TestClient
 
 from config.settings import Settings
-from tests.conftest import PATIENT_IMGS, patient_files, png_bytes
+from tests.conftest import SAMPLE_IMGS, patient_files, png_bytes
 
 
 def _files(
@@ -32,7 +32,7 @@ def _png_with_header(width: int, height: int) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
 
 
-SAMPLE = (PATIENT_IMGS / "patient_000.png").read_bytes()
+SAMPLE = (SAMPLE_IMGS / "patient_000.png").read_bytes()
 
 
 def test_submit_answers_202_with_location_and_queues_the_chunks(

@@ -7,9 +7,9 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from config.settings import Settings
-from tests.conftest import PATIENT_IMGS, bearer, create_api_key
+from tests.conftest import SAMPLE_IMGS, bearer, create_api_key
 
-SAMPLE = (PATIENT_IMGS / "patient_000.png").read_bytes()
+SAMPLE = (SAMPLE_IMGS / "patient_000.png").read_bytes()
 FILES = [("files", ("a.png", SAMPLE, "image/png"))]
 
 

@@ -12,9 +12,9 @@ from api.app import create_app
 from config.settings import Settings
 from db.repositories import api_keys as keys_repo
 from db.session import session_scope
-from tests.conftest import PATIENT_IMGS, bearer, create_api_key
+from tests.conftest import SAMPLE_IMGS, bearer, create_api_key
 
-SAMPLE = (PATIENT_IMGS / "patient_000.png").read_bytes()
+SAMPLE = (SAMPLE_IMGS / "patient_000.png").read_bytes()
 PROTECTED_PAGES = ["/ui", "/ui/jobs/1", "/ui/studies/1", "/ui/studies/1/input.png", "/ui/api/jobs"]
 
 

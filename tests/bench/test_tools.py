@@ -1,12 +1,15 @@
-"""The tools beside the benchmarks still run: the gray data copy and the load test."""
+"""The tools beside the benchmarks still run: the gray data copy and the load test (a
+smoke test, and a larger run behind the ``bench`` marker)."""
 
 from __future__ import annotations
 
 import io
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from bench import gray_copy, load_test
@@ -44,13 +47,23 @@ def test_gray_copy_writes_mode_l_pngs_that_decode_the_same(tmp_path: Path) -> No
     assert (dst / "README.md").read_text() == "data\n"
 
 
-def test_load_test_accounts_for_every_study(tmp_path: Path) -> None:
+def _load_test(tmp_path: Path, clients: int, studies: int, job_size: int) -> dict[str, Any]:
     out = tmp_path / "report.json"
-    argv = ["--clients", "2", "--studies", "4", "--job-size", "2", "--timeout", "300"]
-    assert load_test.main([*argv, "--out", str(out)]) == 0
-    report = json.loads(out.read_text())
-    assert report["jobs"] == 2
-    assert report["studies_in_db"] == 4
+    argv = ["--clients", str(clients), "--studies", str(studies), "--job-size", str(job_size)]
+    assert load_test.main([*argv, "--timeout", "300", "--out", str(out)]) == 0
+    report: dict[str, Any] = json.loads(out.read_text())
+    assert report["jobs"] == studies // job_size
+    assert report["studies_in_db"] == studies
     assert report["lost"] == 0
     assert report["duplicate_results"] == 0
-    assert report["succeeded"] + report["failed"] == 4
+    assert report["succeeded"] + report["failed"] == studies
+    return report
+
+
+def test_load_test_smoke(tmp_path: Path) -> None:
+    _load_test(tmp_path, clients=1, studies=2, job_size=2)
+
+
+@pytest.mark.bench
+def test_load_test_accounts_for_every_study(tmp_path: Path) -> None:
+    _load_test(tmp_path, clients=4, studies=16, job_size=2)

@@ -11,9 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import SAMPLE_IMGS, SAMPLE_LABELS
 from tests.model.conftest import tiny_artifact  # noqa: F401  (fixture)
-
-DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "dmiai2023"
 
 
 def tumorseg(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -25,15 +24,14 @@ def tumorseg(*args: str, env: dict[str, str] | None = None) -> subprocess.Comple
 
 @pytest.fixture
 def small_data(tmp_path: Path) -> Path:
-    if not DATA.is_dir():
-        pytest.skip(f"development data not found at {DATA}")
+    """Two labelled patients and a control from samples/, in the DM i AI layout."""
     root = tmp_path / "data"
     for sub in ("patients/imgs", "patients/labels", "controls/imgs"):
         (root / sub).mkdir(parents=True)
     for n in ("000", "001"):
-        shutil.copy(DATA / f"patients/imgs/patient_{n}.png", root / "patients/imgs")
-        shutil.copy(DATA / f"patients/labels/segmentation_{n}.png", root / "patients/labels")
-    shutil.copy(DATA / "controls/imgs/control_000.png", root / "controls/imgs")
+        shutil.copy(SAMPLE_IMGS / f"patient_{n}.png", root / "patients/imgs")
+        shutil.copy(SAMPLE_LABELS / f"segmentation_{n}.png", root / "patients/labels")
+    shutil.copy(SAMPLE_IMGS / "control_003.png", root / "controls/imgs")
     return root
 
 
