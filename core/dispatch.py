@@ -26,8 +26,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Iterator, Sequence
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager, suppress
 from typing import Any
 
 import redis
@@ -273,19 +273,32 @@ class Dispatcher:
 
     # -- waiting for a job ---------------------------------------------------------
     @asynccontextmanager
-    async def watch_job(self, job_id: int) -> AsyncIterator[JobWatch]:
-        """Subscribe to the job's end; check the database inside, then wait on the watch,
-        so that an end between the two is not missed."""
+    async def watch_job(self, job_id: int) -> AsyncIterator[Callable[[float], Awaitable[bool]]]:
+        """Subscribe to the job's end and yield ``wait(timeout)``: True once the end is
+        announced, False after ``timeout`` seconds (always so when Redis could not be
+        subscribed to; the end may still come from a recovery pass once it is back).
+        Check the database inside, then wait, so that an end between the two is seen."""
         client = redis.asyncio.Redis.from_url(self.redis_url, socket_connect_timeout=2)
         pubsub = client.pubsub()
+
+        async def wait(timeout: float) -> bool:
+            if not pubsub.subscribed:
+                await asyncio.sleep(timeout)
+                return False
+            with suppress(TimeoutError, redis.RedisError):
+                async with asyncio.timeout(timeout):
+                    async for message in pubsub.listen():
+                        if message["type"] == "message":
+                            return True
+            return False
+
         try:
             try:
                 await pubsub.subscribe(finished_channel(job_id))
-                watch = JobWatch(pubsub)
+                await pubsub.get_message(timeout=2)  # the confirmation: Redis has subscribed us
             except redis.RedisError as exc:
                 logger.warning("job %d: no finished-job notice to wait for (%s)", job_id, exc)
-                watch = JobWatch(None)
-            yield watch
+            yield wait
         finally:
             await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py: no hints
             await client.aclose()
@@ -294,26 +307,3 @@ class Dispatcher:
         """Release the broker connections."""
         self.redis.close()
         self.app.close()
-
-
-class JobWatch:
-    """The subscription of :meth:`Dispatcher.watch_job`."""
-
-    def __init__(self, pubsub: redis.asyncio.client.PubSub | None) -> None:
-        self._pubsub = pubsub
-
-    async def wait(self, timeout: float) -> bool:
-        """Wait until the job's end is announced: True, or False after ``timeout`` seconds
-        (always so without a subscription: Redis was away, and the end may still come
-        from a recovery pass once it is back)."""
-        if self._pubsub is None:
-            await asyncio.sleep(timeout)
-            return False
-        try:
-            async with asyncio.timeout(timeout):
-                async for message in self._pubsub.listen():
-                    if message["type"] == "message":
-                        return True
-        except (TimeoutError, redis.RedisError):
-            return False
-        return False

@@ -81,9 +81,9 @@ async def predict_one(
     job_id, study_id = await run_in_threadpool(
         _submit, session, settings, dispatcher, admission, principal, payload
     )
-    async with dispatcher.watch_job(job_id) as watch:
+    async with dispatcher.watch_job(job_id) as wait:
         prediction = await run_in_threadpool(_outcome, session, job_id, study_id)
-        if prediction is None and await watch.wait(settings.predict_timeout):
+        if prediction is None and await wait(settings.predict_timeout):
             prediction = await run_in_threadpool(_outcome, session, job_id, study_id)
     if prediction is None:  # the deadline passed, or a notice got lost: look once more
         prediction = await run_in_threadpool(_give_up, session, dispatcher, job_id, study_id)

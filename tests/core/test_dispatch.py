@@ -165,11 +165,11 @@ def test_a_job_s_end_is_announced_after_the_commit_to_whoever_watches(
         job_id, ids = job.id, jobs_repo.queued_study_ids(session, job.id)
 
     async def watch() -> tuple[bool, bool]:
-        async with dispatcher.watch_job(job_id) as watch:
-            quiet = await watch.wait(0.2)  # nothing finished yet
+        async with dispatcher.watch_job(job_id) as wait:
+            quiet = await wait(0.2)  # nothing finished yet
             with dispatcher.unit_of_work() as session:
                 status.fail_unfinished(session, ids, "failed by the test")
-            return quiet, await watch.wait(10)
+            return quiet, await wait(10)
 
     try:
         assert asyncio.run(watch()) == (False, True)
