@@ -31,7 +31,6 @@ from config.settings import Settings
 from core.broker import broker_url, redis_py_url
 from core.current_model import current_model
 from core.dispatch import Dispatcher, send_after_commit
-from db import status
 from db.models import JobSource, utcnow
 from db.repositories import archive as archive_repo
 from db.repositories import jobs as jobs_repo
@@ -304,38 +303,33 @@ def _check_png(data: bytes, path: str, settings: Settings) -> None:
 
 
 def _submit(settings: Settings, report: ScanReport, dispatcher: Dispatcher) -> None:
-    version = report.model_version or ""
-    kept: list[Planned] = []
     try:
         with dispatcher.unit_of_work() as session:
-            job = None
+            rendered: list[tuple[Planned, bytes]] = []
             for item in report.planned:
                 try:
-                    png = _input_png(session, item, settings)
+                    rendered.append((item, _input_png(session, item, settings)))
                 except (RenderError, OSError, sources.ConfinementError) as exc:
                     report.problems.append(Problem(f"{item.root}/{item.path}", str(exc)))
-                    continue
-                if job is None:
-                    job = jobs_repo.create_job(
-                        session, settings.nightly_queue, [], source=JobSource.ARCHIVE
-                    )
-                study = archive_repo.add_study(session, job.id, len(kept), item.path, png)
+            report.planned = [item for item, _ in rendered]
+            if not rendered:
+                return
+            new = [jobs_repo.NewStudy(item.path[-255:], png) for item, png in rendered]
+            job = jobs_repo.create_job(
+                session, settings.nightly_queue, new, source=JobSource.ARCHIVE
+            )
+            for study, item in zip(job.studies, report.planned, strict=True):
                 archive_repo.add_entry(
                     session,
                     study.id,
                     item.content_hash,
-                    version,
+                    report.model_version or "",
                     item.kind,
                     item.root,
                     item.path,
                     seen_at=report.started_at,
                 )
-                session.flush()  # the unique constraint speaks now, not at the commit
-                kept.append(item)
-            report.planned = kept
-            if job is None:
-                return
-            status.refresh_jobs(session, [job.id])
+            session.flush()  # the unique constraint speaks now, not at the commit
             ids = jobs_repo.queued_study_ids(session, job.id)
             send_after_commit(session, ids, settings.nightly_queue)
             report.job_id, report.submitted = job.id, len(ids)

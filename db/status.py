@@ -4,8 +4,8 @@ A change locks the studies' jobs first, in id order, so that two writers never d
 and no claim, store, cancellation or recovery interleaves with another on the same job.
 The lock is an UPDATE of the job's ``updated_at``, the transaction's first write: a row
 lock on PostgreSQL, the database write lock on SQLite (no stale read snapshot); it also
-records activity, which the recovery pass reads. Then the studies
-change, and each job's status is derived again from its studies' counts.
+records activity, which the recovery pass reads. Then the studies change, and each job's
+status is derived again from its studies' counts.
 
 Callers: the worker claims, finishes and fails studies; the recovery pass re-queues and
 re-sends them; the API cancels; a new job gets its first status. Nothing else writes
@@ -29,13 +29,6 @@ from db.repositories import studies as studies_repo
 
 #: Key in ``Session.info``: ids of the jobs that reached a final status in this unit of work.
 FINISHED_JOBS = "tumorseg.finished_jobs"
-
-_FINAL_JOB = (
-    JobStatus.SUCCEEDED,
-    JobStatus.PARTIALLY_FAILED,
-    JobStatus.FAILED,
-    JobStatus.CANCELLED,
-)
 
 
 # -- locks -------------------------------------------------------------------------
@@ -114,9 +107,8 @@ def refresh_jobs(session: Session, job_ids: Sequence[int]) -> None:
         if job is None:
             continue
         job.status = job_status(job_counts, job.status)
-        if job.status not in _FINAL_JOB:
+        if job.status in (JobStatus.QUEUED, JobStatus.RUNNING):
             job.finished_at = None
-            finished.discard(job_id)  # a job being built (studies added after its creation)
         elif job.finished_at is None:
             job.finished_at = utcnow()
             finished.add(job_id)

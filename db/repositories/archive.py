@@ -16,7 +16,6 @@ from db.models import (
     JobSource,
     Result,
     Study,
-    StudyStatus,
     utcnow,
 )
 
@@ -138,21 +137,6 @@ def night_rows(
         .order_by(Job.id, Study.position)
     )
     return [(entry, study, job) for entry, study, job in session.execute(stmt)]
-
-
-def add_study(session: Session, job_id: int, position: int, filename: str, png: bytes) -> Study:
-    """Add one queued study (an archive study's MIP PNG) to a job and flush."""
-    study = Study(
-        job_id=job_id,
-        position=position,
-        filename=filename[-255:],
-        input_png=png,
-        status=StudyStatus.QUEUED,
-        attempts=0,
-    )
-    session.add(study)
-    session.flush()
-    return study
 
 
 def submitted_paths(session: Session, roots: Sequence[str]) -> dict[tuple[str, str], datetime]:

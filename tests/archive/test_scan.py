@@ -19,6 +19,7 @@ from core.current_model import current_model
 from core.dispatch import Dispatcher
 from db.models import ArchiveEntry, Job, JobSource, ModelVersion, Study, StudyStatus
 from db.repositories import archive as archive_repo
+from db.repositories import jobs as jobs_repo
 from db.repositories import model_versions as models_repo
 from db.repositories import studies as studies_repo
 from db.session import session_scope
@@ -103,10 +104,11 @@ def test_the_database_refuses_a_second_entry_of_one_hash_and_version(
     report = scan_archive(archive_settings, dispatcher=dispatcher)
     planned = report.planned[0]
     with session_scope(archive_settings.sqlalchemy_url) as session:
-        study = archive_repo.add_study(session, report.job_id or 0, 99, "again.png", b"")
+        job = jobs_repo.create_job(session, "q", [jobs_repo.NewStudy("again.png", b"")])
         archive_repo.add_entry(
-            session, study.id, planned.content_hash, report.model_version or "", "png", "/", "x"
-        )
+            session, job.studies[0].id, planned.content_hash, report.model_version or "",
+            "png", "/", "x",
+        )  # fmt: skip
         with pytest.raises(IntegrityError):  # the same content twice for one version
             session.flush()
         session.rollback()

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from db import status
-from db.models import JobStatus, Study, StudyStatus, utcnow
+from db.models import JobStatus, StudyStatus, utcnow
 from db.repositories import jobs as jobs_repo
 from db.session import session_scope
 
@@ -89,20 +89,6 @@ def test_the_jobs_a_change_finishes_are_recorded_in_its_unit_of_work(db_url: str
     with session_scope(db_url) as session:  # finished already: not announced twice
         assert status.fail_unfinished(session, ids, "third") == 0
         assert job_id not in session.info[status.FINISHED_JOBS]
-
-
-def test_a_job_built_study_by_study_is_not_recorded_as_finished(db_url: str) -> None:
-    with session_scope(db_url) as session:
-        job = jobs_repo.create_job(session, "q", [])  # no studies yet: "succeeded"
-        empty = job.finished_at is not None
-        job.studies.append(
-            Study(position=0, filename="a.png", input_png=b"p", status="queued", attempts=0)
-        )
-        status.refresh_jobs(session, [job.id])
-        assert empty
-        assert job.status is JobStatus.QUEUED
-        assert job.finished_at is None
-        assert job.id not in session.info[status.FINISHED_JOBS]
 
 
 @pytest.mark.parametrize(
