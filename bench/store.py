@@ -27,7 +27,7 @@ from db.models import METRIC_FIELDS, StudyStatus
 from db.repositories import jobs as jobs_repo
 from db.repositories import studies as studies_repo
 from db.session import dispose_engines, session_scope
-from db.temporary_database import temporary_database
+from tests.temporary_database import temporary_database
 
 PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 

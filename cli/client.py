@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -98,10 +98,16 @@ def get_job(url: str, job_id: int, key: str | None = None, studies: bool = True)
 
 
 def wait(
-    url: str, job_id: int, timeout: float = 3600, poll: float = 0.5, key: str | None = None
+    url: str,
+    job_id: int,
+    timeout: float = 3600,
+    poll: float = 0.5,
+    key: str | None = None,
+    check: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
     """Poll the job's status with a progress bar until it finishes; returns the final
-    JSON, studies included."""
+    JSON, studies included. ``check`` runs before every poll (it may raise: the demo's
+    notices a dead API or worker)."""
     from tqdm import tqdm
 
     job = get_job(url, job_id, key, studies=False)
@@ -116,6 +122,8 @@ def wait(
             if time.monotonic() > deadline:
                 raise ClientError(f"job {job_id} did not finish within {timeout:.0f}s")
             time.sleep(poll)
+            if check is not None:
+                check()
             job = get_job(url, job_id, key, studies=False)
 
 

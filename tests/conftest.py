@@ -30,7 +30,7 @@ from sqlalchemy import Engine, create_engine, text
 from config.settings import Settings
 from db.migrate import upgrade_to_head
 from db.session import dispose_engines
-from db.temporary_database import temporary_database
+from tests.temporary_database import temporary_database
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = REPO_ROOT.parent / "shared" / "data" / "dmiai2023"
@@ -102,7 +102,7 @@ def _pg_admin_url() -> str:
 
 @contextmanager
 def temporary_pg_database(prefix: str) -> Iterator[tuple[str, str, Engine]]:
-    """`db.temporary_database.temporary_database` on the reachable PostgreSQL server."""
+    """`tests.temporary_database.temporary_database` on the reachable PostgreSQL server."""
     with temporary_database(_pg_admin_url(), prefix) as created:
         yield created
 

@@ -13,7 +13,6 @@ import argparse
 import os
 import signal
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -105,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"demo: API ready at {url} (OpenAPI at {url}/docs); submitting {len(images)} "
               f"studies with {len(labels)} labels")  # fmt: skip
         job = client.submit(url, images, labels, key)
-        job = _follow(url, job["id"], procs, args.timeout, key)
+        job = client.wait(url, job["id"], args.timeout, key=key, check=procs.check_alive)
         print(client.job_table(job))
         written = _download(url, job, args.out, key)
         print(f"demo: wrote {len(written)} files to {args.out.resolve()}")
@@ -119,23 +118,3 @@ def run(args: argparse.Namespace) -> int:
     finally:
         procs.stop_all()
         stop_embedded_redis(redis_dir)
-
-
-def _follow(url: str, job_id: int, procs: Processes, timeout: float, key: str) -> dict[str, Any]:
-    """Like ``client.wait`` but also notices a dead API or worker."""
-    from tqdm import tqdm
-
-    from cli import client
-
-    deadline = time.monotonic() + timeout
-    job = client.get_job(url, job_id, key)
-    with tqdm(total=job["total"], desc=f"job {job_id}", unit="study", file=sys.stderr) as bar:
-        while job["status"] not in client.FINISHED:
-            procs.check_alive()
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"job {job_id} did not finish within {timeout:.0f}s")
-            time.sleep(0.5)
-            job = client.get_job(url, job_id, key)
-            bar.update(job["total"] - job["counts"]["queued"] - job["counts"]["running"] - bar.n)
-            bar.set_postfix_str(job["status"])
-    return job
