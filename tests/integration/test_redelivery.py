@@ -52,7 +52,7 @@ def test_killed_worker_child_loses_no_study_and_duplicates_no_result(
             select(func.count()).select_from(Result).where(Result.study_id.in_(ids))
         )
         rows = session.execute(select(Study.id, Study.attempts).where(Study.id.in_(ids)))
-        attempts = dict(rows.tuples().all())
+        attempts = dict(rows.all())
     assert results == 12  # one row per study even though a chunk ran twice
     assert all(attempts[i] == 2 for i in orphaned)  # redelivered once, then done
     assert all(1 <= a <= settings.max_deliveries for a in attempts.values())
