@@ -117,7 +117,8 @@ def train(cfg: TrainConfig) -> Path:
     device = resolve_device(cfg.device)
     dtype = resolve_precision(cfg.precision, device)
     if device.type == "cpu":
-        torch.set_num_threads(os.cpu_count() or 1)
+        # the CPUs this process may run on (`taskset` pins one training per core)
+        torch.set_num_threads(len(os.sched_getaffinity(0)))
     else:
         torch.backends.cudnn.benchmark = True  # fixed crop size: pick the fastest kernels
     files = find_studies(cfg.data)
