@@ -3,7 +3,9 @@
 A *job* is one submission; it owns *studies* (one input image each, plus an optional
 label). A *result* is the output of one model version for one study; ``(study_id,
 model_version)`` is unique, so a redelivered task updates rather than duplicates.
-*Model versions* record the artifacts known to the service and which one is promoted.
+*Lesions* are one result's predicted lesions, one row each, with its per-study MIP
+biomarkers on the result (``docs/BIOMARKERS.md``). *Model versions* record the artifacts
+known to the service and which one is promoted.
 """
 
 from __future__ import annotations
@@ -164,10 +166,17 @@ class Study(Base):
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     #: Times the recovery (``worker/reaper.py``) sent it again after a lost worker or task.
     requeues: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    #: Pixel size in mm (rows, columns) when known: studies rendered from NIfTI or DICOM
+    #: carry it, a PNG upload may give it. Areas in mm² and distances in cm need it.
+    spacing_row_mm: Mapped[float | None] = mapped_column(Float)
+    spacing_col_mm: Mapped[float | None] = mapped_column(Float)
 
     job: Mapped[Job] = relationship(back_populates="studies")
     results: Mapped[list[Result]] = relationship(
         back_populates="study", cascade="all, delete-orphan", order_by="Result.id"
+    )
+    lesions: Mapped[list[Lesion]] = relationship(
+        cascade="all, delete-orphan", order_by="Lesion.id", passive_deletes=True
     )
 
 
@@ -193,9 +202,51 @@ class Result(Base):
     precision: Mapped[float | None] = mapped_column(Float)
     recall: Mapped[float | None] = mapped_column(Float)
     inference_seconds: Mapped[float | None] = mapped_column(Float)
+    # MIP biomarkers (``model/biomarkers.py``); the area in pixels is ``tumor_pixels`` and
+    # the lesion count ``lesions``. None in results stored before they existed.
+    tumor_area_cm2: Mapped[float | None] = mapped_column(Float)
+    sdmax_px: Mapped[float | None] = mapped_column(Float)
+    sdmax_cm: Mapped[float | None] = mapped_column(Float)
+    sdmax_per_height: Mapped[float | None] = mapped_column(Float)
+    body_height_px: Mapped[int | None] = mapped_column(Integer)
+    body_width_px: Mapped[int | None] = mapped_column(Integer)
+    body_height_cm: Mapped[float | None] = mapped_column(Float)
+    body_width_cm: Mapped[float | None] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
 
     study: Mapped[Study] = relationship(back_populates="results")
+
+
+class Lesion(Base):
+    """One predicted lesion of one model version's result for a study.
+
+    The fields are ``model.lesions.Lesion``'s (``docs/BIOMARKERS.md``); pixels are the
+    input PNG's, row 0 at the top. A redelivered study replaces its version's rows.
+    """
+
+    __tablename__ = "lesions"
+    __table_args__ = (
+        UniqueConstraint(
+            "study_id", "model_version", "number", name="uq_lesions_study_model_number"
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"))
+    model_version: Mapped[str] = mapped_column(String(128))
+    number: Mapped[int] = mapped_column(Integer)
+    area_px: Mapped[int] = mapped_column(Integer)
+    area_mm2: Mapped[float | None] = mapped_column(Float)
+    centroid_row: Mapped[float] = mapped_column(Float)
+    centroid_col: Mapped[float] = mapped_column(Float)
+    bbox_row0: Mapped[int] = mapped_column(Integer)
+    bbox_col0: Mapped[int] = mapped_column(Integer)
+    bbox_row1: Mapped[int] = mapped_column(Integer)
+    bbox_col1: Mapped[int] = mapped_column(Integer)
+    relative_height: Mapped[float | None] = mapped_column(Float)
+    peak_uptake: Mapped[float] = mapped_column(Float)
+    mean_uptake: Mapped[float] = mapped_column(Float)
+    peak_probability: Mapped[float | None] = mapped_column(Float)
 
 
 class ModelVersion(Base):
@@ -264,4 +315,33 @@ METRIC_FIELDS: tuple[str, ...] = (
     "dice",
     "precision",
     "recall",
+)
+
+#: Biomarker columns of ``Result`` beyond the metrics, in the order tables show them.
+BIOMARKER_FIELDS: tuple[str, ...] = (
+    "tumor_area_cm2",
+    "sdmax_px",
+    "sdmax_cm",
+    "sdmax_per_height",
+    "body_height_px",
+    "body_width_px",
+    "body_height_cm",
+    "body_width_cm",
+)
+
+#: Columns of ``Lesion`` as tables show them (after the study and the model version).
+LESION_FIELDS: tuple[str, ...] = (
+    "number",
+    "area_px",
+    "area_mm2",
+    "centroid_row",
+    "centroid_col",
+    "bbox_row0",
+    "bbox_col0",
+    "bbox_row1",
+    "bbox_col1",
+    "relative_height",
+    "peak_uptake",
+    "mean_uptake",
+    "peak_probability",
 )

@@ -17,6 +17,7 @@ TABLES = {
     "model_versions",
     "api_keys",
     "archive_entries",
+    "lesions",
     "alembic_version",
 }
 
@@ -58,3 +59,18 @@ def test_database_at_base_is_brought_up_to_date(tmp_path: Path) -> None:
         assert set(inspect(create_db_engine(url)).get_table_names()) >= TABLES
     finally:
         engine.dispose()
+
+
+def test_migrations_build_the_schema_the_models_declare(db_url: str) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from db.models import Base
+
+    engine = create_db_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    finally:
+        engine.dispose()
+    assert diff == []
