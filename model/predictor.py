@@ -261,6 +261,23 @@ class Predictor:
             o += m.numel()
         return out
 
+    def _download_quantized(self, maps: Sequence[torch.Tensor]) -> list[np.ndarray]:
+        """Host uint8 copies of `maps`: round(255 × probability), one copy per batch."""
+        flat = (
+            torch.cat([m.reshape(-1) for m in maps])
+            .clamp(0.0, 1.0)
+            .mul_(255.0)
+            .round_()
+            .to(torch.uint8)
+            .cpu()
+            .numpy()
+        )
+        out, o = [], 0
+        for m in maps:
+            out.append(flat[o : o + m.numel()].reshape(m.shape))
+            o += m.numel()
+        return out
+
     def iter_probabilities(self, images: Sequence[np.ndarray]) -> Iterator[tuple[int, np.ndarray]]:
         """Tumor probability maps as each batch finishes, so callers can encode the first
         masks while the network computes the next batch.
@@ -271,13 +288,13 @@ class Predictor:
         Yields:
             (index into `images`, float32 (H, W) probabilities in [0, 1]).
         """
-        yield from self._iter_outputs(images, None)
+        for b, maps in self._iter_device_maps(images):
+            yield from zip(b.indices, self._download(maps, None), strict=True)
 
-    def _iter_outputs(
-        self, images: Sequence[np.ndarray], threshold: float | None, peak: float | None = None
-    ) -> Iterator[tuple[int, np.ndarray]]:
-        """Probability maps (threshold None), the masks above `threshold`, or with `peak`
-        the levels of `_download`, per batch."""
+    def _iter_device_maps(
+        self, images: Sequence[np.ndarray]
+    ) -> Iterator[tuple[Batch, list[torch.Tensor]]]:
+        """Each batch with its probability maps, on the device at the input sizes."""
         start = time.perf_counter()
         for img in images:
             if img.ndim != 2:
@@ -288,21 +305,16 @@ class Predictor:
         shapes = [scaled_size(img.shape, self.input_scale) for img in images]
         batches = make_batches(shapes, self.batch_size, self.multiple)
         for b in batches:
-            yield from self._run_batch(images, shapes, b, threshold, peak)
+            yield b, self._device_maps(images, shapes, b)
         self.last_run = PredictStats(
             len(images), len(batches), time.perf_counter() - start, padding_waste(batches, shapes)
         )
 
-    def _run_batch(
-        self,
-        images: Sequence[np.ndarray],
-        shapes: list[tuple[int, int]],
-        b: Batch,
-        threshold: float | None = None,
-        peak: float | None = None,
-    ) -> list[tuple[int, np.ndarray]]:
-        """One batch: copy in, resample to the network's scale, network, resample back,
-        (threshold,) copy out. Returns (index into `images`, probabilities or masks) pairs."""
+    def _device_maps(
+        self, images: Sequence[np.ndarray], shapes: list[tuple[int, int]], b: Batch
+    ) -> list[torch.Tensor]:
+        """One batch: copy in, resample to the network's scale, network, resample back.
+        Returns the batch's probability maps on the device, each at its input's size."""
         with torch.inference_mode():
             fulls = self._upload([images[i] for i in b.indices])
             batch = torch.zeros(
@@ -312,32 +324,56 @@ class Predictor:
                 h, w = shapes[i]
                 batch[j, 0, :h, :w] = resample_tensor(fulls[j], (h, w))
             prob = self._probabilities_batch(batch)
-            maps = self._download(
-                [
-                    resample_tensor(prob[j, 0, : shapes[i][0], : shapes[i][1]], images[i].shape[:2])
-                    for j, i in enumerate(b.indices)
-                ],
-                threshold,
-                peak,
-            )
-        return list(zip(b.indices, maps, strict=True))
+            return [
+                resample_tensor(prob[j, 0, : shapes[i][0], : shapes[i][1]], images[i].shape[:2])
+                for j, i in enumerate(b.indices)
+            ]
+
+    def _run_batch(
+        self,
+        images: Sequence[np.ndarray],
+        shapes: list[tuple[int, int]],
+        b: Batch,
+        threshold: float | None = None,
+        peak: float | None = None,
+    ) -> list[tuple[int, np.ndarray]]:
+        """One batch to the host: (index into `images`, probabilities, or with a threshold
+        the masks or levels of `_download`) pairs."""
+        maps = self._device_maps(images, shapes, b)
+        return list(zip(b.indices, self._download(maps, threshold, peak), strict=True))
 
     def probabilities(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Tumor probability maps, one per image, each the size of its input."""
         out: dict[int, np.ndarray] = dict(self.iter_probabilities(images))
         return [out[i] for i in range(len(images))]
 
+    def _mask(self, above: np.ndarray) -> np.ndarray:
+        """The mask from `_download`'s output with this predictor's threshold and peak."""
+        if self.min_peak is None:
+            return remove_small_components(above, self.min_component_px)
+        return keep_components(above >= 1, self.min_component_px, seeds=above == 2)
+
     def iter_predict(self, images: Sequence[np.ndarray]) -> Iterator[tuple[int, np.ndarray]]:
         """Binary masks (bool, input size) as each batch finishes: (index, mask) pairs.
 
         The same masks as `model.postprocessing.to_mask` on `iter_probabilities`, but
         thresholded on the device, so only the component rules run on the host."""
-        if self.min_peak is None:
-            for i, above in self._iter_outputs(images, self.threshold):
-                yield i, remove_small_components(above, self.min_component_px)
-            return
-        for i, levels in self._iter_outputs(images, self.threshold, self.min_peak):
-            yield i, keep_components(levels >= 1, self.min_component_px, seeds=levels == 2)
+        for b, maps in self._iter_device_maps(images):
+            masks = self._download(maps, self.threshold, self.min_peak)
+            for i, above in zip(b.indices, masks, strict=True):
+                yield i, self._mask(above)
+
+    def iter_predict_with_probabilities(
+        self, images: Sequence[np.ndarray]
+    ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+        """`iter_predict`'s masks with their probability maps as uint8, round(255 × p):
+        (index, mask, quantized probabilities). The lesions' peak probabilities read them,
+        at a quarter of float32's bytes to copy."""
+        for b, maps in self._iter_device_maps(images):
+            above = self._download(maps, self.threshold, self.min_peak)
+            quantized = self._download_quantized(maps)
+            for i, a, q in zip(b.indices, above, quantized, strict=True):
+                yield i, self._mask(a), q
 
     def predict(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Binary tumor masks (bool, input size) after threshold and post-processing."""
