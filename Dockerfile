@@ -18,5 +18,6 @@ RUN pip install -c constraints.txt .
 RUN useradd --create-home tumorseg
 USER tumorseg
 ENV TUMORSEG_VAR_DIR=/home/tumorseg/var
-EXPOSE 8000
+# 8000: the API; 9100: a worker's Prometheus exporter when TUMORSEG_WORKER_METRICS_PORT=9100
+EXPOSE 8000 9100
 CMD ["tumorseg", "api", "--host", "0.0.0.0", "--port", "8000"]

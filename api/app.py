@@ -12,7 +12,8 @@ from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy.exc import SQLAlchemyError
 
-from api.routes import health, jobs, predict, reports, studies, ui
+from api.metrics import ApiMetrics, RequestMetricsMiddleware
+from api.routes import health, jobs, metrics, predict, reports, studies, ui
 from api.services.errors import ServiceError
 from api.services.limits import Admission
 from api.services.ui_session import LoginRequired, ui_secret
@@ -42,10 +43,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         upgrade_to_head(settings.sqlalchemy_url)
         dispatcher = app.state.dispatcher = Dispatcher(settings)
         app.state.admission = Admission(settings, dispatcher)
+        api_metrics.watch_queues(dispatcher, [settings.interactive_queue, settings.nightly_queue])
         logger.info("API ready: db=%s broker=%s", settings.sqlalchemy_url, dispatcher.redis_url)
         try:
             yield
         finally:
+            api_metrics.unwatch_queues()
             dispatcher.close()
 
     app = FastAPI(
@@ -55,6 +58,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    api_metrics = app.state.metrics = ApiMetrics()
+    app.add_middleware(RequestMetricsMiddleware, metrics=api_metrics)
     app.state.ui_secret = ui_secret(settings)  # random per process unless configured
 
     @app.exception_handler(ServiceError)
@@ -75,6 +80,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
 
     app.include_router(health.router)
+    app.include_router(metrics.router)
     app.include_router(jobs.router, prefix="/v1")
     app.include_router(studies.router, prefix="/v1")
     app.include_router(reports.router, prefix="/v1")

@@ -1,4 +1,5 @@
-"""FastAPI dependencies: settings, unit of work, dispatcher, caller, admission, web session."""
+"""FastAPI dependencies: settings, unit of work, dispatcher, caller, admission, web session,
+metrics."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
+from api.metrics import ApiMetrics
 from api.services.auth import Principal, authenticate
 from api.services.limits import Admission
 from api.services.ui_session import SESSION_COOKIE, UiSession
@@ -103,3 +105,12 @@ def get_ui_session(request: Request, session: SessionDep, secret: UiSecretDep) -
 
 
 UiSessionDep = Annotated[UiSession, Depends(get_ui_session)]
+
+
+def get_metrics(request: Request) -> ApiMetrics:
+    """The app's Prometheus metrics."""
+    metrics: ApiMetrics = request.app.state.metrics
+    return metrics
+
+
+MetricsDep = Annotated[ApiMetrics, Depends(get_metrics)]

@@ -143,6 +143,17 @@ class Settings(BaseSettings):
         "first member only, for CPU-only sites); a single-network artifact has one.",
     )
     worker_concurrency: int = Field(1, ge=1, le=64, description="Worker processes per node.")
+    worker_metrics_port: int = Field(
+        0,
+        ge=0,
+        le=65535,
+        description="Port of a worker node's Prometheus exporter (GET /metrics: every pool "
+        "process of the node together, served by its main process); 0 = off.",
+    )
+    worker_metrics_host: str = Field(
+        "127.0.0.1",
+        description="Address the worker's Prometheus exporter binds to (0.0.0.0 in a container).",
+    )
     log_level: str = Field("INFO", description="Python logging level.")
     api_key: str | None = Field(
         None,

@@ -1,4 +1,5 @@
-"""docker-compose.yml read back: services, CLI commands, real settings, health checks."""
+"""docker-compose.yml read back: services, CLI commands, real settings, health checks,
+metrics ports."""
 
 from __future__ import annotations
 
@@ -61,3 +62,17 @@ def test_redis_persists_and_worker_reserves_a_gpu() -> None:
     assert devices
     assert "gpu" in devices[0]["capabilities"]
     assert services["api"]["depends_on"]["postgres"]["condition"] == "service_healthy"
+
+
+def test_workers_export_metrics_on_an_exposed_port() -> None:
+    worker = _compose()["services"]["worker"]
+    env = worker["environment"]
+    settings = Settings(
+        worker_metrics_port=env["TUMORSEG_WORKER_METRICS_PORT"],
+        worker_metrics_host=env["TUMORSEG_WORKER_METRICS_HOST"],
+    )
+    assert settings.worker_metrics_port == 9100
+    assert settings.worker_metrics_host == "0.0.0.0"  # reachable from the compose network
+    assert str(settings.worker_metrics_port) in [str(p) for p in worker["expose"]]
+    # no host port: the replicas of `--scale worker=N` would all want it
+    assert "ports" not in worker

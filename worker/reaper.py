@@ -18,7 +18,7 @@ Each worker runs a pass at start-up and every ``reap_interval`` seconds
 (``worker/recovery.py``); beat sends one as a task too. Passes may overlap: the
 conditions are checked again under the jobs' locks (``db/status.py::requeue``), so only
 one of them re-queues or re-sends a study. It re-queues in one transaction and sends the
-ids after the commit.
+ids after the commit, and counts what it took back (``worker/metrics.py``).
 Sending a study twice is harmless anyway: a worker skips studies done with the current
 model version or held by another live worker's lease, results are unique per (study,
 model version), and the delivery cap (``max_deliveries``) still counts every claim, so
@@ -42,6 +42,7 @@ from db import status
 from db.models import utcnow
 from db.repositories import leases as leases_repo
 from db.repositories import studies as studies_repo
+from worker.metrics import record_recovery
 
 logger = logging.getLogger(__name__)
 
@@ -121,6 +122,7 @@ def reap(
         by_queue[queue].append(study_id)
     for queue, ids in by_queue.items():  # after the commit
         report.tasks_sent += dispatcher.send(ids, queue)
+    record_recovery(report)  # tumorseg_worker_leases_recovered_total and studies resent
     return report
 
 

@@ -12,6 +12,7 @@ from sqlalchemy.exc import OperationalError
 
 from config.settings import get_settings
 from core.dispatch import ARCHIVE_SCAN_TASK, REAP_TASK, SEGMENT_TASK, Dispatcher
+from worker import metrics
 from worker.leases import lease_owner
 from worker.reaper import reap
 from worker.segmentation import SegmentationService
@@ -38,10 +39,11 @@ def segment_chunk(self: Task, study_ids: list[int]) -> dict[str, Any]:
     """Segment one chunk of studies by id; idempotent, so redelivery is harmless."""
     service = get_service(self.app)
     try:
-        return service.run_chunk(study_ids, lease_owner(self.request.hostname)).as_dict()
+        report = service.run_chunk(study_ids, lease_owner(self.request.hostname))
     except SoftTimeLimitExceeded:
         limit = service.settings.task_soft_time_limit
         n = service.fail_unfinished(study_ids, f"timed out: the chunk ran over {limit}s")
+        metrics.record_unfinished(n)
         logger.error("chunk %s timed out; %d studies failed", study_ids, n)
         return {"timed_out": True, "failed": n}
     except OperationalError as exc:  # database unreachable for a moment: try again later
@@ -52,8 +54,11 @@ def segment_chunk(self: Task, study_ids: list[int]) -> dict[str, Any]:
         ) from exc
     except Exception as exc:
         logger.exception("chunk %s failed", study_ids)
-        service.fail_unfinished(study_ids, f"internal error: {type(exc).__name__}: {exc}")
+        n = service.fail_unfinished(study_ids, f"internal error: {type(exc).__name__}: {exc}")
+        metrics.record_unfinished(n)
         raise
+    metrics.record_chunk(report)
+    return report.as_dict()
 
 
 @shared_task(name=REAP_TASK, bind=True)  # type: ignore[untyped-decorator]

@@ -21,9 +21,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Upgrade the database, then run the worker until stopped."""
     from config.settings import get_settings
-    from core.dispatch import celery_app
-    from db.migrate import upgrade_to_head
-    from worker.recovery import install
 
     if args.concurrency:
         # The pool children read their settings again: the command line must win there too.
@@ -32,6 +29,16 @@ def run(args: argparse.Namespace) -> int:
         os.environ["TUMORSEG_WORKER_CONCURRENCY"] = str(args.concurrency)
         get_settings.cache_clear()
     settings = get_settings()
+    # first: the exporter sets up prometheus_client's multiprocess mode before the worker's
+    # modules import it, and a busy port stops the worker here
+    from worker import exporter
+
+    exporter.start(settings)
+
+    from core.dispatch import celery_app
+    from db.migrate import upgrade_to_head
+    from worker.recovery import install
+
     upgrade_to_head(settings.sqlalchemy_url)
     # order matters: with queue_order_strategy=priority the first queue is served first
     queues = args.queues or f"{settings.interactive_queue},{settings.nightly_queue}"
