@@ -55,8 +55,8 @@ def variants(service: SegmentationService, threads: int) -> dict[str, Variant]:
         with ThreadPoolExecutor(threads) as pool:
             images = [d[0] for d in pool.map(service._decode, chunk) if not isinstance(d, str)]
             pending = {
-                i: pool.submit(service._measure, chunk[i], images[i], None, mask, predictor)
-                for i, mask in predictor.iter_predict(images)
+                i: pool.submit(service._measure, chunk[i], images[i], None, (mask, q), predictor)
+                for i, mask, q in predictor.iter_predict_with_probabilities(images)
             }
             return [pending[i].result() for i in range(len(chunk))]
 
@@ -83,8 +83,11 @@ def variants(service: SegmentationService, threads: int) -> dict[str, Variant]:
                         predictor.min_peak or 0.0,
                     )
                     image = futures[i].result()
+                    quantized = np.round(prob * 255.0).astype(np.uint8)
                     pending.append(
-                        pool.submit(service._measure, chunk[i], image, None, mask, predictor)
+                        pool.submit(
+                            service._measure, chunk[i], image, None, (mask, quantized), predictor
+                        )
                     )
             order = [i for b in batches for i in b.indices]
             by_index = dict(zip(order, [f.result() for f in pending], strict=True))

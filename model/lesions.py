@@ -170,7 +170,12 @@ def find_lesions(
                 int(areas[k]),
                 float(cy),
                 float(cx),
-                (rows.start + r0, cols.start + c0, rows.stop + r0, cols.stop + c0),
+                (
+                    int(rows.start + r0),
+                    int(cols.start + c0),
+                    int(rows.stop + r0),
+                    int(cols.stop + c0),
+                ),
                 None if rel is None else float(rel),
                 float(peaks[k]),
                 float(means[k]),

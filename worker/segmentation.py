@@ -8,9 +8,11 @@ model runs:
    past the delivery cap; mark the rest running under this process's lease, which a
    heartbeat thread renews until the chunk ends (``worker/leases.py``).
 2. *compute* (no transaction): decode each study (a bad one is failed with a clear
-   message and the others go on), predict the good ones as true batches, compute metrics
-   and encode the mask PNG (overlays are drawn by the API when asked for).
-3. *store* (one transaction): upsert every result of the chunk and update the job.
+   message and the others go on), predict the good ones as true batches, compute metrics,
+   lesions and biomarkers, and encode the mask PNG (overlays are drawn by the API when
+   asked for).
+3. *store* (one transaction): upsert every result of the chunk, replace its lesion rows
+   and update the job.
 
 A chunk that an earlier delivery claimed and never stored (its process was killed, maybe
 by one of its studies) is done one study per claim-compute-store instead, so that only
@@ -34,7 +36,7 @@ from config.settings import Settings
 from core.current_model import current_model
 from core.dispatch import Dispatcher
 from db import status
-from db.models import METRIC_FIELDS, utcnow
+from db.models import BIOMARKER_FIELDS, METRIC_FIELDS, utcnow
 from db.repositories import studies as studies_repo
 from worker.leases import Heartbeat, held_elsewhere, lease_owner
 from worker.predictor_cache import PredictorCache
@@ -43,6 +45,9 @@ if TYPE_CHECKING:
     import numpy as np
 
     from model.predictor import Predictor
+
+    #: A predicted mask (bool) and its probabilities as uint8, round(255 × p).
+    Prediction = tuple[np.ndarray, np.ndarray]
 
 logger = logging.getLogger(__name__)
 
@@ -56,15 +61,17 @@ class ClaimedStudy:
     filename: str
     input_png: bytes
     label_png: bytes | None
+    spacing: tuple[float, float] | None = None  # mm (rows, columns), when known
 
 
 @dataclass
 class Outcome:
-    """What happened to one claimed study."""
+    """What happened to one claimed study: its result's values and its lesion rows."""
 
     study_id: int
     error: str | None = None
     values: dict[str, Any] = field(default_factory=dict)
+    lesions: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -97,6 +104,18 @@ def _finite(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
+
+
+def spacing_of(row_mm: float | None, col_mm: float | None) -> tuple[float, float] | None:
+    """A study's pixel spacing, when both sides are known."""
+    return (row_mm, col_mm) if row_mm is not None and col_mm is not None else None
+
+
+def lesion_row(study_id: int, model_version: str, lesion: dict[str, Any]) -> dict[str, Any]:
+    """Column values of a ``db.models.Lesion`` from ``model.lesions.Lesion.as_dict()``."""
+    row = {k: _finite(v) for k, v in lesion.items() if k != "bbox"}
+    row["bbox_row0"], row["bbox_col0"], row["bbox_row1"], row["bbox_col1"] = lesion["bbox"]
+    return {"study_id": study_id, "model_version": model_version, **row}
 
 
 class SegmentationService:
@@ -215,7 +234,14 @@ class SegmentationService:
                 held_elsewhere=lambda study, now: held_elsewhere(study, owner, now),
             )
             claimed = [
-                ClaimedStudy(s.id, s.job_id, s.filename, s.input_png, s.label_png)
+                ClaimedStudy(
+                    s.id,
+                    s.job_id,
+                    s.filename,
+                    s.input_png,
+                    s.label_png,
+                    spacing_of(s.spacing_row_mm, s.spacing_col_mm),
+                )
                 for s in claim.studies
             ]
         report.skipped += claim.skipped
@@ -243,18 +269,18 @@ class SegmentationService:
             started = time.perf_counter()
             phases["decode"] = started - decode_started
             pending: list[tuple[int, Future[Outcome]]] = []
-            masks: list[tuple[int, np.ndarray]] = []
-            for i, mask in self._predict(predictor, [img for _, img, _ in good]):
-                if isinstance(mask, str):
-                    outcomes[good[i][0].id] = Outcome(good[i][0].id, error=mask)
+            masks: list[tuple[int, Prediction]] = []
+            for i, prediction in self._predict(predictor, [img for _, img, _ in good]):
+                if isinstance(prediction, str):
+                    outcomes[good[i][0].id] = Outcome(good[i][0].id, error=prediction)
                 elif beside_network:
-                    pending.append(self._submit_measure(pool, good[i], mask, predictor))
+                    pending.append(self._submit_measure(pool, good[i], prediction, predictor))
                 else:
-                    masks.append((i, mask))
+                    masks.append((i, prediction))
             predicted = time.perf_counter()
             phases["predict"] = predicted - started
             per_image = (predicted - started) / max(len(good), 1)
-            pending += [self._submit_measure(pool, good[i], mask, predictor) for i, mask in masks]
+            pending += [self._submit_measure(pool, good[i], p, predictor) for i, p in masks]
             for study_id, future in pending:
                 outcome = outcomes[study_id] = future.result()
                 if outcome.error is None:
@@ -266,11 +292,11 @@ class SegmentationService:
         self,
         pool: ThreadPoolExecutor,
         study: tuple[ClaimedStudy, np.ndarray, np.ndarray | None],
-        mask: np.ndarray,
+        prediction: Prediction,
         predictor: Predictor,
     ) -> tuple[int, Future[Outcome]]:
         item, image, label = study
-        return item.id, pool.submit(self._measure, item, image, label, mask, predictor)
+        return item.id, pool.submit(self._measure, item, image, label, prediction, predictor)
 
     def _decode(self, item: ClaimedStudy) -> tuple[np.ndarray, np.ndarray | None] | str:
         """The study's image and label arrays, or the reason they are unusable."""
@@ -294,14 +320,15 @@ class SegmentationService:
     @staticmethod
     def _predict(
         predictor: Predictor, images: list[np.ndarray]
-    ) -> Iterator[tuple[int, np.ndarray | str]]:
-        """(index, mask) as each batch ends; if a batch fails, the images not yet done
-        are retried one by one, so one image the network cannot take fails alone."""
+    ) -> Iterator[tuple[int, Prediction | str]]:
+        """(index, (mask, uint8 probabilities)) as each batch ends; if a batch fails, the
+        images not yet done are retried one by one, so one image the network cannot take
+        fails alone."""
         done: set[int] = set()
         try:
-            for i, mask in predictor.iter_predict(images):
+            for i, mask, quantized in predictor.iter_predict_with_probabilities(images):
                 done.add(i)
-                yield i, mask
+                yield i, (mask, quantized)
             return
         except Exception:
             logger.exception("batch prediction failed; retrying one image at a time")
@@ -309,7 +336,8 @@ class SegmentationService:
             if i in done:
                 continue
             try:
-                yield i, predictor.predict([image])[0]
+                _, mask, quantized = next(predictor.iter_predict_with_probabilities([image]))
+                yield i, (mask, quantized)
             except Exception as exc:  # one image the network cannot take
                 yield i, f"inference failed: {type(exc).__name__}: {exc}"
 
@@ -318,14 +346,22 @@ class SegmentationService:
         item: ClaimedStudy,
         image: np.ndarray,
         label: np.ndarray | None,
-        mask: np.ndarray,
+        prediction: Prediction,
         predictor: Predictor,
     ) -> Outcome:
+        """Metrics, lesions, biomarkers and the mask PNG of one predicted study."""
+        from model.biomarkers import mip_biomarkers
+        from model.lesions import Spacing, body_extent, find_lesions
         from model.metrics import study_metrics
         from model.png import encode_mask_png
 
+        mask, quantized = prediction
         try:
             metrics = {k: _finite(v) for k, v in study_metrics(image, mask, label).items()}
+            spacing = Spacing(*item.spacing) if item.spacing is not None else None
+            body = body_extent(image)
+            lesions = find_lesions(mask, image, quantized / 255.0, spacing, body)
+            biomarkers = mip_biomarkers(lesions, body, spacing).as_dict()
             values: dict[str, Any] = {
                 "study_id": item.id,
                 "model_version": predictor.version,
@@ -338,7 +374,10 @@ class SegmentationService:
             return Outcome(item.id, error=f"post-processing failed: {type(exc).__name__}: {exc}")
         for key in METRIC_FIELDS:
             values[key] = metrics.get(key)
-        return Outcome(item.id, values=values)
+        for key in BIOMARKER_FIELDS:
+            values[key] = _finite(biomarkers[key])
+        rows = [lesion_row(item.id, predictor.version, lesion.as_dict()) for lesion in lesions]
+        return Outcome(item.id, values=values, lesions=rows)
 
     def _store(
         self, claimed: Sequence[ClaimedStudy], outcomes: Sequence[Outcome], report: ChunkReport
@@ -348,6 +387,11 @@ class SegmentationService:
             succeeded = set(done.succeeded)
             results = [o.values for o in outcomes if o.study_id in succeeded]
             studies_repo.upsert_results(session, results)
+            studies_repo.replace_lesions(
+                session,
+                [(r["study_id"], r["model_version"]) for r in results],
+                [row for o in outcomes if o.study_id in succeeded for row in o.lesions],
+            )
         report.succeeded += done.succeeded
         report.failed += done.failed
         report.skipped += done.skipped  # deleted or finished elsewhere

@@ -31,6 +31,7 @@ class NewStudy:
     label_filename: str | None = None
     label_png: bytes | None = None
     error: str | None = None  # set: the study is failed at intake and never queued
+    spacing_mm: tuple[float, float] | None = None  # pixel size (rows, columns), when known
 
 
 def create_job(
@@ -70,6 +71,8 @@ def create_job(
                 input_png=new.input_png,
                 label_filename=new.label_filename,
                 label_png=new.label_png,
+                spacing_row_mm=new.spacing_mm[0] if new.spacing_mm else None,
+                spacing_col_mm=new.spacing_mm[1] if new.spacing_mm else None,
                 status=StudyStatus.FAILED if failed else StudyStatus.QUEUED,
                 error=new.error,
                 attempts=0,

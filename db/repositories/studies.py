@@ -6,11 +6,11 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import delete, insert, select, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, undefer
 
-from db.models import UNFINISHED_STUDY, Job, Result, Study, StudyStatus, utcnow
+from db.models import UNFINISHED_STUDY, Job, Lesion, Result, Study, StudyStatus, utcnow
 
 
 def get_study(session: Session, study_id: int) -> Study | None:
@@ -96,6 +96,36 @@ def upsert_results(session: Session, rows: Sequence[Mapping[str, Any]]) -> None:
             group,
         )
     session.flush()
+
+
+def replace_lesions(
+    session: Session, results: Sequence[tuple[int, str]], rows: Sequence[Mapping[str, Any]]
+) -> None:
+    """Make ``rows`` the lesions of these (study id, model version) results: the rows an
+    earlier delivery stored for them go, so a redelivered study never doubles its lesions.
+
+    Args:
+        session: The unit of work.
+        results: (study id, model version) of every result being stored.
+        rows: Column values of :class:`db.models.Lesion`, each of one of those results.
+    """
+    if results:
+        session.execute(
+            delete(Lesion).where(tuple_(Lesion.study_id, Lesion.model_version).in_(list(results)))
+        )
+    if rows:
+        session.execute(insert(Lesion), list(rows))
+    session.flush()
+
+
+def lesions_of(session: Session, study_id: int, model_version: str) -> list[Lesion]:
+    """The lesions of one study's result of ``model_version``, largest first."""
+    stmt = (
+        select(Lesion)
+        .where(Lesion.study_id == study_id, Lesion.model_version == model_version)
+        .order_by(Lesion.number)
+    )
+    return list(session.scalars(stmt))
 
 
 def idle_queued(session: Session, idle_since: datetime, limit: int = 10_000) -> list[int]:

@@ -47,6 +47,7 @@ def test_lesions_are_measured_largest_first() -> None:
     assert (a.centroid_row, a.centroid_col) == (21.5, 12.0)
     assert (b.centroid_row, b.centroid_col) == (70.5, 30.5)
     assert a.bbox == (20, 10, 24, 15)
+    assert all(type(v) is int for v in a.bbox)  # plain ints: a database driver stores them
     assert b.bbox == (70, 30, 72, 32)
     # body rows 10..89 (80 rows): A's centre 21.5 + 0.5 - 10 = 12 of 80
     assert a.relative_height == pytest.approx(12 / 80)

@@ -251,3 +251,98 @@ def test_interrupted_chunk_goes_one_study_at_a_time_and_the_culprit_fails_alone(
     with caplog.at_level("INFO", logger="worker.segmentation"):
         service.run_chunk(fresh)
     assert [r.args[0] for r in caplog.records if r.msg == "chunk claimed %s"] == [fresh]
+
+
+def _expected_lesions(mask: np.ndarray, image: np.ndarray) -> list[dict[str, object]]:
+    """Each 8-connected component of the stored mask measured by hand, largest first."""
+    from scipy import ndimage
+
+    labels, n = ndimage.label(mask, structure=np.ones((3, 3)))
+    found = []
+    for k in range(1, n + 1):
+        pixels = np.argwhere(labels == k)
+        values = image[labels == k]
+        found.append(
+            {
+                "area_px": len(pixels),
+                "centroid": pixels.mean(axis=0),
+                "bbox": (*pixels.min(axis=0), *(pixels.max(axis=0) + 1)),
+                "peak_uptake": float(values.max()),
+                "mean_uptake": float(values.mean()),
+            }
+        )
+    return sorted(found, key=lambda f: (-f["area_px"], f["centroid"][0], f["centroid"][1]))  # type: ignore[index, operator]
+
+
+def test_lesion_rows_and_biomarkers_match_the_stored_mask(
+    service: SegmentationService, settings: Settings
+) -> None:
+    from db.models import Lesion
+    from model.preprocessing import decode_image
+
+    spacing = (2.0, 4.0)  # mm, unequal so that rows and columns cannot be swapped unseen
+    studies = _labelled(3)
+    studies[0] = jobs_repo.NewStudy(studies[0].filename, studies[0].input_png, spacing_mm=spacing)
+    _job_id, ids = _make_job(settings.sqlalchemy_url, studies)
+    assert sorted(service.run_chunk(ids).succeeded) == ids
+    with session_scope(settings.sqlalchemy_url) as session:
+        threshold = service.current_predictor().threshold
+        total_lesions = 0
+        for position, study_id in enumerate(ids):
+            result = session.scalars(select(Result).where(Result.study_id == study_id)).one()
+            rows = session.scalars(
+                select(Lesion).where(Lesion.study_id == study_id).order_by(Lesion.number)
+            ).all()
+            image = decode_image(studies[position].input_png)
+            mask = np.asarray(Image.open(io.BytesIO(result.mask_png))) == 255
+            expected = _expected_lesions(mask, image)
+            total_lesions += len(rows)
+            assert [r.number for r in rows] == list(range(1, len(expected) + 1))
+            assert result.lesions == len(rows)
+            for row, want in zip(rows, expected, strict=True):
+                assert row.model_version == result.model_version
+                assert row.area_px == want["area_px"]
+                assert (row.centroid_row, row.centroid_col) == pytest.approx(
+                    tuple(want["centroid"])  # type: ignore[arg-type]
+                )
+                box = (row.bbox_row0, row.bbox_col0, row.bbox_row1, row.bbox_col1)
+                assert box == want["bbox"]
+                assert row.peak_uptake == pytest.approx(want["peak_uptake"])
+                assert row.mean_uptake == pytest.approx(want["mean_uptake"])
+                assert row.peak_probability is not None
+                assert threshold - 1 / 255 <= row.peak_probability <= 1.0
+                assert row.relative_height is not None
+                assert 0.0 <= row.relative_height <= 1.0
+            centres = np.array([[r.centroid_row, r.centroid_col] for r in rows]).reshape(-1, 2)
+            sdmax = max((float(np.hypot(*(a - b))) for a in centres for b in centres), default=0.0)
+            assert result.tumor_pixels == sum(r.area_px for r in rows)
+            assert result.sdmax_px == pytest.approx(sdmax)
+            assert result.body_height_px is not None
+            assert 0 < result.body_height_px <= image.shape[0]
+            if position == 0:  # the study with a spacing: areas and distances in mm and cm
+                mm = centres * np.array(spacing)
+                sdmax_mm = max((float(np.hypot(*(a - b))) for a in mm for b in mm), default=0.0)
+                assert [r.area_mm2 for r in rows] == pytest.approx([r.area_px * 8.0 for r in rows])
+                assert result.tumor_area_cm2 == pytest.approx(result.tumor_pixels * 8.0 / 100)
+                assert result.sdmax_cm == pytest.approx(sdmax_mm / 10)
+                assert result.sdmax_per_height == pytest.approx(
+                    sdmax_mm / (result.body_height_px * 2.0)
+                )
+                assert result.body_height_cm == pytest.approx(result.body_height_px * 0.2)
+                assert result.body_width_cm == pytest.approx(result.body_width_px * 0.4)  # type: ignore[operator]
+            else:
+                assert all(r.area_mm2 is None for r in rows)
+                assert result.tumor_area_cm2 is None
+                assert result.sdmax_cm is None
+                assert result.sdmax_per_height == pytest.approx(sdmax / result.body_height_px)
+        assert total_lesions > 0  # the samples' patients have predicted lesions
+
+    with session_scope(settings.sqlalchemy_url) as session:  # redelivery mid-flight
+        for study in jobs_repo.get_job(session, _job_id).studies:  # type: ignore[union-attr]
+            study.status = StudyStatus.RUNNING
+    assert sorted(service.run_chunk(ids).succeeded) == ids
+    with session_scope(settings.sqlalchemy_url) as session:
+        count = session.scalar(
+            select(func.count()).select_from(Lesion).where(Lesion.study_id.in_(ids))
+        )
+        assert count == total_lesions  # replaced, not doubled
