@@ -26,6 +26,41 @@ class StudyMetrics(BaseModel):
     inference_seconds: float | None
 
 
+class StudyBiomarkers(BaseModel):
+    """MIP tumor-burden biomarkers of one study (docs/BIOMARKERS.md); cm values need the
+    pixel spacing, and are None without it."""
+
+    tumor_area_px: int = Field(description="Predicted tumor pixels (the sTMTV surrogate).")
+    tumor_area_cm2: float | None
+    lesion_count: int
+    sdmax_px: float | None = Field(
+        description="Largest distance between two lesions' centroids (0 with fewer than two)."
+    )
+    sdmax_cm: float | None
+    sdmax_per_height: float | None = Field(description="sDmax / the imaged body's height.")
+    body_height_px: int | None
+    body_width_px: int | None
+    body_height_cm: float | None
+    body_width_cm: float | None
+
+
+class LesionOut(BaseModel):
+    """One predicted lesion (docs/BIOMARKERS.md); pixels of the input PNG, row 0 on top."""
+
+    number: int = Field(description="1 for the largest, then by decreasing area.")
+    area_px: int
+    area_mm2: float | None
+    centroid_row: float
+    centroid_col: float
+    bbox: list[int] = Field(description="row0, col0, row1, col1; the ends excluded.")
+    relative_height: float | None = Field(
+        description="Centroid's height in the body: 0 at its top, 1 at its bottom."
+    )
+    peak_uptake: float = Field(description="Highest uptake in the lesion, 0..1.")
+    mean_uptake: float
+    peak_probability: float | None = Field(description="The model's highest probability in it.")
+
+
 class StudyOut(BaseModel):
     """One study of a job."""
 
@@ -41,7 +76,14 @@ class StudyOut(BaseModel):
         description="Times the recovery sent it again: its worker died or its task was lost."
     )
     worker: str | None = Field(description="While running: the worker (node:pid) holding it.")
+    spacing_mm: list[float] | None = Field(
+        description="Pixel size in mm (rows, columns), when known."
+    )
     metrics: StudyMetrics | None
+    biomarkers: StudyBiomarkers | None
+    lesions: list[LesionOut] | None = Field(
+        default=None, description="In GET /v1/studies/{id} only; null in job views."
+    )
     mask_url: str | None
     overlay_url: str | None
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Path, Query, Response, UploadFile
+from fastapi import APIRouter, File, Form, Path, Query, Response, UploadFile
 
 from api.deps import AdmissionDep, PrincipalDep, SessionDep, SettingsDep
 from api.schemas import MAX_ID, JobOut, JobPage, error_responses
+from api.services import exports
 from api.services import jobs as service
 from api.services.jobs import Upload
 
@@ -35,6 +36,10 @@ def create_job(
     admission: AdmissionDep,
     files: Annotated[list[UploadFile] | None, File(description="PNG studies")] = None,
     labels: Annotated[list[UploadFile] | None, File(description="Optional label masks")] = None,
+    spacing_mm: Annotated[
+        str | None,
+        Form(description="Pixel size of every study in mm: 'S', or 'ROWS,COLUMNS'; optional"),
+    ] = None,
 ) -> JobOut:
     """Submit PNG studies (and optional label masks) as one segmentation job."""
     admission.admit(principal.key_id, settings.interactive_queue)
@@ -45,6 +50,7 @@ def create_job(
         _read(files, limit),
         _read(labels, limit),
         tenant=principal.tenant,
+        spacing_mm=service.parse_spacing(spacing_mm),
     )
     response.headers["Location"] = f"/v1/jobs/{job.id}"
     return service.job_view(session, job)
@@ -79,3 +85,28 @@ def get_job(
 def cancel_job(job_id: JobId, session: SessionDep, principal: PrincipalDep) -> JobOut:
     """Cancel the studies of a job that have not started yet."""
     return service.job_view(session, service.cancel_job(session, job_id, principal))
+
+
+CSV: dict[int | str, dict[str, Any]] = {200: {"content": {"text/csv": {}}}, **error_responses(404)}
+
+
+def _csv_response(text: str, name: str) -> Response:
+    return Response(
+        text,
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{name}"'},
+    )
+
+
+@router.get("/{job_id}/results.csv", response_class=Response, responses=CSV)
+def get_results_csv(job_id: JobId, session: SessionDep, principal: PrincipalDep) -> Response:
+    """One row per study: status, metrics and MIP biomarkers (docs/BIOMARKERS.md)."""
+    text = exports.results_csv(session, job_id, principal)
+    return _csv_response(text, f"job-{job_id}-results.csv")
+
+
+@router.get("/{job_id}/lesions.csv", response_class=Response, responses=CSV)
+def get_lesions_csv(job_id: JobId, session: SessionDep, principal: PrincipalDep) -> Response:
+    """One row per predicted lesion of every study (docs/BIOMARKERS.md)."""
+    text = exports.lesions_csv(session, job_id, principal)
+    return _csv_response(text, f"job-{job_id}-lesions.csv")

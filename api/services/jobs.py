@@ -17,10 +17,13 @@ from config.settings import Settings
 from core.dispatch import send_after_commit
 from db import status
 from db.models import (
+    BIOMARKER_FIELDS,
     DEFAULT_TENANT,
+    LESION_FIELDS,
     METRIC_FIELDS,
     Job,
     JobSource,
+    Lesion,
     Result,
     Study,
     StudyStatus,
@@ -53,6 +56,7 @@ def submit_job(
     queue: str | None = None,
     tenant: str = DEFAULT_TENANT,
     source: JobSource = JobSource.API,
+    spacing_mm: tuple[float, float] | None = None,
 ) -> Job:
     """Validate uploads, store the job with its studies, and send them after the commit.
 
@@ -95,6 +99,7 @@ def submit_job(
                 label_filename=label.filename if label else None,
                 label_png=label.data if label else None,
                 error=error,
+                spacing_mm=spacing_mm,
             )
         )
     job = jobs_repo.create_job(
@@ -104,6 +109,33 @@ def submit_job(
     send_after_commit(session, ids, job.queue)
     logger.info("job %d: %d studies, %d queued", job.id, len(files), len(ids))
     return job
+
+
+#: Largest pixel size accepted, mm (whole-body PET pixels are 2 to 6 mm).
+MAX_SPACING_MM = 50.0
+
+
+def parse_spacing(text: str | None) -> tuple[float, float] | None:
+    """The pixel spacing of a submission's form field: ``S`` (square pixels) or
+    ``ROWS,COLUMNS``, in mm; None when not given.
+
+    Raises:
+        ServiceError: 422 for anything else, or a size not in (0, 50] mm.
+    """
+    if text is None or not text.strip():
+        return None
+    parts = [p.strip() for p in text.replace("x", ",").split(",")]
+    try:
+        values = [float(p) for p in parts]
+    except ValueError:
+        values = []
+    if len(values) not in (1, 2) or not all(0 < v <= MAX_SPACING_MM for v in values):
+        raise ServiceError(
+            422,
+            f"spacing_mm {text[:40]!r}: give the pixel size in mm as 'S' or 'ROWS,COLUMNS', "
+            f"each above 0 and at most {MAX_SPACING_MM:g}",
+        )
+    return (values[0], values[-1])
 
 
 def safe_filename(name: str, index: int) -> str:
@@ -171,9 +203,31 @@ def metrics_view(result: Result | None) -> schemas.StudyMetrics | None:
     )
 
 
-def study_view(study: Study, result: Result | None) -> schemas.StudyOut:
-    """The study schema; mask and overlay URLs only once it succeeded."""
+def biomarkers_view(result: Result | None) -> schemas.StudyBiomarkers | None:
+    """The biomarkers schema of a result (None without one)."""
+    if result is None:
+        return None
+    return schemas.StudyBiomarkers(
+        tumor_area_px=result.tumor_pixels,
+        lesion_count=result.lesions,
+        **{name: getattr(result, name) for name in BIOMARKER_FIELDS},
+    )
+
+
+def lesion_view(lesion: Lesion) -> schemas.LesionOut:
+    """The schema of one lesion row."""
+    box = [lesion.bbox_row0, lesion.bbox_col0, lesion.bbox_row1, lesion.bbox_col1]
+    values = {name: getattr(lesion, name) for name in LESION_FIELDS if not name.startswith("bbox")}
+    return schemas.LesionOut(bbox=box, **values)
+
+
+def study_view(
+    study: Study, result: Result | None, lesions: Sequence[Lesion] | None = None
+) -> schemas.StudyOut:
+    """The study schema; mask and overlay URLs only once it succeeded, and its lesions
+    when given."""
     done = study.status is StudyStatus.SUCCEEDED and result is not None
+    rows_mm, cols_mm = study.spacing_row_mm, study.spacing_col_mm
     return schemas.StudyOut(
         id=study.id,
         job_id=study.job_id,
@@ -185,7 +239,10 @@ def study_view(study: Study, result: Result | None) -> schemas.StudyOut:
         attempts=study.attempts,
         requeues=study.requeues,
         worker=study.lease_owner if study.status is StudyStatus.RUNNING else None,
+        spacing_mm=[rows_mm, cols_mm] if rows_mm is not None and cols_mm is not None else None,
         metrics=metrics_view(result),
+        biomarkers=biomarkers_view(result),
+        lesions=[lesion_view(le) for le in lesions] if lesions is not None else None,
         mask_url=f"/v1/studies/{study.id}/mask.png" if done else None,
         overlay_url=f"/v1/studies/{study.id}/overlay.png" if done else None,
     )

@@ -24,9 +24,11 @@ def get_study_or_404(session: Session, study_id: int, principal: Principal) -> S
 
 
 def study_out(session: Session, study_id: int, principal: Principal) -> schemas.StudyOut:
-    """The study schema with its newest result's metrics."""
+    """The study schema with its newest result's metrics, biomarkers and lesions."""
     study = get_study_or_404(session, study_id, principal)
-    return study_view(study, studies_repo.latest_result(session, study_id))
+    result = studies_repo.latest_result(session, study_id)
+    lesions = studies_repo.lesions_of(session, study_id, result.model_version) if result else []
+    return study_view(study, result, lesions)
 
 
 def image(

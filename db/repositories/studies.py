@@ -128,6 +128,24 @@ def lesions_of(session: Session, study_id: int, model_version: str) -> list[Lesi
     return list(session.scalars(stmt))
 
 
+def job_lesions(session: Session, job_id: int) -> list[Lesion]:
+    """The lesions of the newest result of every study of a job, in study order."""
+    newest = latest_results(
+        session, list(session.scalars(select(Study.id).where(Study.job_id == job_id)))
+    )
+    stmt = (
+        select(Lesion)
+        .join(Study, Study.id == Lesion.study_id)
+        .where(Study.job_id == job_id)
+        .order_by(Study.position, Lesion.model_version, Lesion.number)
+    )
+    return [
+        le
+        for le in session.scalars(stmt)
+        if le.study_id in newest and newest[le.study_id].model_version == le.model_version
+    ]
+
+
 def idle_queued(session: Session, idle_since: datetime, limit: int = 10_000) -> list[int]:
     """Ids of queued studies whose job has seen no activity since ``idle_since``.
 

@@ -180,3 +180,51 @@ def test_openapi_documents_the_versioned_routes(client: TestClient) -> None:
         paths
     )
     assert client.get("/docs").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("given", "stored"), [("4", [4.0, 4.0]), ("2.5,4", [2.5, 4.0]), (" 3 x 2 ", [3.0, 2.0])]
+)
+def test_pixel_spacing_is_stored_with_every_study(
+    client: TestClient, given: str, stored: list[float]
+) -> None:
+    files = _files(("patient_a.png", SAMPLE), ("patient_b.png", SAMPLE))
+    response = client.post("/v1/jobs", files=files, data={"spacing_mm": given})
+    assert response.status_code == 202, response.text
+    assert [s["spacing_mm"] for s in response.json()["studies"]] == [stored, stored]
+
+
+@pytest.mark.parametrize("given", ["0", "-2", "nan", "inf", "60", "1,2,3", "four", "2;2"])
+def test_bad_pixel_spacing_is_refused_with_the_expected_form(
+    client: TestClient, given: str
+) -> None:
+    response = client.post(
+        "/v1/jobs", files=_files(("patient.png", SAMPLE)), data={"spacing_mm": given}
+    )
+    assert response.status_code == 422
+    assert "spacing_mm" in response.json()["detail"]
+    assert "ROWS,COLUMNS" in response.json()["detail"]
+
+
+def test_tables_of_a_queued_job_list_its_studies_without_results(client: TestClient) -> None:
+    import io
+
+    import pandas as pd
+
+    from api.services.exports import LESION_COLUMNS, RESULT_COLUMNS
+
+    response = client.post("/v1/jobs", files=_files(("a.png", SAMPLE), ("b.png", SAMPLE)))
+    job_id = response.json()["id"]
+    table = client.get(f"/v1/jobs/{job_id}/results.csv")
+    assert table.status_code == 200
+    assert table.headers["content-type"].startswith("text/csv")
+    assert f"job-{job_id}-results.csv" in table.headers["content-disposition"]
+    results = pd.read_csv(io.StringIO(table.text))
+    assert list(results.columns) == list(RESULT_COLUMNS)
+    assert results["filename"].tolist() == ["a.png", "b.png"]
+    assert results["status"].tolist() == ["queued", "queued"]
+    assert results["model_version"].isna().all()
+    lesions = pd.read_csv(io.StringIO(client.get(f"/v1/jobs/{job_id}/lesions.csv").text))
+    assert list(lesions.columns) == list(LESION_COLUMNS)
+    assert lesions.empty
+    assert client.get("/v1/jobs/999999/results.csv").status_code == 404
