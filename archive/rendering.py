@@ -101,6 +101,14 @@ def intensity_to_gray(image: np.ndarray, options: RenderOptions) -> np.ndarray:
     return np.round(255.0 * (1.0 - scaled)).astype(np.uint8)
 
 
+@dataclass(frozen=True)
+class RenderedStudy:
+    """A rendered study: its MIP PNG and the pixel size of that PNG in mm."""
+
+    png: bytes
+    spacing_mm: tuple[float, float]  # rows (head to feet), columns (right to left)
+
+
 def render_volume(
     data: np.ndarray, affine: np.ndarray, options: RenderOptions | None = None
 ) -> np.ndarray:
@@ -117,6 +125,14 @@ def render_volume(
     Raises:
         RenderError: Not a single 3D volume, too big, or empty.
     """
+    return render_volume_and_spacing(data, affine, options)[0]
+
+
+def render_volume_and_spacing(
+    data: np.ndarray, affine: np.ndarray, options: RenderOptions | None = None
+) -> tuple[np.ndarray, tuple[float, float]]:
+    """`render_volume`'s image with its pixel size in mm (rows, columns): the imaged
+    extent over the rendered size, from the voxel sizes."""
     options = options or RenderOptions()
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
@@ -132,7 +148,8 @@ def render_volume(
     resized = Image.fromarray(np.ascontiguousarray(image, dtype=np.float32), mode="F").resize(
         (options.width, height), Image.Resampling.BILINEAR
     )
-    return intensity_to_gray(np.asarray(resized), options)
+    spacing = (rows * sz / height, cols * sx / options.width)
+    return intensity_to_gray(np.asarray(resized), options), spacing
 
 
 def encode_png(gray: np.ndarray) -> bytes:
@@ -252,8 +269,8 @@ def probe_study(kind: str, files: Sequence[Path]) -> None:
                 raise RenderError(f"not a PET series: modality {getattr(ds, 'Modality', '?')}")
 
 
-def render_study(kind: str, files: Sequence[Path], options: RenderOptions) -> bytes:
-    """Render a NIfTI file or a DICOM series to MIP PNG bytes.
+def render_study(kind: str, files: Sequence[Path], options: RenderOptions) -> RenderedStudy:
+    """Render a NIfTI file or a DICOM series to MIP PNG bytes with their pixel size.
 
     Args:
         kind: ``nifti`` or ``dicom``.
@@ -261,7 +278,7 @@ def render_study(kind: str, files: Sequence[Path], options: RenderOptions) -> by
         options: Intensity and size options.
 
     Returns:
-        PNG bytes of the inverted MIP.
+        The PNG bytes of the inverted MIP and its pixel spacing.
 
     Raises:
         RenderError: The study cannot be rendered.
@@ -272,4 +289,5 @@ def render_study(kind: str, files: Sequence[Path], options: RenderOptions) -> by
         data, affine = load_dicom_series(files)
     else:
         raise RenderError(f"cannot render a study of kind {kind!r}")
-    return encode_png(render_volume(data, affine, options))
+    gray, spacing = render_volume_and_spacing(data, affine, options)
+    return RenderedStudy(encode_png(gray), spacing)

@@ -40,6 +40,9 @@ from model.png import ImageLimits, InvalidImage, validate_png
 
 logger = logging.getLogger(__name__)
 
+#: A study's PNG and its pixel spacing in mm (rows, columns), None when unknown.
+RenderedInput = tuple[bytes, tuple[float, float] | None]
+
 
 class ScanError(RuntimeError):
     """A scan that cannot run as asked (bad --root, no model); nothing was submitted."""
@@ -273,17 +276,18 @@ def _probe(settings: Settings, report: ScanReport) -> None:
     report.planned = kept
 
 
-def _input_png(session: Session, item: Planned, settings: Settings) -> bytes:
+def _input_png(session: Session, item: Planned, settings: Settings) -> RenderedInput:
+    """The study's PNG with its pixel spacing (rendered volumes know it; PNGs do not)."""
     if item.source_study_id is not None:
-        data = archive_repo.study_input(session, item.source_study_id)
-        if data is None:
+        earlier = archive_repo.study_input(session, item.source_study_id)
+        if earlier is None:
             raise RenderError("the earlier study is gone")
-        return data
+        return earlier
     root = Path(item.root)
     if item.kind == sources.PNG:
         data = sources.read_confined(item.files[0], root)
         _check_png(data, item.path, settings)
-        return data
+        return data, None
     for path in item.files:
         sources.confine(path, root)
     options = RenderOptions(
@@ -291,7 +295,8 @@ def _input_png(session: Session, item: Planned, settings: Settings) -> bytes:
         suv_max=settings.archive_suv_max,
         max_height=settings.max_image_side,
     )
-    return render_study(item.kind, item.files, options)
+    rendered = render_study(item.kind, item.files, options)
+    return rendered.png, rendered.spacing_mm
 
 
 def _check_png(data: bytes, path: str, settings: Settings) -> None:
@@ -305,7 +310,7 @@ def _check_png(data: bytes, path: str, settings: Settings) -> None:
 def _submit(settings: Settings, report: ScanReport, dispatcher: Dispatcher) -> None:
     try:
         with dispatcher.unit_of_work() as session:
-            rendered: list[tuple[Planned, bytes]] = []
+            rendered: list[tuple[Planned, RenderedInput]] = []
             for item in report.planned:
                 try:
                     rendered.append((item, _input_png(session, item, settings)))
@@ -314,7 +319,10 @@ def _submit(settings: Settings, report: ScanReport, dispatcher: Dispatcher) -> N
             report.planned = [item for item, _ in rendered]
             if not rendered:
                 return
-            new = [jobs_repo.NewStudy(item.path[-255:], png) for item, png in rendered]
+            new = [
+                jobs_repo.NewStudy(item.path[-255:], png, spacing_mm=spacing)
+                for item, (png, spacing) in rendered
+            ]
             job = jobs_repo.create_job(
                 session, settings.nightly_queue, new, source=JobSource.ARCHIVE
             )

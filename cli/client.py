@@ -127,6 +127,39 @@ def wait(
             job = get_job(url, job_id, key, studies=False)
 
 
+def _get(url: str, path: str, key: str | None) -> bytes:
+    try:
+        response = httpx.get(f"{url.rstrip('/')}{path}", headers=auth_headers(key), timeout=60)
+    except httpx.HTTPError as exc:
+        raise ClientError(f"cannot reach the API at {url}: {exc}") from exc
+    _raise_for(response)
+    return response.content
+
+
+def export(url: str, job_id: int, out: Path, key: str | None = None) -> list[Path]:
+    """Write a job's tables and every succeeded study's mask and overlay to ``out``:
+    ``results.csv``, ``lesions.csv`` (columns in docs/BIOMARKERS.md), and
+    ``<study>_mask.png`` and ``<study>_overlay.png`` (names from the uploaded file's stem,
+    with the study id added when two studies share a stem). Returns the files written."""
+    job = get_job(url, job_id, key)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for table in ("results", "lesions"):
+        path = out / f"{table}.csv"
+        path.write_bytes(_get(url, f"/v1/jobs/{job_id}/{table}.csv", key))
+        written.append(path)
+    stems = [Path(s["filename"]).stem for s in job["studies"]]
+    for study, stem in zip(job["studies"], stems, strict=True):
+        if study["status"] != "succeeded":
+            continue
+        name = stem if stems.count(stem) == 1 else f"{stem}_{study['id']}"
+        for kind in ("mask", "overlay"):
+            path = out / f"{name}_{kind}.png"
+            path.write_bytes(_get(url, f"/v1/studies/{study['id']}/{kind}.png", key))
+            written.append(path)
+    return written
+
+
 def _fmt(value: Any, spec: str = "") -> str:
     return "-" if value is None else format(value, spec)
 
@@ -157,6 +190,35 @@ def job_table(job: dict[str, Any]) -> str:
         f" labelled  time={_fmt(job['timings'].get('total_seconds'))}s"
     )
     return "\n".join(lines)
+
+
+def biomarker_table(job: dict[str, Any]) -> str:
+    """A plain-text table of each succeeded study's MIP biomarkers (docs/BIOMARKERS.md)."""
+    rows = [("study", "file", "tumor px", "tumor cm2", "lesions", "sDmax px", "sDmax cm",
+             "sDmax/height", "body px")]  # fmt: skip
+    for s in job["studies"]:
+        b = s.get("biomarkers")
+        if not b:
+            continue
+        height, width = b["body_height_px"], b["body_width_px"]
+        body = None if height is None else f"{height}x{width}"
+        rows.append(
+            (
+                str(s["id"]),
+                s["filename"],
+                _fmt(b["tumor_area_px"]),
+                _fmt(b["tumor_area_cm2"], ".1f"),
+                _fmt(b["lesion_count"]),
+                _fmt(b["sdmax_px"], ".1f"),
+                _fmt(b["sdmax_cm"], ".1f"),
+                _fmt(b["sdmax_per_height"], ".3f"),
+                _fmt(body),
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows
+    )
 
 
 def untrained_banner(job: dict[str, Any]) -> str | None:

@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "worker": ("cli.commands.worker", "run a Celery segmentation worker"),
     "submit": ("cli.commands.submit", "submit PNG studies as a job over HTTP"),
     "status": ("cli.commands.status", "show a job's status"),
+    "export": ("cli.commands.export", "write a job's masks, overlays and CSV tables to a folder"),
     "demo": ("cli.commands.demo", "run the whole service locally on the bundled samples"),
     "db": ("cli.commands.db", "database maintenance (db upgrade)"),
     "ping": ("cli.commands.ping", "health probe of the API or a worker (for containers)"),

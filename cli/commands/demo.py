@@ -2,7 +2,8 @@
 
 Starts an embedded Redis and a fresh SQLite database under ``var/``, the API and one
 worker as real subprocesses, submits ``samples/imgs`` (with ``samples/labels``) over
-HTTP, follows the job, prints a table, writes masks and overlays to ``out/``, and stops
+HTTP, follows the job, prints its tables (metrics, then biomarkers), exports masks,
+overlays, ``results.csv`` and ``lesions.csv`` to ``out/`` like ``tumorseg export``, and stops
 everything it started, also on Ctrl-C or failure. No beat runs: the worker's own recovery
 passes (``worker/recovery.py``) bring back what a crash or a Redis restart loses.
 """
@@ -14,7 +15,6 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Any
 
 from cli.stack import Processes, free_port, wait_ready
 
@@ -24,31 +24,9 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add this command's options."""
     parser.add_argument("--samples", type=Path, default=REPO_ROOT / "samples", help="folder")
-    parser.add_argument("--out", type=Path, default=Path("out"), help="where masks go")
+    parser.add_argument("--out", type=Path, default=Path("out"), help="where the export goes")
     parser.add_argument("--port", type=int, default=0, help="API port (default: a free one)")
     parser.add_argument("--timeout", type=float, default=600, help="seconds for the whole job")
-
-
-def _download(url: str, job: dict[str, Any], out: Path, key: str) -> list[Path]:
-    import httpx
-
-    from cli.client import auth_headers
-
-    out.mkdir(parents=True, exist_ok=True)
-    written = []
-    for study in job["studies"]:
-        if study["status"] != "succeeded":
-            continue
-        stem = Path(study["filename"]).stem
-        for kind in ("mask", "overlay"):
-            response = httpx.get(
-                f"{url}/v1/studies/{study['id']}/{kind}.png", headers=auth_headers(key), timeout=30
-            )
-            response.raise_for_status()
-            path = out / f"{stem}_{kind}.png"
-            path.write_bytes(response.content)
-            written.append(path)
-    return written
 
 
 def _demo_key(db_url: str) -> str:
@@ -106,8 +84,11 @@ def run(args: argparse.Namespace) -> int:
         job = client.submit(url, images, labels, key)
         job = client.wait(url, job["id"], args.timeout, key=key, check=procs.check_alive)
         print(client.job_table(job))
-        written = _download(url, job, args.out, key)
-        print(f"demo: wrote {len(written)} files to {args.out.resolve()}")
+        print("\nMIP biomarkers (docs/BIOMARKERS.md; cm need the pixel spacing):")
+        print(client.biomarker_table(job))
+        written = client.export(url, job["id"], args.out, key)
+        print(f"demo: wrote {len(written)} files to {args.out.resolve()} (masks, overlays, "
+              "results.csv and lesions.csv)")  # fmt: skip
         banner = client.untrained_banner(job)
         if banner:
             print(banner, file=sys.stderr)

@@ -90,11 +90,15 @@ def reprocessable(session: Session, old_version: str) -> list[Reprocessable]:
     ]
 
 
-def study_input(session: Session, study_id: int) -> bytes | None:
-    """The stored input PNG of a study (to re-queue it without reading the archive)."""
+def study_input(session: Session, study_id: int) -> tuple[bytes, tuple[float, float] | None] | None:
+    """The stored input PNG of a study and its pixel spacing (to re-queue it without
+    reading the archive); None when the study is gone."""
     stmt = select(Study).where(Study.id == study_id).options(undefer(Study.input_png))
     study = session.scalars(stmt).first()
-    return study.input_png if study is not None else None
+    if study is None:
+        return None
+    rows, cols = study.spacing_row_mm, study.spacing_col_mm
+    return study.input_png, (rows, cols) if rows is not None and cols is not None else None
 
 
 def add_entry(

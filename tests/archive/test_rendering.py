@@ -78,9 +78,12 @@ def test_nifti_and_dicom_of_one_volume_render_alike(tmp_path: Path) -> None:
     assert np.array_equal(from_nifti, reference)
     # uint16 storage with a per-slice slope: at most one gray level apart
     assert np.abs(from_dicom.astype(int) - reference).max() <= 1
-    png = Image.open(io.BytesIO(render_study("dicom", series, FIXED)))
+    rendered = render_study("dicom", series, FIXED)
+    png = Image.open(io.BytesIO(rendered.png))
     assert png.mode == "L"
     assert png.size == (400, 600)
+    # 60 voxels of 4 mm across 400 columns, 120 slices of 3 mm down 600 rows
+    assert rendered.spacing_mm == pytest.approx((120 * 3.0 / 600, 60 * 4.0 / 400))
 
 
 def test_percentile_clip_blackens_the_top_share_of_body_pixels() -> None:

@@ -143,6 +143,7 @@ def test_reprocess_model_requeues_old_results_with_the_promoted_model(
             for entry in _entries(session, again.job_id):
                 assert entry.model_version == new
                 same = archive_repo.study_input(session, olds[entry.content_hash])
+                assert same is not None
                 assert archive_repo.study_input(session, entry.study_id) == same
         once_more = scan_archive(archive_settings, dispatcher=dispatcher, reprocess_model=old)
         assert once_more.submitted == 0  # never twice for the current model

@@ -54,6 +54,15 @@ def test_db_upgrade_command(
         get_settings.cache_clear()
 
 
+def test_export_against_an_unreachable_api_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["export", "3", "--out", str(tmp_path / "x"), "--url", "http://127.0.0.1:9"])
+    assert code == 2
+    assert "cannot reach the API" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
 def test_status_against_an_unreachable_api_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["status", "1", "--url", "http://127.0.0.1:9"]) == 2
     assert "cannot reach the API" in capsys.readouterr().err
@@ -115,3 +124,24 @@ def test_train_refuses_bad_options_before_loading_anything(
 ) -> None:
     assert main(["train", "--data", str(tmp_path), "--out", str(tmp_path / "o"), *extra]) == 2
     assert message in capsys.readouterr().out
+
+
+def test_biomarker_table_lists_succeeded_studies_with_their_values() -> None:
+    markers = {
+        "tumor_area_px": 120, "tumor_area_cm2": 1.92, "lesion_count": 2, "sdmax_px": 50.0,
+        "sdmax_cm": 20.0, "sdmax_per_height": 0.0625, "body_height_px": 800,
+        "body_width_px": 300, "body_height_cm": 320.0, "body_width_cm": 120.0,
+    }  # fmt: skip
+    job = {
+        "studies": [
+            {"id": 1, "filename": "a.png", "biomarkers": markers},
+            {"id": 2, "filename": "b.png", "biomarkers": None},  # failed: no row
+            {"id": 3, "filename": "c.png", "biomarkers": {**markers, "tumor_area_cm2": None,
+                                                          "sdmax_cm": None}},
+        ]
+    }  # fmt: skip
+    lines = client.biomarker_table(job).splitlines()
+    assert lines[0].split()[:3] == ["study", "file", "tumor"]
+    assert lines[1].split() == ["1", "a.png", "120", "1.9", "2", "50.0", "20.0", "0.062", "800x300"]
+    assert lines[2].split() == ["3", "c.png", "120", "-", "2", "50.0", "-", "0.062", "800x300"]
+    assert len(lines) == 3

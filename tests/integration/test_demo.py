@@ -43,6 +43,21 @@ def test_demo_segments_the_samples_and_stops_what_it_started(tmp_path: Path) -> 
         assert mask.shape == Image.open(sample).size[::-1]
         assert set(np.unique(mask).tolist()) <= {0, 255}
         assert (out_dir / f"{sample.stem}_overlay.png").exists()
+    # the export: both tables, a row per sample, and the biomarkers printed per study
+    import pandas as pd
+
+    from api.services.exports import LESION_COLUMNS, RESULT_COLUMNS
+
+    results = pd.read_csv(out_dir / "results.csv")
+    lesions = pd.read_csv(out_dir / "lesions.csv")
+    assert list(results.columns) == list(RESULT_COLUMNS)
+    assert list(lesions.columns) == list(LESION_COLUMNS)
+    assert sorted(results["filename"]) == [s.name for s in samples]
+    assert results["lesions"].sum() == len(lesions)
+    table = proc.stdout[proc.stdout.index("MIP biomarkers") :]
+    for _, row in results.iterrows():
+        line = next(x for x in table.splitlines() if row["filename"] in x)
+        assert line.split()[2:3] == [str(row["tumor_pixels"])]  # study, file, tumor px
     if "UNTRAINED" not in proc.stderr:
         assert "model=" in proc.stdout  # a trained model: no banner, version still shown
     # nothing left running: the embedded redis-server is gone with its registry file

@@ -54,9 +54,13 @@ def test_scan_task_renders_a_pet_volume_and_the_worker_segments_it(
     job = wait_for_job(live_client, job_id, worker)
     study = next(s for s in job["studies"] if s["id"] == study_id)
     assert study["status"] == "succeeded", study["error"]
+    # the rendered volume's pixel size (3 mm slices x 600 rows, 4 mm voxels x 400 columns
+    # over the same extent) rides with the study, so its biomarkers come in cm too
+    assert study["spacing_mm"] == pytest.approx([120 * 3.0 / 600, 60 * 4.0 / 400])
+    assert study["biomarkers"]["body_height_cm"] is not None
 
     with session_scope(settings.sqlalchemy_url) as session:
-        png = archive_repo.study_input(session, study_id) or b""
+        png = (archive_repo.study_input(session, study_id) or (b"", None))[0]
     mip = np.asarray(Image.open(io.BytesIO(png)))
     row, col = (round(v) for v in expected_spot_pixel())
     assert mip.shape == (600, 400)
