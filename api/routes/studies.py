@@ -37,3 +37,11 @@ def get_overlay(study_id: StudyId, session: SessionDep, principal: PrincipalDep)
     """The study rendered with the predicted tumor tinted and outlined."""
     data = service.image(session, study_id, "overlay", principal)
     return Response(data, media_type="image/png")
+
+
+@router.get("/{study_id}/comparison.png", response_class=Response, responses=PNG)
+def get_comparison(study_id: StudyId, session: SessionDep, principal: PrincipalDep) -> Response:
+    """A labelled study with its mask compared to the label: hits, false positives and
+    misses in three colours (409 without a label)."""
+    data = service.image(session, study_id, "comparison", principal)
+    return Response(data, media_type="image/png")

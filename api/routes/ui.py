@@ -160,11 +160,27 @@ def job(
     return _page(request, "job.html", context)
 
 
+@router.get("/jobs/{job_id}/{table}.csv")
+def job_table(
+    job_id: JobId, table: Literal["results", "lesions"], session: SessionDep, ui: UiSessionDep
+) -> Response:
+    """A job's results.csv or lesions.csv, as GET /v1/jobs/{id}/<table>.csv."""
+    return Response(
+        service.table_csv(session, job_id, table, ui.principal),
+        media_type="text/csv; charset=utf-8",
+        headers={
+            "Content-Disposition": f'attachment; filename="job-{job_id}-{table}.csv"',
+            "Cache-Control": "private, no-store",
+        },
+    )
+
+
 @router.get("/studies/{study_id}")
 def study(
     request: Request, study_id: StudyId, session: SessionDep, ui: UiSessionDep, secret: UiSecretDep
 ) -> HTMLResponse:
-    """One study: the MIP with its mask overlaid, the lesions and the model version."""
+    """One study: the MIP with its mask overlaid (or compared to its label), the sortable
+    lesions, the biomarkers and the model version."""
     context = {
         "ui": ui,
         "csrf": web.form_token(secret, ui.token),
@@ -176,11 +192,11 @@ def study(
 @router.get("/studies/{study_id}/{kind}.png")
 def study_image(
     study_id: StudyId,
-    kind: Literal["input", "mask", "overlay"],
+    kind: Literal["input", "mask", "overlay", "comparison"],
     session: SessionDep,
     ui: UiSessionDep,
 ) -> Response:
-    """A study's input image, mask or overlay as PNG."""
+    """A study's input image, mask, overlay or comparison with its label as PNG."""
     data = service.image(session, study_id, kind, ui.principal)
     return Response(data, media_type="image/png", headers={"Cache-Control": "private, no-store"})
 

@@ -10,7 +10,7 @@ from api import schemas
 from api.services.auth import Principal
 from api.services.errors import ServiceError
 from api.services.jobs import study_view
-from api.services.overlay import render_overlay
+from api.services.overlay import render_comparison, render_overlay
 from db.models import Study, StudyStatus
 from db.repositories import studies as studies_repo
 
@@ -32,9 +32,17 @@ def study_out(session: Session, study_id: int, principal: Principal) -> schemas.
 
 
 def image(
-    session: Session, study_id: int, kind: Literal["mask", "overlay"], principal: Principal
+    session: Session,
+    study_id: int,
+    kind: Literal["mask", "overlay", "comparison"],
+    principal: Principal,
 ) -> bytes:
-    """PNG bytes of the study's newest mask or overlay; 409 while it has none."""
+    """PNG bytes of the study's newest mask, overlay, or comparison with its label.
+
+    Raises:
+        ServiceError: 404 for a study the caller cannot see; 409 while it has no mask,
+            and for a comparison of a study without a label.
+    """
     study = get_study_or_404(session, study_id, principal)
     result = studies_repo.latest_result(session, study_id, with_bytes=True)
     if study.status is not StudyStatus.SUCCEEDED or result is None:
@@ -45,4 +53,8 @@ def image(
         )
     if kind == "mask":
         return result.mask_png
+    if kind == "comparison":
+        if study.label_png is None:
+            raise ServiceError(409, f"study {study_id} has no label to compare its mask with")
+        return render_comparison(study.input_png, result.mask_png, study.label_png)
     return render_overlay(study.input_png, result.mask_png)

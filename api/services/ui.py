@@ -15,6 +15,7 @@ from fastapi import UploadFile
 from sqlalchemy.orm import Session
 
 from api import schemas
+from api.services import exports
 from api.services import jobs as jobs_service
 from api.services import studies as studies_service
 from api.services.auth import Principal
@@ -23,7 +24,18 @@ from api.services.limits import Admission
 from config.settings import Settings
 from db import status
 
-ImageKind = Literal["input", "mask", "overlay"]
+ImageKind = Literal["input", "mask", "overlay", "comparison"]
+CsvTable = Literal["results", "lesions"]
+NOT_AVAILABLE = "n/a"
+
+
+@dataclass(frozen=True)
+class Biomarker:
+    """One row of the study page's biomarkers: its name, value and definition."""
+
+    name: str
+    value: str
+    definition: str
 
 
 @dataclass(frozen=True)
@@ -33,6 +45,8 @@ class StudyPage:
     study: schemas.StudyOut
     job: schemas.JobSummary
     burden: list[tuple[str, str]]
+    biomarkers: list[Biomarker]
+    has_label: bool
 
 
 def read_uploads(files: Sequence[UploadFile] | None, limit: int) -> list[Upload]:
@@ -89,7 +103,60 @@ def study_page(session: Session, study_id: int, principal: Principal) -> StudyPa
     study = studies_service.study_out(session, study_id, principal)
     job = jobs_service.get_job_or_404(session, study.job_id, principal)
     summary = jobs_service.job_summary(job, status.study_counts(session, job.id))
-    return StudyPage(study=study, job=summary, burden=burden_rows(study.metrics))
+    return StudyPage(
+        study=study,
+        job=summary,
+        burden=burden_rows(study.metrics),
+        biomarkers=biomarker_rows(study.biomarkers),
+        has_label=study.label_filename is not None,
+    )
+
+
+def table_csv(session: Session, job_id: int, table: CsvTable, principal: Principal) -> str:
+    """A job's ``results.csv`` or ``lesions.csv`` (as ``GET /v1/jobs/{id}/<table>.csv``)."""
+    if table == "results":
+        return exports.results_csv(session, job_id, principal)
+    return exports.lesions_csv(session, job_id, principal)
+
+
+def _value(value: float | None, fmt: str, unit: str) -> str:
+    return NOT_AVAILABLE if value is None else f"{value:{fmt}}{unit}"
+
+
+def biomarker_rows(b: schemas.StudyBiomarkers | None) -> list[Biomarker]:
+    """The study page's biomarkers (docs/BIOMARKERS.md), "n/a" for unknown values: the cm
+    values without a pixel spacing, all but the area and count in older results."""
+    if b is None:
+        return []
+    return [
+        Biomarker(
+            "tumor area (sTMTV)",
+            f"{_value(b.tumor_area_px, 'd', ' px')} · {_value(b.tumor_area_cm2, '.2f', ' cm²')}",
+            "Predicted tumor pixels, the MIP surrogate of the total metabolic tumor volume; "
+            "× the pixel area in cm².",
+        ),
+        Biomarker("lesions", str(b.lesion_count), "Predicted lesions (8-connected regions)."),
+        Biomarker(
+            "sDmax",
+            f"{_value(b.sdmax_px, '.1f', ' px')} · {_value(b.sdmax_cm, '.2f', ' cm')}",
+            "The largest distance between two lesions' centroids (0 with fewer than two).",
+        ),
+        Biomarker(
+            "sDmax / body height",
+            _value(b.sdmax_per_height, ".3f", ""),
+            "sDmax over the imaged body's height: dissemination as a share of the body.",
+        ),
+        Biomarker(
+            "body height",
+            f"{_value(b.body_height_px, 'd', ' px')} · {_value(b.body_height_cm, '.1f', ' cm')}",
+            "Height of the box around the imaged body (its extent, not the stature).",
+        ),
+        Biomarker(
+            "body width",
+            f"{_value(b.body_width_px, 'd', ' px')} · {_value(b.body_width_cm, '.1f', ' cm')}",
+            "Width of the box around the imaged body.",
+        ),
+    ]
 
 
 def burden_rows(metrics: schemas.StudyMetrics | None) -> list[tuple[str, str]]:
@@ -119,11 +186,11 @@ def burden_rows(metrics: schemas.StudyMetrics | None) -> list[tuple[str, str]]:
 
 
 def image(session: Session, study_id: int, kind: ImageKind, principal: Principal) -> bytes:
-    """PNG bytes of a study's input image, or of its newest mask or overlay.
+    """PNG bytes of a study's input image, or of its newest mask, overlay or comparison.
 
     Raises:
         ServiceError: 404 for another tenant's study; 409 for a mask or overlay not
-            made yet.
+            made yet, and for the comparison of a study without a label.
     """
     if kind == "input":
         study = studies_service.get_study_or_404(session, study_id, principal)

@@ -1,4 +1,5 @@
-// Job page: live progress and a sortable, filterable table of its studies.
+// Job page: live progress and a sortable, filterable table of its studies with their
+// metrics and MIP biomarkers (docs/BIOMARKERS.md).
 "use strict";
 (() => {
   const t = window.tumorseg;
@@ -12,6 +13,7 @@
 
   function row(study) {
     const m = study.metrics || {};
+    const b = study.biomarkers || {};
     return {
       id: study.id,
       position: study.position,
@@ -21,7 +23,11 @@
       lesions: m.lesions ?? null,
       largest: m.largest_lesion_px ?? null,
       tumor_pixels: m.tumor_pixels ?? null,
+      tumor_area_cm2: b.tumor_area_cm2 ?? null,
       tumor_fraction: m.tumor_fraction ?? null,
+      sdmax_px: b.sdmax_px ?? null,
+      sdmax_cm: b.sdmax_cm ?? null,
+      sdmax_per_height: b.sdmax_per_height ?? null,
       dice: m.dice ?? null,
     };
   }
@@ -33,6 +39,12 @@
     if (x === null) { return 1; }  // empty cells last in both directions
     if (y === null) { return -1; }
     return (typeof x === "number" ? x - y : String(x).localeCompare(String(y))) * sortDir;
+  }
+
+  // "1234 px · 5.67 cm²": the value in pixels, and in cm where the spacing is known.
+  function withCm(px, unit, digits, cm, cmUnit) {
+    if (px === null) { return "—"; }
+    return t.num(px, digits) + " " + unit + (cm === null ? "" : " · " + t.num(cm, 2) + " " + cmUnit);
   }
 
   function draw() {
@@ -54,8 +66,10 @@
       if (r.error) { td.title = r.error; td.classList.add("error"); }
       t.cell(tr, r.lesions === null ? "—" : String(r.lesions), "num");
       t.cell(tr, r.largest === null ? "—" : String(r.largest), "num");
-      t.cell(tr, r.tumor_pixels === null ? "—" : String(r.tumor_pixels), "num");
+      t.cell(tr, withCm(r.tumor_pixels, "px", 0, r.tumor_area_cm2, "cm²"), "num");
       t.cell(tr, r.tumor_fraction === null ? "—" : t.num(r.tumor_fraction * 100, 3) + " %", "num");
+      t.cell(tr, withCm(r.sdmax_px, "px", 1, r.sdmax_cm, "cm"), "num");
+      t.cell(tr, t.num(r.sdmax_per_height, 3), "num");
       t.cell(tr, t.num(r.dice, 4), "num");
       tbody.appendChild(tr);
     }

@@ -28,6 +28,7 @@ PROTECTED = [
     ("GET", "/v1/studies/{study}"),
     ("GET", "/v1/studies/{study}/mask.png"),
     ("GET", "/v1/studies/{study}/overlay.png"),
+    ("GET", "/v1/studies/{study}/comparison.png"),
     ("POST", "/predict"),
 ]
 

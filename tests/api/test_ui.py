@@ -1,21 +1,40 @@
-"""The web viewer over HTTP: sign-in, cookie flags, CSRF tokens and tenant isolation."""
+"""The web viewer over HTTP: sign-in, cookie flags, CSRF tokens and tenant isolation;
+the study page's lesions, biomarkers and comparison with the label; the job's tables."""
 
 from __future__ import annotations
 
+import csv
+import html
+import io
+import json
 import re
 from collections.abc import Iterator
+from typing import Any
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from PIL import Image
 
 from api.app import create_app
+from api.services.overlay import FALSE_POSITIVE_RGB, HIT_RGB, MISS_RGB
 from config.settings import Settings
+from db.models import Study, StudyStatus
 from db.repositories import api_keys as keys_repo
+from db.repositories import studies as studies_repo
 from db.session import session_scope
 from tests.conftest import SAMPLE_IMGS, bearer, create_api_key
 
 SAMPLE = (SAMPLE_IMGS / "patient_000.png").read_bytes()
-PROTECTED_PAGES = ["/ui", "/ui/jobs/1", "/ui/studies/1", "/ui/studies/1/input.png", "/ui/api/jobs"]
+PROTECTED_PAGES = [
+    "/ui",
+    "/ui/jobs/1",
+    "/ui/jobs/1/results.csv",
+    "/ui/studies/1",
+    "/ui/studies/1/input.png",
+    "/ui/studies/1/comparison.png",
+    "/ui/api/jobs",
+]
 
 
 @pytest.fixture(scope="module")
@@ -184,3 +203,219 @@ def test_upload_form_creates_a_job_through_the_job_service(
     )
     assert bad.status_code in (400, 415, 422)
     assert 'class="error"' in bad.text
+
+
+# -- a succeeded study, stored as a worker stores it --------------------------------
+HEIGHT, WIDTH = Image.open(io.BytesIO(SAMPLE)).size[::-1]
+VERSION = "viewer-test-v1"
+
+
+def _png(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _masks() -> tuple[np.ndarray, np.ndarray]:
+    """Two predicted lesions, one overlapping the label (hits and false positives), and a
+    label lesion the mask misses."""
+    mask = np.zeros((HEIGHT, WIDTH), np.uint8)
+    mask[100:110, 100:120] = 255  # lesion 1: columns 100-109 false positives, 110-119 hits
+    mask[300:306, 200:204] = 255  # lesion 2: false positive
+    label = np.zeros((HEIGHT, WIDTH), np.uint8)
+    label[100:110, 110:130] = 255  # columns 120-129 missed
+    return mask, label
+
+
+def _lesion(study_id: int, number: int, box: tuple[int, int, int, int]) -> dict[str, Any]:
+    r0, c0, r1, c1 = box
+    return {
+        "study_id": study_id,
+        "model_version": VERSION,
+        "number": number,
+        "area_px": (r1 - r0) * (c1 - c0),
+        "area_mm2": None,
+        "centroid_row": (r0 + r1 - 1) / 2,
+        "centroid_col": (c0 + c1 - 1) / 2,
+        "bbox_row0": r0,
+        "bbox_col0": c0,
+        "bbox_row1": r1,
+        "bbox_col1": c1,
+        "relative_height": 0.25 * number,
+        "peak_uptake": 0.9,
+        "mean_uptake": 0.5,
+        "peak_probability": 0.8,
+    }
+
+
+def _succeed(db_url: str, study_id: int, mask: np.ndarray) -> None:
+    with session_scope(db_url) as session:
+        study = session.get(Study, study_id)
+        assert study is not None
+        study.status = StudyStatus.SUCCEEDED
+        studies_repo.upsert_results(
+            session,
+            [
+                {
+                    "study_id": study_id,
+                    "model_version": VERSION,
+                    "mask_png": _png(mask),
+                    "height": HEIGHT,
+                    "width": WIDTH,
+                    "tumor_pixels": 224,
+                    "tumor_fraction": 0.01,
+                    "lesions": 2,
+                    "largest_lesion_px": 200,
+                    "uptake_mean": 0.5,
+                    "uptake_max": 0.9,
+                    "dice": 0.4,
+                    "precision": 0.45,
+                    "recall": 0.5,
+                    "inference_seconds": 0.1,
+                    "tumor_area_cm2": None,
+                    "sdmax_px": 223.6,
+                    "sdmax_cm": None,
+                    "sdmax_per_height": 0.5,
+                    "body_height_px": 447,
+                    "body_width_px": 300,
+                    "body_height_cm": None,
+                    "body_width_cm": None,
+                }
+            ],
+        )
+        studies_repo.replace_lesions(
+            session,
+            [(study_id, VERSION)],
+            [
+                _lesion(study_id, 1, (100, 100, 110, 120)),
+                _lesion(study_id, 2, (300, 200, 306, 204)),
+            ],
+        )
+
+
+@pytest.fixture(scope="module")
+def finished(browser: TestClient, api_settings: Settings) -> dict[str, Any]:
+    """A job of a labelled and an unlabelled study, both succeeded, and its key."""
+    key = create_api_key(api_settings.sqlalchemy_url, "ui-viewer", tenant="viewer")
+    mask, label = _masks()
+    files = [
+        ("files", ("p1.png", SAMPLE, "image/png")),
+        ("files", ("p2.png", SAMPLE, "image/png")),
+        ("labels", ("p1.png", _png(label), "image/png")),
+    ]
+    job = browser.post("/v1/jobs", files=files, headers=bearer(key)).json()
+    labelled, unlabelled = (s["id"] for s in job["studies"])
+    for study_id in (labelled, unlabelled):
+        _succeed(api_settings.sqlalchemy_url, study_id, mask)
+    return {"key": key, "job": job["id"], "labelled": labelled, "unlabelled": unlabelled}
+
+
+def test_comparison_png_colours_hits_false_positives_and_misses(
+    browser: TestClient, finished: dict[str, Any]
+) -> None:
+    base = np.asarray(Image.open(io.BytesIO(SAMPLE)).convert("RGB"), np.float64)
+    _sign_in(browser, finished["key"])
+    for url, headers in (
+        (f"/v1/studies/{finished['labelled']}/comparison.png", bearer(finished["key"])),
+        (f"/ui/studies/{finished['labelled']}/comparison.png", {}),
+    ):
+        response = browser.get(url, headers=headers)
+        assert response.status_code == 200, url
+        assert response.headers["content-type"] == "image/png"
+        out = np.asarray(Image.open(io.BytesIO(response.content)))
+        assert out.shape == (HEIGHT, WIDTH, 3)
+        for (row, col), colour in (
+            ((105, 105), FALSE_POSITIVE_RGB),
+            ((303, 201), FALSE_POSITIVE_RGB),
+            ((105, 115), HIT_RGB),
+            ((105, 125), MISS_RGB),
+        ):
+            want = base[row, col] * 0.4 + np.asarray(colour) * 0.6
+            np.testing.assert_allclose(out[row, col], want, atol=1, err_msg=f"{url} {row, col}")
+        np.testing.assert_array_equal(out[0:90], base[0:90].astype(np.uint8))  # no tumor
+
+
+def test_comparison_png_is_refused_without_a_label_or_a_mask(
+    browser: TestClient, finished: dict[str, Any], api_settings: Settings
+) -> None:
+    key = finished["key"]
+    response = browser.get(
+        f"/v1/studies/{finished['unlabelled']}/comparison.png", headers=bearer(key)
+    )
+    assert response.status_code == 409
+    assert "has no label" in response.text
+    _sign_in(browser, key)
+    assert browser.get(f"/ui/studies/{finished['unlabelled']}/comparison.png").status_code == 409
+    queued = _submit(browser, key)["study"]
+    response = browser.get(f"/v1/studies/{queued}/comparison.png", headers=bearer(key))
+    assert response.status_code == 409
+    assert "no comparison yet" in response.text
+    other = create_api_key(api_settings.sqlalchemy_url, "ui-viewer-other", tenant="elsewhere")
+    response = browser.get(
+        f"/v1/studies/{finished['labelled']}/comparison.png", headers=bearer(other)
+    )
+    assert response.status_code == 404
+
+
+def _embedded(page: str, element_id: str) -> Any:
+    match = re.search(rf'<script type="application/json" id="{element_id}">(.*?)</script>', page)
+    assert match, f"page embeds no {element_id}"
+    return json.loads(html.unescape(match.group(1)))
+
+
+def test_study_page_lists_lesions_biomarkers_and_the_comparison_mode(
+    browser: TestClient, finished: dict[str, Any]
+) -> None:
+    _sign_in(browser, finished["key"])
+    page = browser.get(f"/ui/studies/{finished['labelled']}")
+    assert page.status_code == 200
+    text = page.text
+    assert 'id="lesions"' in text
+    lesions = _embedded(text, "study-data")["lesions"]
+    assert [(le["number"], le["bbox"]) for le in lesions] == [
+        (1, [100, 100, 110, 120]),
+        (2, [300, 200, 306, 204]),
+    ]
+    biomarkers = re.search(r'<dl class="kv" id="study-biomarkers">(.*?)</dl>', text, re.S)
+    assert biomarkers
+    pairs = re.findall(r"<dt[^>]*>(.*?)</dt><dd>(.*?)</dd>", biomarkers.group(1))
+    assert dict(pairs) == {
+        "tumor area (sTMTV)": "224 px · n/a",
+        "lesions": "2",
+        "sDmax": "223.6 px · n/a",
+        "sDmax / body height": "0.500",
+        "body height": "447 px · n/a",
+        "body width": "300 px · n/a",
+    }
+    assert 'id="overlay-mode"' in text
+    assert 'id="comparison-legend"' in text
+    assert f"/ui/studies/{finished['labelled']}/comparison.png" in text
+    plain = browser.get(f"/ui/studies/{finished['unlabelled']}").text
+    assert 'id="lesions"' in plain
+    assert 'id="overlay-mode"' not in plain
+    assert "comparison.png" not in plain
+
+
+def test_job_page_links_its_tables_and_the_ui_serves_them(
+    browser: TestClient, finished: dict[str, Any], api_settings: Settings
+) -> None:
+    _sign_in(browser, finished["key"])
+    job_id = finished["job"]
+    page = browser.get(f"/ui/jobs/{job_id}").text
+    for table in ("results", "lesions"):
+        assert f'href="/ui/jobs/{job_id}/{table}.csv"' in page
+        response = browser.get(f"/ui/jobs/{job_id}/{table}.csv")
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/csv")
+        assert f'filename="job-{job_id}-{table}.csv"' in response.headers["content-disposition"]
+        api = browser.get(f"/v1/jobs/{job_id}/{table}.csv", headers=bearer(finished["key"]))
+        assert response.text == api.text  # the same table as the API's
+    rows = list(csv.DictReader(io.StringIO(browser.get(f"/ui/jobs/{job_id}/lesions.csv").text)))
+    assert [(r["filename"], r["number"], r["area_px"]) for r in rows] == [
+        ("p1.png", "1", "200"),
+        ("p1.png", "2", "24"),
+        ("p2.png", "1", "200"),
+        ("p2.png", "2", "24"),
+    ]
+    _sign_in(browser, create_api_key(api_settings.sqlalchemy_url, "ui-csv", tenant="csv-other"))
+    assert browser.get(f"/ui/jobs/{job_id}/results.csv").status_code == 404

@@ -1,4 +1,5 @@
-"""The web viewer in a real headless Chromium: sign in, upload, watch the job, view a study.
+"""The web viewer in a real headless Chromium: sign in, upload, watch the job, view a study,
+box a lesion by clicking its row, sort the lesions and compare the mask with the label.
 
 Needs Debian's ``chromium`` and ``chromium-driver`` (``.ci/run`` installs them); skipped
 with a message where they cannot be found. Writes ``docs/img/viewer.png``.
@@ -14,10 +15,12 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import uvicorn
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webelement import WebElement
@@ -26,7 +29,7 @@ from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from api.app import create_app
 from config.settings import Settings
-from tests.conftest import REPO_ROOT, WorkerProcess, create_api_key, patient_files
+from tests.conftest import REPO_ROOT, WorkerProcess, bearer, create_api_key, patient_files
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -50,6 +53,12 @@ FLAGS = [
 IMAGE_LOADED = (
     "const i = document.getElementById(arguments[0]); return i.complete && i.naturalWidth;"
 )
+NATURAL_SIZE = (
+    "const i = document.getElementById(arguments[0]); return [i.naturalWidth, i.naturalHeight];"
+)
+#: Columns of the job page's table of studies.
+JOB_COLUMNS = ["#", "study", "status", "lesions", "largest lesion px", "tumor area",
+               "tumor fraction", "sDmax", "sDmax / height", "Dice"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -134,9 +143,18 @@ def test_sign_in_upload_watch_the_job_and_view_a_study(
     assert finished
     assert driver.find_element(By.ID, "job-status").text == "succeeded"
     assert driver.find_element(By.ID, "job-progress-text").text == "100 %"
+    headers = driver.find_elements(By.CSS_SELECTOR, "#studies thead th")
+    assert [h.text for h in headers] == JOB_COLUMNS
     rows = driver.find_elements(By.CSS_SELECTOR, "#studies tbody tr")
-    assert [r.find_elements(By.TAG_NAME, "td")[2].text for r in rows] == ["succeeded"] * 3
-    assert all(r.find_elements(By.TAG_NAME, "td")[7].text != "—" for r in rows)  # Dice
+    cells = [[td.text for td in r.find_elements(By.TAG_NAME, "td")] for r in rows]
+    assert [c[2] for c in cells] == ["succeeded"] * 3
+    assert all(c[JOB_COLUMNS.index("Dice")] != "—" for c in cells)
+    assert all(c[JOB_COLUMNS.index("tumor area")].endswith(" px") for c in cells)  # no spacing
+    assert all(c[JOB_COLUMNS.index("sDmax")].endswith(" px") for c in cells)
+    job_id = driver.current_url.rsplit("/", 1)[1]
+    for table in ("results", "lesions"):
+        link = driver.find_element(By.ID, f"{table}-csv").get_attribute("href")
+        assert link == f"{live_url}/ui/jobs/{job_id}/{table}.csv"
 
     # sort by file name descending, then filter down to one study
     header = driver.find_element(By.CSS_SELECTOR, "th[data-key=filename]")
@@ -153,7 +171,6 @@ def test_sign_in_upload_watch_the_job_and_view_a_study(
     assert len(_rows(driver)) == 3
     SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
     driver.save_screenshot(str(JOB_SCREENSHOT))
-    job_id = driver.current_url.rsplit("/", 1)[1]
 
     driver.get(f"{live_url}/ui")  # the jobs list shows the job finished, with its bar full
     listed = wait.until(
@@ -178,8 +195,102 @@ def test_sign_in_upload_watch_the_job_and_view_a_study(
     assert not canvas.is_displayed()
     driver.find_element(By.ID, "mask-toggle").click()
     assert canvas.is_displayed()
+    _lesions_and_comparison(driver, live_url, key, job_id)
+
+
+def _lesions_and_comparison(driver: webdriver.Chrome, live_url: str, key: str, job_id: str) -> None:
+    """On the study with the most lesions: clicking a row boxes that lesion where the API
+    puts it, hovering another boxes that one, the headers sort, and the label's overlay."""
+    wait = WebDriverWait(driver, 30)
+    job = httpx.get(f"{live_url}/v1/jobs/{job_id}", headers=bearer(key)).json()
+    chosen = max(job["studies"], key=lambda s: s["biomarkers"]["lesion_count"])
+    study = httpx.get(f"{live_url}/v1/studies/{chosen['id']}", headers=bearer(key)).json()
+    lesions = {le["number"]: le for le in study["lesions"]}
+    assert lesions, "no study of the job has a lesion"
+    driver.get(f"{live_url}/ui/studies/{study['id']}")
+    wait.until(lambda d: d.execute_script(IMAGE_LOADED, "study-image"))
+    assert _lesion_numbers(driver) == sorted(lesions)  # largest first
+    box = driver.find_element(By.ID, "lesion-box")
+    assert not box.is_displayed()
+
+    number = sorted(lesions)[min(1, len(lesions) - 1)]
+    row = driver.find_element(By.CSS_SELECTOR, f"#lesions tr[data-lesion='{number}']")
+    row.click()
+    wait.until(ec.visibility_of(box))
+    assert box.get_attribute("data-lesion") == str(number)
+    assert "selected" in (row.get_attribute("class") or "").split()
+    selected = driver.find_elements(By.CSS_SELECTOR, "#lesions tr[aria-selected='true']")
+    assert [r.get_attribute("data-lesion") for r in selected] == [str(number)]
+    size = (study["metrics"]["width"], study["metrics"]["height"])
+    _assert_boxed(driver, box, lesions[number]["bbox"], size)
+
+    if len(lesions) > 1:  # pointing at another row boxes it; leaving the table, the selection
+        other = next(n for n in sorted(lesions) if n != number)
+        hover = driver.find_element(By.CSS_SELECTOR, f"#lesions tr[data-lesion='{other}']")
+        ActionChains(driver).move_to_element(hover).perform()
+        wait.until(lambda d: box.get_attribute("data-lesion") == str(other))
+        _assert_boxed(driver, box, lesions[other]["bbox"], size)
+        ActionChains(driver).move_to_element(driver.find_element(By.TAG_NAME, "h1")).perform()
+        wait.until(lambda d: box.get_attribute("data-lesion") == str(number))
     driver.save_screenshot(str(SCREENSHOT))
     assert SCREENSHOT.stat().st_size > 10_000
+
+    by_area = sorted(lesions, key=lambda n: (lesions[n]["area_px"], n))
+    header = driver.find_element(By.CSS_SELECTOR, "#lesions th[data-key=area_px]")
+    header.click()
+    assert header.get_attribute("aria-sort") == "ascending"
+    assert _lesion_numbers(driver) == by_area
+    assert _lesion_areas(driver) == sorted(le["area_px"] for le in lesions.values())
+    header.click()
+    assert header.get_attribute("aria-sort") == "descending"
+    assert _lesion_areas(driver) == sorted((le["area_px"] for le in lesions.values()), reverse=True)
+    still = driver.find_element(By.CSS_SELECTOR, f"#lesions tr[data-lesion='{number}']")
+    assert still.get_attribute("aria-selected") == "true"  # sorting keeps the selection
+
+    # the uploaded labels give the page its comparison overlay, with a legend
+    legend = driver.find_element(By.ID, "comparison-legend")
+    assert not legend.is_displayed()
+    Select(driver.find_element(By.ID, "overlay-mode")).select_by_value("comparison")
+    wait.until(lambda d: d.execute_script(IMAGE_LOADED, "comparison-image"))
+    assert driver.find_element(By.ID, "comparison-image").is_displayed()
+    assert not driver.find_element(By.ID, "mask-layer").is_displayed()
+    assert legend.is_displayed()
+    assert "miss" in legend.text
+    assert "false positive" in legend.text
+    assert box.is_displayed()  # the boxed lesion stays over either overlay
+
+
+def _assert_boxed(
+    driver: webdriver.Chrome, box: WebElement, bbox: list[int], size: tuple[int, int]
+) -> None:
+    """The highlight covers ``bbox`` (input pixels) scaled to the image as displayed."""
+    natural = driver.execute_script(NATURAL_SIZE, "study-image")
+    assert tuple(natural) == size
+    image = driver.find_element(By.ID, "study-image").rect
+    scale = min(image["width"] / size[0], image["height"] / size[1])
+    left = image["x"] + (image["width"] - size[0] * scale) / 2
+    top = image["y"] + (image["height"] - size[1] * scale) / 2
+    row0, col0, row1, col1 = bbox
+    want = {
+        "x": left + col0 * scale,
+        "y": top + row0 * scale,
+        "width": (col1 - col0) * scale,
+        "height": (row1 - row0) * scale,
+    }
+    got = box.rect
+    assert all(abs(got[k] - want[k]) <= 1.0 for k in want), (got, want, bbox)
+    assert got["width"] > 0
+    assert got["height"] > 0
+
+
+def _lesion_numbers(driver: webdriver.Chrome) -> list[int]:
+    rows = driver.find_elements(By.CSS_SELECTOR, "#lesions tbody tr")
+    return [int(r.get_attribute("data-lesion") or 0) for r in rows]
+
+
+def _lesion_areas(driver: webdriver.Chrome) -> list[int]:
+    cells = driver.find_elements(By.CSS_SELECTOR, "#lesions tbody tr td:nth-child(2)")
+    return [int(c.text) for c in cells]
 
 
 def _rows(driver: webdriver.Chrome) -> list[WebElement]:
