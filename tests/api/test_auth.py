@@ -25,6 +25,8 @@ PROTECTED = [
     ("GET", "/v1/jobs"),
     ("GET", "/v1/jobs/{job}"),
     ("DELETE", "/v1/jobs/{job}"),
+    ("GET", "/v1/jobs/{job}/results.csv"),
+    ("GET", "/v1/jobs/{job}/lesions.csv"),
     ("GET", "/v1/studies/{study}"),
     ("GET", "/v1/studies/{study}/mask.png"),
     ("GET", "/v1/studies/{study}/overlay.png"),
