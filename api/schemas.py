@@ -200,6 +200,14 @@ class NightlyStudy(BaseModel):
     error: str | None
 
 
+class JobTables(BaseModel):
+    """Where one job's tables are (docs/BIOMARKERS.md)."""
+
+    job_id: int
+    results_csv: str = Field(description="One row per study: metrics and MIP biomarkers.")
+    lesions_csv: str = Field(description="One row per predicted lesion.")
+
+
 class NightlyReportOut(BaseModel):
     """The archive studies of one night (archive jobs created that day) with totals."""
 
@@ -209,4 +217,5 @@ class NightlyReportOut(BaseModel):
     summary: dict[str, Any] = Field(
         description="studies, succeeded, failed, unfinished, with_lesions, largest lesion."
     )
+    tables: list[JobTables] = Field(description="The night's jobs and their CSV tables.")
     studies: list[NightlyStudy]

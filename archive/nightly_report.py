@@ -85,13 +85,27 @@ class NightlyReport:
             ),
         }
 
+    @property
+    def tables(self) -> list[dict[str, Any]]:
+        """The night's jobs with the API paths of their per-study and per-lesion tables
+        (metrics, MIP biomarkers, lesions: docs/BIOMARKERS.md)."""
+        return [
+            {
+                "job_id": job_id,
+                "results_csv": f"/v1/jobs/{job_id}/results.csv",
+                "lesions_csv": f"/v1/jobs/{job_id}/lesions.csv",
+            }
+            for job_id in sorted({r.job_id for r in self.rows})
+        ]
+
     def as_dict(self) -> dict[str, Any]:
-        """JSON-friendly form: date, the day's bounds, summary and rows."""
+        """JSON-friendly form: date, the day's bounds, summary, the jobs' tables and rows."""
         return {
             "date": self.date,
             "start": self.start,
             "end": self.end,
             "summary": self.summary,
+            "tables": self.tables,
             "studies": [asdict(r) for r in self.rows],
         }
 

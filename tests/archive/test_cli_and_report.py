@@ -93,9 +93,17 @@ def test_report_lists_the_nights_studies_with_flags(
         assert body["summary"]["with_lesions"] >= 1
         assert body["summary"]["failed"] >= 1
         assert body["summary"]["largest_lesion_px"] >= 40
+        jobs = sorted({s["job_id"] for s in body["studies"]})
+        assert [t["job_id"] for t in body["tables"]] == jobs
+        for table in body["tables"]:  # the links lead to the job's tables
+            for kind in ("results_csv", "lesions_csv"):
+                linked = client.get(table[kind])
+                assert linked.status_code == 200
+                assert linked.headers["content-type"].startswith("text/csv")
         empty = client.get("/v1/reports/nightly", params={"date": "2001-01-01"}).json()
         assert empty["studies"] == []
         assert empty["summary"]["studies"] == 0
+        assert empty["tables"] == []
         assert client.get("/v1/reports/nightly", params={"date": "soon"}).status_code == 422
         assert client.get("/v1/reports/nightly", headers={"Authorization": ""}).status_code == 401
         other = create_api_key(archive_settings.sqlalchemy_url, "other", tenant="clinic-b")
