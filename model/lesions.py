@@ -122,13 +122,16 @@ def find_lesions(
     probabilities: np.ndarray | None = None,
     spacing: Spacing | None = None,
     body: BodyExtent | None = None,
+    probability_scale: float = 1.0,
 ) -> list[Lesion]:
     """Measure every lesion of a predicted mask.
 
     Args:
         mask: bool (H, W) predicted mask.
         image: (H, W) uptake in [0, 1], high uptake high (the network input).
-        probabilities: Optional (H, W) tumor probabilities for each lesion's peak.
+        probabilities: Optional (H, W) tumor probabilities for each lesion's peak, of
+            any dtype: a lesion's peak is its highest value × `probability_scale` (1/255
+            for the predictor's uint8 maps, which then need no float copy).
         spacing: Optional pixel spacing for areas in mm².
         body: The body box for relative heights (`body_extent(image)` when None).
 
@@ -156,7 +159,10 @@ def find_lesions(
     peaks = ndimage.maximum(img, labels, index)
     means = ndimage.mean(img, labels, index)
     prob_peaks = (
-        ndimage.maximum(probabilities[box], labels, index) if probabilities is not None else None
+        np.asarray(ndimage.maximum(probabilities[box], labels, index), dtype=np.float64)
+        * probability_scale
+        if probabilities is not None
+        else None
     )
     objects = ndimage.find_objects(labels)
     r0, c0 = box[0].start, box[1].start

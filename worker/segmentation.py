@@ -360,7 +360,7 @@ class SegmentationService:
             metrics = {k: _finite(v) for k, v in study_metrics(image, mask, label).items()}
             spacing = Spacing(*item.spacing) if item.spacing is not None else None
             body = body_extent(image)
-            lesions = find_lesions(mask, image, quantized / 255.0, spacing, body)
+            lesions = find_lesions(mask, image, quantized, spacing, body, probability_scale=1 / 255)
             biomarkers = mip_biomarkers(lesions, body, spacing).as_dict()
             values: dict[str, Any] = {
                 "study_id": item.id,

@@ -137,3 +137,16 @@ def test_host_overlap_benchmark_smoke() -> None:
 @pytest.mark.bench
 def test_host_overlap_benchmark_times_three_ways_with_the_same_masks() -> None:
     _check_host_overlap(host_overlap.run(n=8, chunk_size=4, repeat=2), n=8, repeat=2)
+
+
+# -- findings: what lesions and biomarkers add to measuring a study ------------------
+def test_findings_benchmark_smoke() -> None:
+    from bench import findings
+
+    result = findings.run(n=2, repeat=1)
+    assert result["n_studies"] == 2
+    for key in ("network_ms", "metrics_ms", "lesions_biomarkers_ms", "encode_ms"):
+        assert result[key] > 0
+    assert result["findings_over_metrics"] == pytest.approx(
+        result["lesions_biomarkers_ms"] / result["metrics_ms"]
+    )

@@ -31,6 +31,15 @@ def _scene() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return image, mask, prob
 
 
+def test_uint8_probabilities_give_the_peaks_through_their_scale() -> None:
+    image, mask, prob = _scene()
+    quantized = np.round(prob * 255).astype(np.uint8)
+    a, b = find_lesions(mask, image, quantized, probability_scale=1 / 255)
+    assert a.peak_probability == pytest.approx(round(0.7 * 255) / 255)
+    assert b.peak_probability == pytest.approx(round(0.95 * 255) / 255)
+    assert type(a.peak_probability) is float
+
+
 def test_body_extent_ignores_specks_and_keeps_separate_limbs() -> None:
     image, _, _ = _scene()
     assert body_extent(image) == BodyExtent(top=10, bottom=90, left=5, right=35)
