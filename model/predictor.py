@@ -31,6 +31,15 @@ MAX_WHOLE_IMAGE_PIXELS = 2048 * 2048
 SLIDING_WINDOW_ROI = (512, 512)
 
 
+def _split(flat: np.ndarray, maps: Sequence[torch.Tensor]) -> list[np.ndarray]:
+    """One host copy of a batch's concatenated maps, cut back into one array per map."""
+    out, o = [], 0
+    for m in maps:
+        out.append(flat[o : o + m.numel()].reshape(m.shape))
+        o += m.numel()
+    return out
+
+
 @dataclass(frozen=True)
 class PredictStats:
     """What the last `predict` call did."""
@@ -255,11 +264,7 @@ class Predictor:
                 .cpu()
                 .numpy()
             )
-        out, o = [], 0
-        for m in maps:
-            out.append(flat[o : o + m.numel()].reshape(m.shape))
-            o += m.numel()
-        return out
+        return _split(flat, maps)
 
     def _download_quantized(self, maps: Sequence[torch.Tensor]) -> list[np.ndarray]:
         """Host uint8 copies of `maps`: round(255 × probability), one copy per batch."""
@@ -272,11 +277,7 @@ class Predictor:
             .cpu()
             .numpy()
         )
-        out, o = [], 0
-        for m in maps:
-            out.append(flat[o : o + m.numel()].reshape(m.shape))
-            o += m.numel()
-        return out
+        return _split(flat, maps)
 
     def iter_probabilities(self, images: Sequence[np.ndarray]) -> Iterator[tuple[int, np.ndarray]]:
         """Tumor probability maps as each batch finishes, so callers can encode the first

@@ -20,6 +20,21 @@ window.tumorseg = {
     };
     window.setTimeout(tick, ms);
   },
+  // Sort a table by a click on a header with data-key (the same header again reverses):
+  // returns the {key, dir} state the page's comparison reads, and redraws after a click.
+  sortable(table, key, redraw) {
+    const state = { key, dir: 1 };
+    for (const th of table.querySelectorAll("th[data-key]")) {
+      th.addEventListener("click", () => {
+        state.dir = state.key === th.dataset.key ? -state.dir : 1;
+        state.key = th.dataset.key;
+        for (const other of table.querySelectorAll("th")) { other.removeAttribute("aria-sort"); }
+        th.setAttribute("aria-sort", state.dir > 0 ? "ascending" : "descending");
+        redraw();
+      });
+    }
+    return state;
+  },
   finished(status) {
     return ["succeeded", "partially_failed", "failed", "cancelled"].includes(status);
   },

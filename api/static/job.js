@@ -8,8 +8,7 @@
   const filterText = document.getElementById("study-filter");
   const filterStatus = document.getElementById("status-filter");
   let rows = [];
-  let sortKey = "position";
-  let sortDir = 1;
+  const sort = t.sortable(table, "position", () => draw());
 
   function row(study) {
     const m = study.metrics || {};
@@ -33,12 +32,12 @@
   }
 
   function compare(a, b) {
-    const x = a[sortKey];
-    const y = b[sortKey];
+    const x = a[sort.key];
+    const y = b[sort.key];
     if (x === y) { return a.position - b.position; }
     if (x === null) { return 1; }  // empty cells last in both directions
     if (y === null) { return -1; }
-    return (typeof x === "number" ? x - y : String(x).localeCompare(String(y))) * sortDir;
+    return (typeof x === "number" ? x - y : String(x).localeCompare(String(y))) * sort.dir;
   }
 
   // "1234 px · 5.67 cm²": the value in pixels, and in cm where the spacing is known.
@@ -95,15 +94,6 @@
     return !t.finished(job.status);
   }
 
-  for (const th of table.querySelectorAll("th[data-key]")) {
-    th.addEventListener("click", () => {
-      sortDir = sortKey === th.dataset.key ? -sortDir : 1;
-      sortKey = th.dataset.key;
-      for (const other of table.querySelectorAll("th")) { other.removeAttribute("aria-sort"); }
-      th.setAttribute("aria-sort", sortDir > 0 ? "ascending" : "descending");
-      draw();
-    });
-  }
   filterText.addEventListener("input", draw);
   filterStatus.addEventListener("change", draw);
 

@@ -61,8 +61,7 @@
   const tbody = table.querySelector("tbody");
   const lesions = t.embedded("study-data").lesions || [];
   const byNumber = new Map(lesions.map((l) => [l.number, l]));
-  let sortKey = "number";
-  let sortDir = 1;
+  const sort = t.sortable(table, "number", () => draw());
   let selected = null;  // the clicked lesion's number
   let shown = null;  // the boxed lesion's number
 
@@ -101,12 +100,12 @@
   }
 
   function compare(a, b) {
-    const x = a[sortKey];
-    const y = b[sortKey];
+    const x = a[sort.key];
+    const y = b[sort.key];
     if (x === y) { return a.number - b.number; }
     if (x === null) { return 1; }  // empty cells last in both directions
     if (y === null) { return -1; }
-    return (x - y) * sortDir;
+    return (x - y) * sort.dir;
   }
 
   function draw() {
@@ -149,15 +148,6 @@
     const n = rowOf(e);
     if (n !== null && (e.key === "Enter" || e.key === " ")) { e.preventDefault(); select(n); }
   });
-  for (const th of table.querySelectorAll("th[data-key]")) {
-    th.addEventListener("click", () => {
-      sortDir = sortKey === th.dataset.key ? -sortDir : 1;
-      sortKey = th.dataset.key;
-      for (const other of table.querySelectorAll("th")) { other.removeAttribute("aria-sort"); }
-      th.setAttribute("aria-sort", sortDir > 0 ? "ascending" : "descending");
-      draw();
-    });
-  }
   window.addEventListener("resize", () => place(shown));
   base.addEventListener("load", () => place(shown));
   draw();
