@@ -9,8 +9,10 @@ DIR/controls/imgs/control_NNN.png
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -106,3 +108,14 @@ def split(
         for rank, idx in enumerate(order):
             (val if rank % folds == fold else train).append(group[idx])
     return train, val
+
+
+def held_out_by(training: Mapping[str, Any]) -> tuple[int, int, int]:
+    """(split seed, folds, fold) of a training run's manifest ``training`` block: what
+    `split` needs to find the studies that run held out. Runs that predate ``split_seed``
+    split by their ``seed``."""
+    return (
+        int(training.get("split_seed", training["seed"])),
+        int(training["folds"]),
+        int(training["fold"]),
+    )

@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     """Score the artifact (or the baseline) and print the summary; 2 on bad input."""
     from tqdm import tqdm
 
-    from model.dataset import find_studies, split
+    from model.dataset import find_studies, held_out_by, split
     from model.evaluation import (
         evaluate_folder,
         paired,
@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
         held_out = None
         if args.split == "validation":
             training = read_manifest(artifact_dir(args.artifact)).training
-            held_out = (int(training["seed"]), int(training["folds"]), int(training["fold"]))
+            held_out = held_out_by(training)
             files = split(files, *held_out)[1]
     except (FileNotFoundError, ArtifactError, KeyError) as exc:
         print(f"tumorseg evaluate: {exc}")

@@ -32,6 +32,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
     parser.add_argument("--precision", default="auto", help="auto | bf16 | fp16 | fp32")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--split-seed",
+        type=int,
+        default=None,
+        help="seed of the fold split (default: --seed); fix it to train a fold again",
+    )
     parser.add_argument("--folds", type=int, default=5, help="k of the patient-level k-fold split")
     parser.add_argument("--fold", type=int, default=0, help="which fold is the validation set")
     parser.add_argument(
@@ -182,6 +188,7 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         precision=args.precision,
         seed=args.seed,
+        split_seed=args.split_seed,
         folds=args.folds,
         fold=args.fold,
         limit=args.limit,

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from model.artifact import load_members, save_artifact, save_ensemble
-from model.dataset import find_studies, load_study, split
+from model.dataset import find_studies, held_out_by, load_study, split
 from model.manifest import Manifest, read_manifest
 from model.predictor import resolve_device, resolve_precision
 from model.training import oof_tuning, validation
@@ -55,7 +55,7 @@ def write_oof(
     held-out fold's probabilities, without and with flip TTA, in `oof.npz` form."""
     manifest, networks = load_members(artifact)
     t = manifest.training
-    held_out = split(find_studies(data), int(t["seed"]), int(t["folds"]), int(t["fold"]))[1]
+    held_out = split(find_studies(data), *held_out_by(t))[1]
     studies = [load_study(f) for f in held_out]
     dev = resolve_device(device)
     dtype = resolve_precision(precision, dev)
@@ -81,7 +81,7 @@ def _pooled(
     studies: list[Any] = []
     for oof, m in zip(oofs, manifests, strict=True):
         t = m.training
-        held_out = split(files, int(t["seed"]), int(t["folds"]), int(t["fold"]))[1]
+        held_out = split(files, *held_out_by(t))[1]
         if not oof.is_file():
             raise FileNotFoundError(f"no out-of-fold maps {oof}: write them with ensemble oof")
         maps = load_oof(oof)

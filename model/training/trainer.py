@@ -58,6 +58,9 @@ class TrainConfig:
     device: str = "auto"
     precision: str = "auto"
     seed: int = 0
+    #: the seed of the fold split; None: `seed`. A second seed of one fold sets this to
+    #: the first one's seed, so that both hold out the same patients.
+    split_seed: int | None = None
     folds: int = 5
     fold: int = 0
     val_controls_during_training: int = 40
@@ -122,7 +125,8 @@ def train(cfg: TrainConfig) -> Path:
     else:
         torch.backends.cudnn.benchmark = True  # fixed crop size: pick the fastest kernels
     files = find_studies(cfg.data)
-    train_files, val_files = split(files, cfg.seed, cfg.folds, cfg.fold)
+    split_seed = cfg.seed if cfg.split_seed is None else cfg.split_seed
+    train_files, val_files = split(files, split_seed, cfg.folds, cfg.fold)
     log.info("data: %d train / %d validation studies", len(train_files), len(val_files))
     train_set = _load(train_files, cfg.limit)
     val_set = _load(val_files, cfg.limit)
@@ -263,6 +267,7 @@ def train(cfg: TrainConfig) -> Path:
             "n_train": len(train_set),
             "n_validation": len(val_set),
             "seed": cfg.seed,
+            "split_seed": split_seed,
             "folds": cfg.folds,
             "fold": cfg.fold,
             "steps": step,

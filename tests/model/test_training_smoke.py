@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from model.artifact import load_artifact
+from model.dataset import find_studies, held_out_by, split
 from model.manifest import read_manifest
 from model.predictor import Predictor
 from model.training.sampling import CropConfig
@@ -70,6 +71,25 @@ def test_smoke_training_writes_a_loadable_deterministic_artifact(
     mask = pred.predict([np.zeros((100, 80), np.float32)])[0]
     assert mask.shape == (100, 80)
     assert (tmp_path / "a" / "runs").is_dir()
+
+
+def test_a_second_seed_of_a_fold_holds_out_the_same_studies(
+    tiny_data: Path, tmp_path: Path
+) -> None:
+    first = read_manifest(train(config(tiny_data, tmp_path / "a")))
+    again = config(tiny_data, tmp_path / "b")
+    again.seed, again.split_seed = 8, 7
+    second = read_manifest(train(again))
+    assert held_out_by(first.training) == held_out_by(second.training) == (7, 2, 0)
+    assert second.training["seed"] == 8
+    assert first.weights_sha256 != second.weights_sha256  # another initialisation and stream
+    files = find_studies(tiny_data)
+    assert split(files, *held_out_by(second.training))[1] == split(files, 7, 2, 0)[1]
+
+
+def test_runs_before_split_seed_split_by_their_seed() -> None:
+    assert held_out_by({"seed": 3, "folds": 5, "fold": 2}) == (3, 5, 2)
+    assert held_out_by({"seed": 3, "split_seed": 0, "folds": 5, "fold": 2}) == (0, 5, 2)
 
 
 def test_resume_continues_from_the_checkpoint(tiny_data: Path, tmp_path: Path) -> None:
