@@ -23,10 +23,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
+import redis
 from sqlalchemy import func, select
 
 from cli.stack import free_port
 from config.settings import Settings
+from core.dispatch import finished_channel
 from db.models import Job, JobSource
 from db.session import session_scope
 from tests.conftest import REPO_ROOT, SAMPLE_IMGS, bearer, create_api_key, settings_env
@@ -100,6 +102,17 @@ def _predict_jobs(settings: Settings, since_id: int) -> list[int]:
         return list(session.scalars(stmt))
 
 
+def _waiting(settings: Settings, since_id: int) -> int:
+    """How many of the /predict jobs since ``since_id`` have a call subscribed to their end."""
+    channels = [finished_channel(job_id) for job_id in _predict_jobs(settings, since_id)]
+    if not channels:
+        return 0
+    assert settings.redis_url is not None
+    with redis.Redis.from_url(settings.redis_url) as client:
+        counts = client.pubsub_numsub(*channels)
+    return sum(1 for _, subscribers in counts if subscribers)
+
+
 def test_healthz_answers_within_100_ms_while_8_predict_calls_wait(
     settings: Settings, waiting_api: str
 ) -> None:
@@ -116,10 +129,11 @@ def test_healthz_answers_within_100_ms_while_8_predict_calls_wait(
     with ThreadPoolExecutor(WAITING) as pool, httpx.Client(base_url=waiting_api) as client:
         calls = [pool.submit(predict) for _ in range(WAITING)]
         deadline = time.monotonic() + PREDICT_TIMEOUT / 2
-        while len(_predict_jobs(settings, last_job)) < WAITING:  # every call is waiting
+        while _waiting(settings, last_job) < WAITING:  # every call has subscribed to its notice
             assert time.monotonic() < deadline, f"submitted: {_predict_jobs(settings, last_job)}"
             time.sleep(0.05)
         job_id = _predict_jobs(settings, last_job)[0]
+        assert client.get("/healthz").status_code == 200  # the client's connection, made once
 
         health_ms, job_ms = [], []
         for _ in range(20):
