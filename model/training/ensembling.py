@@ -71,26 +71,31 @@ def _pooled(
     folds: Sequence[Path], data: Path, oof_files: Sequence[Path] | None = None
 ) -> tuple[list[Manifest], list[int], list[np.ndarray], list[np.ndarray], list[Any]]:
     """Each fold's manifest, and per held-out study: fold, plain map, TTA map, study.
-    The maps are each fold's `oof.npz`, or `oof_files` in the same order."""
+
+    The maps are each fold's `oof.npz`, or `oof_files` in the same order. Runs that held
+    out the same studies (seeds of one fold, `tumorseg train --split-seed`) count once:
+    their maps are averaged, which is what the ensemble of those runs predicts there."""
     manifests = [read_manifest(f) for f in folds]
     oofs = list(oof_files) if oof_files is not None else [Path(f) / OOF_NAME for f in folds]
     files = find_studies(data)
+    runs_by_split: dict[tuple[int, int, int], list[dict[str, dict[str, np.ndarray]]]] = {}
+    for oof, m in zip(oofs, manifests, strict=True):
+        if not oof.is_file():
+            raise FileNotFoundError(f"no out-of-fold maps {oof}: write them with ensemble oof")
+        maps = load_oof(oof)
+        for f in split(files, *held_out_by(m.training))[1]:
+            if f.name not in maps["plain"]:
+                raise ValueError(f"{oof} has no map for held-out study {f.name}")
+        runs_by_split.setdefault(held_out_by(m.training), []).append(maps)
     fold_ids: list[int] = []
     plain: list[np.ndarray] = []
     tta: list[np.ndarray] = []
     studies: list[Any] = []
-    for oof, m in zip(oofs, manifests, strict=True):
-        t = m.training
-        held_out = split(files, *held_out_by(t))[1]
-        if not oof.is_file():
-            raise FileNotFoundError(f"no out-of-fold maps {oof}: write them with ensemble oof")
-        maps = load_oof(oof)
-        for f in held_out:
-            if f.name not in maps["plain"]:
-                raise ValueError(f"{oof} has no map for held-out study {f.name}")
-            fold_ids.append(int(t["fold"]))
-            plain.append(maps["plain"][f.name])
-            tta.append(maps["tta"][f.name])
+    for held_out, runs in runs_by_split.items():
+        for f in split(files, *held_out)[1]:
+            fold_ids.append(held_out[2])
+            plain.append(np.mean([r["plain"][f.name] for r in runs], axis=0, dtype=np.float32))
+            tta.append(np.mean([r["tta"][f.name] for r in runs], axis=0, dtype=np.float32))
             studies.append(load_study(f))
     return manifests, fold_ids, plain, tta, studies
 

@@ -9,17 +9,17 @@ import pytest
 
 from model.manifest import ArtifactError, read_manifest
 from model.predictor import Predictor
-from model.training.ensembling import build_ensemble, pack_fold
+from model.training.ensembling import _pooled, build_ensemble, pack_fold, tune_pooled
 from model.training.trainer import TrainConfig, train
-from model.training.validation import OOF_NAME
+from model.training.validation import OOF_NAME, load_oof
 from tests.model.test_training_smoke import tiny_data  # noqa: F401  (fixture)
 from tests.model.test_whole_image_recipe import TINY_DEEP
 
 
-def _fold(data: Path, out: Path, fold: int) -> Path:
+def _fold(data: Path, out: Path, fold: int, seed: int = 3) -> Path:
     cfg = TrainConfig(
         data=data, out=out, epochs=1, steps_per_epoch=2, batch_size=2, warmup_steps=1,
-        folds=2, fold=fold, seed=3, precision="fp32", device="cpu",
+        folds=2, fold=fold, seed=seed, split_seed=3, precision="fp32", device="cpu",
         architecture=dict(TINY_DEEP), sampler="whole", loss="dice-bce", ema_decay=0.9,
     )  # fmt: skip
     return train(cfg)
@@ -61,3 +61,23 @@ def test_building_refuses_a_fold_given_twice(tiny_data: Path, tmp_path: Path) ->
     run = _fold(tiny_data, tmp_path / "runs", 0)
     with pytest.raises(ValueError, match="twice"):
         build_ensemble([run, run], tiny_data, tmp_path / "out")
+
+
+def test_seeds_of_one_fold_count_once_with_their_maps_averaged(
+    tiny_data: Path,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    runs = [_fold(tiny_data, tmp_path / f"seed{seed}", 0, seed) for seed in (3, 4)]
+    maps = [load_oof(r / OOF_NAME) for r in runs]
+    assert any(
+        not np.array_equal(maps[0]["plain"][name], maps[1]["plain"][name])
+        for name in maps[0]["plain"]
+    ), "two seeds should not predict alike"
+    _, fold_ids, plain, tta, studies = _pooled(runs, tiny_data)
+    assert fold_ids == [0] * len(maps[0]["plain"])  # each held-out study once
+    for study, p, t in zip(studies, plain, tta, strict=True):
+        name = study.name
+        assert np.allclose(p, (maps[0]["plain"][name] + maps[1]["plain"][name]) / 2)
+        assert np.allclose(t, (maps[0]["tta"][name] + maps[1]["tta"][name]) / 2)
+    _, metrics = tune_pooled(runs, tiny_data)
+    assert metrics["n_patients"] + metrics["n_controls"] == len(maps[0]["plain"])
