@@ -94,10 +94,15 @@ def _pooled(
     for held_out, runs in runs_by_split.items():
         for f in split(files, *held_out)[1]:
             fold_ids.append(held_out[2])
-            plain.append(np.mean([r["plain"][f.name] for r in runs], axis=0, dtype=np.float32))
-            tta.append(np.mean([r["tta"][f.name] for r in runs], axis=0, dtype=np.float32))
+            plain.append(_mean([r["plain"][f.name] for r in runs]))
+            tta.append(_mean([r["tta"][f.name] for r in runs]))
             studies.append(load_study(f))
     return manifests, fold_ids, plain, tta, studies
+
+
+def _mean(maps: Sequence[np.ndarray]) -> np.ndarray:
+    """The pixel-wise mean of same-shape float32 maps, in float32."""
+    return np.asarray(np.mean(np.stack(maps), axis=0, dtype=np.float32))
 
 
 def tune_pooled(
