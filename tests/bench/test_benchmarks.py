@@ -150,3 +150,22 @@ def test_findings_benchmark_smoke() -> None:
     assert result["findings_over_metrics"] == pytest.approx(
         result["lesions_biomarkers_ms"] / result["metrics_ms"]
     )
+
+
+# -- ensemble: the released ensemble against a single network ------------------------
+def test_ensemble_benchmark_smoke() -> None:
+    from bench import ensemble
+    from model.manifest import ARTIFACTS_DIR, read_manifest, released_artifact_dir
+
+    released = released_artifact_dir()
+    single = ARTIFACTS_DIR / "attention-unet-20261202-77e08ac5-ppa0efbc"
+    result = ensemble.run(single, released, n=2, repeat=1, device="cpu", data=inference.DATA)
+    assert result["n_studies"] == 2
+    rows = result["rows"]
+    assert [r["members"] for r in rows] == [1, read_manifest(released).n_members, 1]
+    assert [r["model_version"] for r in rows[1:]] == [released.name] * 2
+    assert all(r["studies_per_s"] > 0 for r in rows)
+    assert rows[0]["ratio_to_single"] == 1.0
+    assert rows[1]["ratio_to_single"] == pytest.approx(
+        rows[1]["studies_per_s"] / rows[0]["studies_per_s"]
+    )
