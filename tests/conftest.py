@@ -165,6 +165,10 @@ def settings(db_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFacto
         # the session's worker must not run recovery passes of its own over the rows
         # that the reaper tests arrange (the chaos tests' workers run theirs)
         worker_reaper=False,
+        # the released ensemble's first network (`fast`): the suite starts many workers and
+        # runs hundreds of studies on 2 cores; tests/model/test_golden.py and
+        # tests/integration/test_demo.py run all the members
+        model_members=1,
     )
 
 

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from model.manifest import read_manifest, released_artifact_dir
 from tests.conftest import REPO_ROOT, SAMPLES
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -54,6 +55,11 @@ def test_demo_segments_the_samples_and_stops_what_it_started(tmp_path: Path) -> 
     assert list(lesions.columns) == list(LESION_COLUMNS)
     assert sorted(results["filename"]) == [s.name for s in samples]
     assert results["lesions"].sum() == len(lesions)
+    # the released model with all its members (the rest of the suite runs one: conftest)
+    assert set(results["model_version"]) == {released_artifact_dir().name}
+    members = read_manifest(released_artifact_dir()).n_members
+    worker_log = "\n".join(p.read_text() for p in (tmp_path / "var" / "demo-logs").glob("*"))
+    assert f"{members} of {members} members" in worker_log
     table = proc.stdout[proc.stdout.index("MIP biomarkers") :]
     for _, row in results.iterrows():
         line = next(x for x in table.splitlines() if row["filename"] in x)
