@@ -166,6 +166,7 @@ def chaos_settings(
         predict_timeout=30,
         submit_rate_per_minute=1e6,
         submit_burst=100_000,
+        model_members=1,  # recovery, not masks: the released ensemble's first network
     )
 
 
