@@ -21,9 +21,22 @@ window.tumorseg = {
     window.setTimeout(tick, ms);
   },
   // Sort a table by a click on a header with data-key (the same header again reverses):
-  // returns the {key, dir} state the page's comparison reads, and redraws after a click.
+  // returns the {key, dir, compare} state (compare orders two rows for Array.sort), and
+  // redraws after a click.
   sortable(table, key, redraw) {
-    const state = { key, dir: 1 };
+    const state = {
+      key,
+      dir: 1,
+      // rows by the chosen column; empty cells last in both directions, ties by `key`
+      compare(a, b) {
+        const x = a[state.key];
+        const y = b[state.key];
+        if (x === y) { return a[key] - b[key]; }
+        if (x === null) { return 1; }
+        if (y === null) { return -1; }
+        return (typeof x === "number" ? x - y : String(x).localeCompare(String(y))) * state.dir;
+      },
+    };
     for (const th of table.querySelectorAll("th[data-key]")) {
       th.addEventListener("click", () => {
         state.dir = state.key === th.dataset.key ? -state.dir : 1;

@@ -31,15 +31,6 @@
     };
   }
 
-  function compare(a, b) {
-    const x = a[sort.key];
-    const y = b[sort.key];
-    if (x === y) { return a.position - b.position; }
-    if (x === null) { return 1; }  // empty cells last in both directions
-    if (y === null) { return -1; }
-    return (typeof x === "number" ? x - y : String(x).localeCompare(String(y))) * sort.dir;
-  }
-
   // "1234 px · 5.67 cm²": the value in pixels, and in cm where the spacing is known.
   function withCm(px, unit, digits, cm, cmUnit) {
     if (px === null) { return "—"; }
@@ -51,7 +42,7 @@
     const status = filterStatus.value;
     const shown = rows.filter((r) => (!status || r.status === status)
       && (!text || r.filename.toLowerCase().includes(text) || r.status.includes(text)));
-    shown.sort(compare);
+    shown.sort(sort.compare);
     tbody.replaceChildren();
     for (const r of shown) {
       const tr = document.createElement("tr");

@@ -99,18 +99,9 @@
     place(selected);
   }
 
-  function compare(a, b) {
-    const x = a[sort.key];
-    const y = b[sort.key];
-    if (x === y) { return a.number - b.number; }
-    if (x === null) { return 1; }  // empty cells last in both directions
-    if (y === null) { return -1; }
-    return (x - y) * sort.dir;
-  }
-
   function draw() {
     tbody.replaceChildren();
-    for (const l of [...lesions].sort(compare)) {
+    for (const l of [...lesions].sort(sort.compare)) {
       const tr = document.createElement("tr");
       tr.dataset.lesion = String(l.number);
       tr.tabIndex = 0;
