@@ -15,23 +15,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 from typing import Any
 
+from bench.findings import best_ms_per_study
 from bench.inference import DATA, machine, pick
-from model.predictor import Predictor
+from model.predictor import Predictor, resolve_device
 from model.preprocessing import decode_image
 
 
 def _studies_per_s(pred: Predictor, images: list[Any], repeat: int) -> float:
     pred.predict(images[: 2 * pred.batch_size])  # warm-up (kernels are made per shape)
-    best = float("inf")
-    for _ in range(repeat):
-        start = time.perf_counter()
-        pred.predict(images)
-        best = min(best, time.perf_counter() - start)
-    return len(images) / best
+    return 1000 / best_ms_per_study(lambda: pred.predict(images), len(images), repeat)
 
 
 def run(
@@ -57,8 +52,12 @@ def run(
         )
     for r in rows:
         r["ratio_to_single"] = r["studies_per_s"] / rows[0]["studies_per_s"]
-    where = Predictor.from_artifact(single, device=device).device
-    return {"machine": machine(where), "n_studies": len(images), "repeat": repeat, "rows": rows}
+    return {
+        "machine": machine(resolve_device(device)),
+        "n_studies": len(images),
+        "repeat": repeat,
+        "rows": rows,
+    }
 
 
 def main() -> None:

@@ -28,7 +28,7 @@ from model.predictor import Predictor
 from model.preprocessing import decode_image
 
 
-def _best_ms(fn: Callable[[], object], n: int, repeat: int) -> float:
+def best_ms_per_study(fn: Callable[[], object], n: int, repeat: int) -> float:
     """The fastest of `repeat` runs of `fn`, in ms per study."""
     best = float("inf")
     for _ in range(repeat):
@@ -62,9 +62,9 @@ def run(n: int = 32, repeat: int = 5, data: Path = DATA) -> dict[str, Any]:
             encode_mask_png(mask)
 
     rows = {
-        "metrics_ms": _best_ms(metrics, n, repeat),
-        "lesions_biomarkers_ms": _best_ms(findings, n, repeat),
-        "encode_ms": _best_ms(encode, n, repeat),
+        "metrics_ms": best_ms_per_study(metrics, n, repeat),
+        "lesions_biomarkers_ms": best_ms_per_study(findings, n, repeat),
+        "encode_ms": best_ms_per_study(encode, n, repeat),
     }
     return {
         "machine": machine(),
