@@ -83,10 +83,11 @@ def _pooled(
         if not oof.is_file():
             raise FileNotFoundError(f"no out-of-fold maps {oof}: write them with ensemble oof")
         maps = load_oof(oof)
-        for f in split(files, *held_out_by(m.training))[1]:
+        held_out = held_out_by(m.training)
+        for f in split(files, *held_out)[1]:
             if f.name not in maps["plain"]:
                 raise ValueError(f"{oof} has no map for held-out study {f.name}")
-        runs_by_split.setdefault(held_out_by(m.training), []).append(maps)
+        runs_by_split.setdefault(held_out, []).append(maps)
     fold_ids: list[int] = []
     plain: list[np.ndarray] = []
     tta: list[np.ndarray] = []
