@@ -1,7 +1,6 @@
-"""The segmentation networks, built from manifest arguments: MONAI's 2D Attention U-Net
-(the released single model), the deeper, deep-supervised one in
-`model/deep_attention_unet.py`, and the one on an EfficientNet-Lite0 encoder in
-`model/efficientnet_unet.py`."""
+"""The segmentation networks, built from manifest arguments: the attention U-Net on an
+EfficientNet-Lite0 encoder in `model/efficientnet_unet.py` (the released ensemble's
+members) and MONAI's 2D Attention U-Net (the previous single network)."""
 
 from __future__ import annotations
 
@@ -11,7 +10,6 @@ from typing import Any
 import torch
 from monai.networks.nets import AttentionUnet
 
-from model.deep_attention_unet import DeepAttentionUnet
 from model.efficientnet_unet import EfficientAttentionUnet
 
 DEFAULT_ARCHITECTURE: dict[str, Any] = {
@@ -21,18 +19,6 @@ DEFAULT_ARCHITECTURE: dict[str, Any] = {
     "out_channels": 1,
     "channels": [16, 32, 64, 128, 256],
     "strides": [2, 2, 2, 2],
-    "dropout": 0.0,
-}
-
-#: The whole-image recipe's network: six levels, instance norm, two auxiliary heads.
-DEEP_ARCHITECTURE: dict[str, Any] = {
-    "name": "DeepAttentionUnet",
-    "spatial_dims": 2,
-    "in_channels": 1,
-    "out_channels": 1,
-    "channels": [16, 32, 64, 128, 256, 256],
-    "strides": [2, 2, 2, 2, 2],
-    "deep_supervision": 2,
     "dropout": 0.0,
 }
 
@@ -51,7 +37,6 @@ EFFICIENT_ARCHITECTURE: dict[str, Any] = {
 
 ARCHITECTURES: dict[str, dict[str, Any]] = {
     "attention-unet": DEFAULT_ARCHITECTURE,
-    "deep-attention-unet": DEEP_ARCHITECTURE,
     "efficient-attention-unet": EFFICIENT_ARCHITECTURE,
 }
 
@@ -71,8 +56,8 @@ def build_network(architecture: Mapping[str, Any]) -> torch.nn.Module:
         architecture: Keys as in `DEFAULT_ARCHITECTURE`.
 
     Returns:
-        The network (in training mode; `DeepAttentionUnet` then returns its auxiliary
-        outputs too).
+        The network (in training mode; with `deep_supervision` it then returns its
+        auxiliary outputs too).
 
     Raises:
         ValueError: The architecture names another network or has inconsistent arguments.
@@ -88,17 +73,6 @@ def build_network(architecture: Mapping[str, Any]) -> torch.nn.Module:
             out_channels=int(architecture["out_channels"]),
             decoder_channels=list(architecture["decoder_channels"]),
             deep_supervision=int(architecture.get("deep_supervision", 0)),
-        )
-    if name == "DeepAttentionUnet":
-        if int(architecture["spatial_dims"]) != 2:
-            raise ValueError("DeepAttentionUnet is 2D only")
-        return DeepAttentionUnet(
-            in_channels=int(architecture["in_channels"]),
-            out_channels=int(architecture["out_channels"]),
-            channels=list(architecture["channels"]),
-            strides=list(architecture["strides"]),
-            deep_supervision=int(architecture.get("deep_supervision", 0)),
-            dropout=float(architecture.get("dropout", 0.0)),
         )
     if name != "AttentionUnet":
         raise ValueError(f"unsupported network {name!r}")

@@ -1,5 +1,6 @@
-"""Training losses: the released DiceFocal, and per-image Dice plus BCE, with deep
-supervision.
+"""Training losses: per-image Dice plus BCE (the released recipe's, with an optional
+term on the hardest pixels of negative crops), and the previous single network's
+DiceFocal, with deep supervision.
 
 The competition scores Dice per patient image and averages over patients, so
 `DiceBCELoss` takes the soft Dice of each image that holds tumor and averages those
@@ -41,17 +42,55 @@ def per_image_soft_dice(
     return (1.0 - dice[has_tumor]).mean()
 
 
-class DiceBCELoss(torch.nn.Module):
-    """Per-image soft Dice on images with tumor plus BCE on every image."""
+def hardest_negative_bce(
+    logits: torch.Tensor, target: torch.Tensor, fraction: float
+) -> torch.Tensor:
+    """Online hard-example mining on negative images: the mean BCE of the `fraction` of
+    pixels with the highest loss in each image without tumor (a control crop, or a
+    patient crop away from its tumors), averaged over those images; 0 when none.
 
-    def __init__(self, lambda_dice: float = 1.0, lambda_bce: float = 1.0) -> None:
+    Args:
+        logits: (B, 1, H, W) logits.
+        target: (B, 1, H, W) soft labels in [0, 1].
+        fraction: Share of each negative image's pixels that count (0 < fraction <= 1).
+    """
+    negative = target.flatten(1).sum(1) == 0
+    if not bool(negative.any()):
+        return logits.sum() * 0.0
+    pixels = F.binary_cross_entropy_with_logits(
+        logits[negative].float(), target[negative].float(), reduction="none"
+    ).flatten(1)
+    k = max(1, int(round(pixels.shape[1] * fraction)))
+    return pixels.topk(k, dim=1).values.mean()
+
+
+class DiceBCELoss(torch.nn.Module):
+    """Per-image soft Dice on images with tumor plus BCE on every image, plus
+    `lambda_hard` times the BCE of the hardest `hard_fraction` of negative images' pixels."""
+
+    def __init__(
+        self,
+        lambda_dice: float = 1.0,
+        lambda_bce: float = 1.0,
+        lambda_hard: float = 0.0,
+        hard_fraction: float = 0.01,
+    ) -> None:
         super().__init__()
+        if not 0.0 < hard_fraction <= 1.0:
+            raise ValueError(f"hard_fraction must be in (0, 1], got {hard_fraction}")
         self.lambda_dice = lambda_dice
         self.lambda_bce = lambda_bce
+        self.lambda_hard = lambda_hard
+        self.hard_fraction = hard_fraction
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         bce = F.binary_cross_entropy_with_logits(logits.float(), target.float())
-        return self.lambda_dice * per_image_soft_dice(logits, target) + self.lambda_bce * bce
+        loss = self.lambda_dice * per_image_soft_dice(logits, target) + self.lambda_bce * bce
+        if self.lambda_hard:
+            loss = loss + self.lambda_hard * hardest_negative_bce(
+                logits, target, self.hard_fraction
+            )
+        return loss
 
 
 class DeepSupervisionLoss(torch.nn.Module):
@@ -80,12 +119,15 @@ class DeepSupervisionLoss(torch.nn.Module):
 
 
 def make_loss(
-    name: str, lambda_dice: float = 1.0, lambda_focal: float = 10.0
+    name: str, lambda_dice: float = 1.0, lambda_focal: float = 10.0, lambda_hard: float = 0.0
 ) -> DeepSupervisionLoss:
-    """'dice-bce' (per-image Dice + BCE) or 'dice-focal' (the released recipe's, batch
-    Dice), wrapped for networks with or without auxiliary outputs."""
+    """'dice-bce' (per-image Dice + BCE, the released recipe's; `lambda_hard` weights its
+    hard-negative term) or 'dice-focal' (the previous single network's, batch Dice),
+    wrapped for networks with or without auxiliary outputs."""
     if name == "dice-bce":
-        return DeepSupervisionLoss(DiceBCELoss(lambda_dice))
+        return DeepSupervisionLoss(DiceBCELoss(lambda_dice, lambda_hard=lambda_hard))
+    if lambda_hard:
+        raise ValueError("the hard-negative term belongs to the dice-bce loss")
     if name == "dice-focal":
         return DeepSupervisionLoss(
             DiceFocalLoss(

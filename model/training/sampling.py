@@ -1,10 +1,11 @@
-"""Training crops biased towards tumors, with MIP-appropriate augmentation."""
+"""Training crops biased towards tumors, with MIP-appropriate augmentation, lesions
+pasted into them (`copy_paste.py`) and control crops on bright uptake
+(`hard_negatives.py`)."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -13,6 +14,8 @@ import torch.nn.functional as F
 
 from model.dataset import Study
 from model.preprocessing import resample
+from model.training.copy_paste import LesionPaster, PasteConfig, body_box, body_uptake
+from model.training.hard_negatives import HardNegativeConfig, bright_pixels
 
 
 @dataclass(frozen=True)
@@ -28,8 +31,8 @@ class CropConfig:
         scale: Range of random zoom factors.
         intensity: Range of random intensity gains.
         gamma: Range of random gamma exponents.
-        rotation: Largest random in-plane rotation, in degrees (0: none).
-        noise: Largest standard deviation of additive Gaussian noise (0: none).
+        paste: Lesions pasted into crops (off by default).
+        hard_negatives: Control crops centred on bright uptake (off by default).
     """
 
     height: int = 192
@@ -39,82 +42,80 @@ class CropConfig:
     scale: tuple[float, float] = (0.85, 1.15)
     intensity: tuple[float, float] = (0.85, 1.15)
     gamma: tuple[float, float] = (0.8, 1.25)
-    rotation: float = 0.0
-    noise: float = 0.0
+    paste: PasteConfig = field(default_factory=PasteConfig)
+    hard_negatives: HardNegativeConfig = field(default_factory=HardNegativeConfig)
 
 
-#: Named augmentation strengths for `tumorseg train --augmentation`. "standard" is the
-#: released recipe's; "strong" widens zoom, intensity and gamma and adds rotation and
-#: noise, against the over-fitting seen after about 2,000 steps (docs/MODEL.md).
-AUGMENTATIONS: dict[str, dict[str, Any]] = {
-    "standard": {},
-    "strong": {
-        "scale": (0.7, 1.4),
-        "intensity": (0.7, 1.3),
-        "gamma": (0.7, 1.5),
-        "rotation": 15.0,
-        "noise": 0.02,
-    },
-}
+@dataclass
+class _Host:
+    """A study at the network's scale, with what pasting and hard negatives read of it."""
 
-
-def rotated_extent(h: int, w: int, angle: float) -> tuple[int, int]:
-    """Height and width of the box that holds an h x w window rotated by `angle` radians."""
-    c, s = abs(math.cos(angle)), abs(math.sin(angle))
-    eps = 1e-9  # cos(pi / 2) is 6e-17, not 0
-    return math.ceil(h * c + w * s - eps), math.ceil(h * s + w * c - eps)
-
-
-def rotate_crop(
-    img: np.ndarray, lab: np.ndarray, h: int, w: int, angle: float, out: tuple[int, int]
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The h x w window at the centre of (img, lab), rotated by `angle` radians and
-    resampled (bilinear, labels softly) to `out`: (1, H, W) tensors."""
-    hb, wb = img.shape
-    c, s = math.cos(angle), math.sin(angle)
-    theta = torch.tensor(
-        [[[c * w / wb, -s * h / wb, 0.0], [s * w / hb, c * h / hb, 0.0]]], dtype=torch.float32
-    )
-    grid = F.affine_grid(theta, [1, 1, *out], align_corners=False)
-    both = torch.from_numpy(np.stack([img, lab]))[:, None]
-    res = F.grid_sample(both, grid.expand(2, -1, -1, -1), align_corners=False)
-    return res[0], res[1]
+    study: Study
+    box: tuple[int, int, int, int] | None
+    uptake: float
+    bright: np.ndarray
 
 
 class CropSampler:
-    """Draws augmented (image, label) crop batches from decoded studies, reproducibly."""
+    """Draws augmented (image, label) crop batches from decoded studies, reproducibly.
+
+    The crops' positions and augmentation come from one generator; pasting and hard
+    negatives draw from generators of their own, so that a run with them sees the same
+    crop stream as one without (a paired comparison at one seed).
+    """
 
     def __init__(
         self, studies: Sequence[Study], config: CropConfig, seed: int, input_scale: float = 1.0
     ) -> None:
         self.config = config
         self.rng = np.random.default_rng(seed)
-        scaled = [
-            Study(
-                s.name,
-                resample(s.image, input_scale),
-                resample(s.label.astype(np.float32), input_scale),
-                s.is_patient,
+        self.hard_rng = np.random.default_rng([seed, 0x4A2D])
+        hosts = []
+        for s in studies:
+            image = resample(s.image, input_scale)
+            label = resample(s.label.astype(np.float32), input_scale)
+            hosts.append(
+                _Host(
+                    Study(s.name, image, label, s.is_patient),
+                    body_box(image),
+                    body_uptake(image),
+                    bright_pixels(image, config.hard_negatives.percentile, exclude=label > 0.1),
+                )
             )
-            for s in studies
-        ]
-        self.patients = [s for s in scaled if s.is_patient]
-        self.controls = [s for s in scaled if not s.is_patient]
+        self.patients = [h for h in hosts if h.study.is_patient]
+        self.controls = [h for h in hosts if not h.study.is_patient]
         if not self.patients:
             raise ValueError("training needs at least one patient with a label")
-        self.tumor_pixels = [np.argwhere(s.label > 0.5) for s in self.patients]
+        self.tumor_pixels = [np.argwhere(h.study.label > 0.5) for h in self.patients]
+        self.paster = (
+            LesionPaster(
+                [(h.study.image, h.study.label) for h in self.patients], config.paste, seed
+            )
+            if config.paste.p_paste > 0
+            else None
+        )
 
-    def _window(
-        self, study: Study, h: int, w: int, center: tuple[int, int] | None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Cut an h x w window, zero-padded where it leaves the image."""
-        H, W = study.image.shape
+    def _origin(
+        self,
+        shape: tuple[int, int],
+        h: int,
+        w: int,
+        center: tuple[int, int] | None,
+        rng: np.random.Generator,
+    ) -> tuple[int, int]:
+        """Top-left corner of an h x w window: random, or about `center` with jitter."""
+        H, W = shape
         if center is None:
-            y0 = int(self.rng.integers(min(0, H - h), max(0, H - h) + 1))
-            x0 = int(self.rng.integers(min(0, W - w), max(0, W - w) + 1))
-        else:
-            jy, jx = self.rng.integers(-h // 3, h // 3 + 1), self.rng.integers(-w // 3, w // 3 + 1)
-            y0, x0 = int(center[0] - h // 2 + jy), int(center[1] - w // 2 + jx)
+            y0 = int(rng.integers(min(0, H - h), max(0, H - h) + 1))
+            x0 = int(rng.integers(min(0, W - w), max(0, W - w) + 1))
+            return y0, x0
+        jy, jx = rng.integers(-h // 3, h // 3 + 1), rng.integers(-w // 3, w // 3 + 1)
+        return int(center[0] - h // 2 + jy), int(center[1] - w // 2 + jx)
+
+    @staticmethod
+    def _cut(study: Study, y0: int, x0: int, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+        """The h x w window at (y0, x0), zero-padded where it leaves the image."""
+        H, W = study.image.shape
         img = np.zeros((h, w), dtype=np.float32)
         lab = np.zeros((h, w), dtype=np.float32)
         sy, sx = max(y0, 0), max(x0, 0)
@@ -124,54 +125,49 @@ class CropSampler:
             lab[sy - y0 : ey - y0, sx - x0 : ex - x0] = study.label[sy:ey, sx:ex]
         return img, lab
 
-    def _one(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def _window(self, h: int, w: int) -> tuple[_Host, int, int]:
+        """Which study the crop comes from, and its window's corner."""
         c = self.config
-        s = float(self.rng.uniform(*c.scale))
-        h, w = int(round(c.height * s)), int(round(c.width * s))
-        # Without rotation no angle is drawn: the standard stream stays what it was.
-        angle = (
-            math.radians(float(self.rng.uniform(-c.rotation, c.rotation))) if c.rotation else 0.0
-        )
-        hb, wb = rotated_extent(h, w, angle) if angle else (h, w)
         u = self.rng.random()
         if u < c.p_tumor:
             k = int(self.rng.integers(len(self.patients)))
             pix = self.tumor_pixels[k]
             center = tuple(pix[int(self.rng.integers(len(pix)))]) if len(pix) else None
-            img, lab = self._window(self.patients[k], hb, wb, center)
-        elif u < c.p_tumor + c.p_control and self.controls:
-            k = int(self.rng.integers(len(self.controls)))
-            img, lab = self._window(self.controls[k], hb, wb, None)
-        else:
-            k = int(self.rng.integers(len(self.patients)))
-            img, lab = self._window(self.patients[k], hb, wb, None)
+            host = self.patients[k]
+            return host, *self._origin(host.study.image.shape, h, w, center, self.rng)
+        if u < c.p_tumor + c.p_control and self.controls:
+            host = self.controls[int(self.rng.integers(len(self.controls)))]
+            y0, x0 = self._origin(host.study.image.shape, h, w, None, self.rng)
+            hn = c.hard_negatives
+            if hn.p_bright > 0 and len(host.bright) and self.hard_rng.random() < hn.p_bright:
+                at = host.bright[int(self.hard_rng.integers(len(host.bright)))]
+                y0, x0 = self._origin(
+                    host.study.image.shape, h, w, (int(at[0]), int(at[1])), self.hard_rng
+                )
+            return host, y0, x0
+        host = self.patients[int(self.rng.integers(len(self.patients)))]
+        return host, *self._origin(host.study.image.shape, h, w, None, self.rng)
+
+    def _one(self) -> tuple[torch.Tensor, torch.Tensor]:
+        c = self.config
+        s = float(self.rng.uniform(*c.scale))
+        h, w = int(round(c.height * s)), int(round(c.width * s))
+        host, y0, x0 = self._window(h, w)
+        img, lab = self._cut(host.study, y0, x0, h, w)
+        if self.paster is not None:
+            img, lab = self.paster(img, lab, host.uptake, host.box, (y0, x0), host.bright)
         if self.rng.random() < 0.5:
             img, lab = img[:, ::-1], lab[:, ::-1]
         gain = float(self.rng.uniform(*c.intensity))
         gamma = float(self.rng.uniform(*c.gamma))
         img = np.clip(np.power(np.clip(img, 0.0, 1.0), gamma) * gain, 0.0, 1.0)
-        if angle:
-            ti, tl = rotate_crop(
-                np.ascontiguousarray(img),
-                np.ascontiguousarray(lab),
-                h,
-                w,
-                angle,
-                (c.height, c.width),
-            )
-        else:
-            ti = torch.from_numpy(np.ascontiguousarray(img))[None, None]
-            tl = torch.from_numpy(np.ascontiguousarray(lab))[None, None]
-            if (h, w) != (c.height, c.width):
-                size = (c.height, c.width)
-                ti = F.interpolate(ti, size=size, mode="bilinear", align_corners=False)
-                tl = F.interpolate(tl, size=size, mode="bilinear", align_corners=False)
-            ti, tl = ti[0], tl[0]
-        if c.noise:
-            sigma = float(self.rng.uniform(0.0, c.noise))
-            noise = self.rng.standard_normal((c.height, c.width), dtype=np.float32) * sigma
-            ti = (ti + torch.from_numpy(noise)).clamp_(0.0, 1.0)
-        return ti, tl
+        ti = torch.from_numpy(np.ascontiguousarray(img))[None, None]
+        tl = torch.from_numpy(np.ascontiguousarray(lab))[None, None]
+        if (h, w) != (c.height, c.width):
+            size = (c.height, c.width)
+            ti = F.interpolate(ti, size=size, mode="bilinear", align_corners=False)
+            tl = F.interpolate(tl, size=size, mode="bilinear", align_corners=False)
+        return ti[0], tl[0]
 
     def batch(self, size: int) -> tuple[torch.Tensor, torch.Tensor]:
         """A (size, 1, H, W) image batch and its label batch."""
@@ -179,10 +175,26 @@ class CropSampler:
         return torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
 
     def state(self) -> dict[str, Any]:
-        return dict(self.rng.bit_generator.state)
+        """The generators' states, for a checkpoint."""
+        return {
+            "crops": dict(self.rng.bit_generator.state),
+            "hard": dict(self.hard_rng.bit_generator.state),
+            "paste": self.paster.state() if self.paster is not None else None,
+        }
 
     def restore(self, state: dict[str, Any]) -> None:
-        self.rng.bit_generator.state = state
+        """Continue from `state()`."""
+        self.rng.bit_generator.state = state["crops"]
+        self.hard_rng.bit_generator.state = state["hard"]
+        if self.paster is not None:
+            self.paster.restore(state["paste"])
+
+    def reseed(self, key: Sequence[int]) -> None:
+        """Give this (forked) copy its own streams: one loader worker's."""
+        self.rng = np.random.default_rng(list(key))
+        self.hard_rng = np.random.default_rng([*key, 0x4A2D])
+        if self.paster is not None:
+            self.paster.rng = np.random.default_rng([*key, 0x9A57E])
 
 
 class _CropStream(torch.utils.data.IterableDataset[tuple[torch.Tensor, torch.Tensor]]):
@@ -199,7 +211,7 @@ class _CropStream(torch.utils.data.IterableDataset[tuple[torch.Tensor, torch.Ten
         info = torch.utils.data.get_worker_info()
         worker = info.id if info is not None else 0
         # The worker holds a forked copy of the sampler: give it its own stream.
-        self.sampler.rng = np.random.default_rng([self.seed, worker, self.start_step])
+        self.sampler.reseed([self.seed, worker, self.start_step])
         while True:
             yield self.sampler.batch(self.batch_size)
 

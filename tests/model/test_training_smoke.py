@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import math
 import shutil
 from pathlib import Path
 
@@ -134,17 +133,62 @@ def test_training_with_loader_workers_writes_an_artifact(tiny_data: Path, tmp_pa
     assert manifest.training["config"]["workers"] == 2
 
 
-def test_train_command_records_its_regularisation_options(tiny_data: Path, tmp_path: Path) -> None:
+def _train_args(tiny_data: Path, out: Path, *extra: str) -> argparse.Namespace:
     from cli.commands import train as train_command
 
     parser = argparse.ArgumentParser()
     train_command.add_arguments(parser)
-    args = parser.parse_args(
-        ["--data", str(tiny_data), "--out", str(tmp_path / "o"), "--device", "cpu"]
-        + ["--precision", "fp32", "--epochs", "1", "--steps-per-epoch", "2"]
-        + ["--batch-size", "2", "--crop-size", "64", "--folds", "2"]
-        + ["--dropout", "0.1", "--weight-decay", "0.02", "--p-control", "0.4"]
-        + ["--augmentation", "strong", "--input-scale", "1.0"]
+    return parser.parse_args(["--data", str(tiny_data), "--out", str(out), *extra])
+
+
+def test_train_command_without_recipe_flags_builds_the_released_recipe(
+    tiny_data: Path, tmp_path: Path
+) -> None:
+    from cli.commands.train import build_config
+    from model.network import ARCHITECTURES
+    from model.training.recipes import RECIPES
+
+    released = RECIPES["released"]
+    cfg = build_config(_train_args(tiny_data, tmp_path / "o"))
+    assert cfg.recipe == "released"
+    assert cfg.architecture == ARCHITECTURES[released.architecture]
+    assert cfg.architecture["name"] == "EfficientAttentionUnet"
+    assert (cfg.pretrained, cfg.loss, cfg.ema_decay) == ("imagenet", "dice-bce", 0.999)
+    assert (cfg.batch_size, cfg.lr, cfg.epochs, cfg.steps_per_epoch) == (16, 1e-3, 5, 250)
+    assert cfg.input_scale == 0.5
+    assert cfg.lambda_hard == 0.0
+    assert cfg.crop.paste.p_paste == 0.0
+    assert cfg.crop.hard_negatives.p_bright == 0.0
+    # the released members' own recorded configuration, field by field
+    recorded = read_manifest(
+        Path(__file__).resolve().parents[2] / "model/folds/eff-lite0-dicebce-20261203/fold-0"
+    ).training["config"]
+    for key in ("batch_size", "lr", "epochs", "steps_per_epoch", "ema_decay", "loss"):
+        assert recorded[key] == getattr(cfg, key), key
+    assert recorded["architecture"] == cfg.architecture
+
+
+def test_train_command_refuses_an_unknown_recipe(
+    tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from cli.commands import train as train_command
+
+    assert train_command.run(_train_args(tiny_data, tmp_path / "o", "--recipe", "whole")) == 2
+    assert "no recipe 'whole'; known: released" in capsys.readouterr().out
+
+
+def test_train_command_records_its_options(tiny_data: Path, tmp_path: Path) -> None:
+    from cli.commands import train as train_command
+
+    args = _train_args(
+        tiny_data,
+        tmp_path / "o",
+        *["--device", "cpu", "--precision", "fp32", "--epochs", "1", "--steps-per-epoch", "2"],
+        *["--batch-size", "2", "--crop-size", "64", "--folds", "2"],
+        *["--architecture", "attention-unet", "--loss", "dice-bce"],
+        *["--dropout", "0.1", "--weight-decay", "0.02", "--p-control", "0.4"],
+        *["--paste-lesions", "0.5", "--hard-negatives", "0.75", "--hard-pixel-weight", "1"],
+        *["--input-scale", "1.0"],
     )
     assert train_command.run(args) == 0
     (artifact,) = (tmp_path / "o").glob("attention-unet-*")
@@ -153,8 +197,10 @@ def test_train_command_records_its_regularisation_options(tiny_data: Path, tmp_p
     config = manifest.training["config"]
     assert config["weight_decay"] == 0.02
     assert config["crop"]["p_control"] == 0.4
-    assert config["crop"]["rotation"] == 15.0
-    assert config["crop"]["scale"] == [0.7, 1.4]
+    assert config["crop"]["paste"]["p_paste"] == 0.5
+    assert config["crop"]["hard_negatives"]["p_bright"] == 0.75
+    assert config["lambda_hard"] == 1.0
+    assert manifest.training["recipe"] == "released"
     assert manifest.preprocessing["input_scale"] == 1.0  # inference runs at the trained scale
     load_artifact(artifact)  # the dropout network rebuilds from its manifest
 
@@ -171,37 +217,31 @@ def test_train_command_refuses_an_input_scale_out_of_range(tiny_data: Path, tmp_
     assert not (tmp_path / "o").exists()
 
 
-def test_rotate_crop_turns_the_window_about_its_centre() -> None:
-    from model.training.sampling import rotate_crop, rotated_extent
+def test_pasting_and_hard_negatives_keep_the_crop_stream(tiny_data: Path) -> None:
+    from dataclasses import replace
 
-    img = np.arange(64, dtype=np.float32).reshape(8, 8)
-    lab = (img > 40).astype(np.float32)
-    ti, tl = rotate_crop(img, lab, 8, 8, math.pi / 2, (8, 8))
-    np.testing.assert_allclose(ti[0].numpy(), np.rot90(img), atol=1e-4)
-    np.testing.assert_allclose(tl[0].numpy(), np.rot90(lab), atol=1e-4)
-    assert rotated_extent(100, 50, 0.0) == (100, 50)
-    assert rotated_extent(100, 50, math.pi / 2) == (50, 100)
-    assert rotated_extent(10, 10, math.pi / 4) == (15, 15)  # ceil(10 * sqrt 2)
-
-
-def test_strong_augmentation_draws_valid_reproducible_crops(tiny_data: Path) -> None:
     from model.dataset import find_studies, load_study
-    from model.training.sampling import AUGMENTATIONS, CropSampler
+    from model.training.copy_paste import PasteConfig
+    from model.training.hard_negatives import HardNegativeConfig
+    from model.training.sampling import CropSampler
 
     studies = [load_study(f) for f in find_studies(tiny_data)]
-    strong = CropConfig(height=64, width=64, **AUGMENTATIONS["strong"])
-    x, y = CropSampler(studies, strong, 3, 0.5).batch(16)
-    x2, y2 = CropSampler(studies, strong, 3, 0.5).batch(16)
-    assert x.shape == y.shape == (16, 1, 64, 64)
-    assert torch.equal(x, x2)
-    assert torch.equal(y, y2)
-    assert float(x.min()) >= 0.0
-    assert float(x.max()) <= 1.0
-    assert float(y.min()) >= 0.0
-    assert float(y.max()) <= 1.0
-    assert float(y.sum()) > 0, "half the crops centre on a tumor: some label must survive"
-    plain, _ = CropSampler(studies, CropConfig(height=64, width=64), 3, 0.5).batch(16)
-    assert not torch.equal(x, plain)
+    plain_cfg = CropConfig(height=64, width=64, p_control=0.0)
+    pasted_cfg = replace(plain_cfg, paste=PasteConfig(p_paste=1.0, max_lesions=2))
+    x, y = CropSampler(studies, plain_cfg, 3, 0.5).batch(16)
+    xp, yp = CropSampler(studies, pasted_cfg, 3, 0.5).batch(16)
+    xp2, yp2 = CropSampler(studies, pasted_cfg, 3, 0.5).batch(16)
+    assert torch.equal(xp, xp2)
+    assert torch.equal(yp, yp2)
+    assert float(xp.min()) >= 0.0
+    assert float(xp.max()) <= 1.0
+    # pasting only adds: same crops, never darker, more labelled pixels
+    assert bool((xp >= x - 1e-6).all())
+    assert float(yp.sum()) > float(y.sum())
+    # hard negatives move control crops only, drawing from their own generator
+    hard_cfg = replace(plain_cfg, hard_negatives=HardNegativeConfig(p_bright=1.0))
+    xh, _ = CropSampler(studies, hard_cfg, 3, 0.5).batch(16)
+    assert torch.equal(x, xh), "without control crops the stream is the plain one"
 
 
 def test_fine_tuning_starts_from_an_artifact_and_records_it(
