@@ -42,13 +42,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         upgrade_to_head(settings.sqlalchemy_url)
         dispatcher = app.state.dispatcher = Dispatcher(settings)
-        app.state.admission = Admission(settings, dispatcher)
+        admission = app.state.admission = Admission(settings, dispatcher)
         api_metrics.watch_queues(dispatcher, [settings.interactive_queue, settings.nightly_queue])
         logger.info("API ready: db=%s broker=%s", settings.sqlalchemy_url, dispatcher.redis_url)
         try:
             yield
         finally:
             api_metrics.unwatch_queues()
+            admission.close()
             dispatcher.close()
 
     app = FastAPI(

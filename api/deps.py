@@ -17,7 +17,7 @@ from api.services.ui_session import SESSION_COOKIE, UiSession
 from api.services.ui_session import verify as verify_ui
 from config.settings import Settings
 from core.dispatch import Dispatcher
-from db.session import get_session_factory
+from db.session import commit, session_scope
 
 
 def get_app_settings(request: Request) -> Settings:
@@ -33,19 +33,11 @@ def get_dispatcher(request: Request) -> Dispatcher:
 
 
 def get_session(request: Request) -> Iterator[Session]:
-    """One session per request: commit (then send its tasks) on success, roll back on
-    error."""
+    """One unit of work per request: commit (then send its tasks) on success, roll back
+    on error."""
     settings: Settings = request.app.state.settings
-    dispatcher = get_dispatcher(request)
-    session = get_session_factory(settings.sqlalchemy_url)()
-    try:
+    with session_scope(settings.sqlalchemy_url, get_dispatcher(request).after_commit) as session:
         yield session
-        dispatcher.commit(session)
-    except BaseException:
-        dispatcher.rollback(session)
-        raise
-    finally:
-        session.close()
 
 
 _bearer = HTTPBearer(auto_error=False, description="An API key from `tumorseg keys create`.")
@@ -80,7 +72,7 @@ def get_principal_committed(
     route awaits or waits for a thread (the key's other requests would block on it
     holding theirs)."""
     principal = authenticate(session, credentials.credentials if credentials else None)
-    dispatcher.commit(session)
+    commit(session, dispatcher.after_commit)
     return principal
 
 

@@ -40,6 +40,20 @@ COLUMNS: tuple[str, ...] = (
 )
 
 
+#: The fields of a report row that come from ``db.repositories.studies.study_row``.
+ROW_FROM_STUDY: tuple[str, ...] = (
+    "study_id",
+    "job_id",
+    "status",
+    "lesions",
+    "largest_lesion_px",
+    "tumor_pixels",
+    "tumor_fraction",
+    "uptake_max",
+    "error",
+)
+
+
 @dataclass(frozen=True)
 class ReportRow:
     """One archive study of the night."""
@@ -146,25 +160,17 @@ def nightly_report(session: Session, day: date, zone: tzinfo | None) -> NightlyR
     rows = archive_repo.night_rows(session, start, end)
     results = studies_repo.latest_results(session, [study.id for _, study, _ in rows])
     report = NightlyReport(day.isoformat(), start.isoformat(), end.isoformat())
-    for entry, study, job in rows:
+    for entry, study, _job in rows:
         result = results.get(study.id) if study.status is StudyStatus.SUCCEEDED else None
-        lesions = result.lesions if result else None
+        row = studies_repo.study_row(study, result)
         report.rows.append(
             ReportRow(
-                study_id=study.id,
-                job_id=job.id,
                 path=entry.path,
                 kind=entry.kind,
                 content_hash=entry.content_hash,
-                status=study.status.value,
-                flags=_flags(study.status, lesions),
-                model_version=result.model_version if result else entry.model_version,
-                lesions=lesions,
-                largest_lesion_px=result.largest_lesion_px if result else None,
-                tumor_pixels=result.tumor_pixels if result else None,
-                tumor_fraction=result.tumor_fraction if result else None,
-                uptake_max=result.uptake_max if result else None,
-                error=study.error,
+                flags=_flags(study.status, row["lesions"]),
+                **{k: row[k] for k in ROW_FROM_STUDY},
+                model_version=row["model_version"] or entry.model_version,
             )
         )
     return report

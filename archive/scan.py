@@ -276,13 +276,8 @@ def _probe(settings: Settings, report: ScanReport) -> None:
     report.planned = kept
 
 
-def _input_png(session: Session, item: Planned, settings: Settings) -> RenderedInput:
-    """The study's PNG with its pixel spacing (rendered volumes know it; PNGs do not)."""
-    if item.source_study_id is not None:
-        earlier = archive_repo.study_input(session, item.source_study_id)
-        if earlier is None:
-            raise RenderError("the earlier study is gone")
-        return earlier
+def _render(item: Planned, settings: Settings) -> RenderedInput:
+    """A new study's PNG with its pixel spacing (rendered volumes know it; PNGs do not)."""
     root = Path(item.root)
     if item.kind == sources.PNG:
         data = sources.read_confined(item.files[0], root)
@@ -308,14 +303,29 @@ def _check_png(data: bytes, path: str, settings: Settings) -> None:
 
 
 def _submit(settings: Settings, report: ScanReport, dispatcher: Dispatcher) -> None:
+    """Render the new studies (before any transaction: a volume takes seconds), then store
+    the job, its studies and their archive entries in one unit of work, and send it."""
+    renders: list[tuple[Planned, RenderedInput | None]] = []
+    for item in report.planned:
+        if item.source_study_id is not None:  # re-processing: its input is stored
+            renders.append((item, None))
+            continue
+        try:
+            renders.append((item, _render(item, settings)))
+        except (RenderError, OSError, sources.ConfinementError) as exc:
+            report.problems.append(Problem(f"{item.root}/{item.path}", str(exc)))
     try:
-        with dispatcher.unit_of_work() as session:
+        with session_scope(settings.sqlalchemy_url, dispatcher.after_commit) as session:
             rendered: list[tuple[Planned, RenderedInput]] = []
-            for item in report.planned:
-                try:
-                    rendered.append((item, _input_png(session, item, settings)))
-                except (RenderError, OSError, sources.ConfinementError) as exc:
-                    report.problems.append(Problem(f"{item.root}/{item.path}", str(exc)))
+            for item, found in renders:
+                if found is None:
+                    found = archive_repo.study_input(session, item.source_study_id or 0)
+                if found is None:
+                    report.problems.append(
+                        Problem(f"{item.root}/{item.path}", "the earlier study is gone")
+                    )
+                else:
+                    rendered.append((item, found))
             report.planned = [item for item, _ in rendered]
             if not rendered:
                 return
@@ -338,7 +348,7 @@ def _submit(settings: Settings, report: ScanReport, dispatcher: Dispatcher) -> N
                     seen_at=report.started_at,
                 )
             session.flush()  # the unique constraint speaks now, not at the commit
-            ids = jobs_repo.queued_study_ids(session, job.id)
+            ids = [study.id for study in job.studies]
             send_after_commit(session, ids, settings.nightly_queue)
             report.job_id, report.submitted = job.id, len(ids)
     except IntegrityError as exc:

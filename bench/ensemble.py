@@ -25,8 +25,8 @@ from model.preprocessing import decode_image
 
 
 def _studies_per_s(pred: Predictor, images: list[Any], repeat: int) -> float:
-    pred.predict(images[: 2 * pred.batch_size])  # warm-up (kernels are made per shape)
-    return 1000 / best_ms_per_study(lambda: pred.predict(images), len(images), repeat)
+    pred.masks(images[: 2 * pred.inference.batch_size])  # warm-up (kernels are made per shape)
+    return 1000 / best_ms_per_study(lambda: pred.masks(images), len(images), repeat)
 
 
 def run(
@@ -44,9 +44,9 @@ def run(
                 "setting": name,
                 "model_version": pred.version,
                 "members": pred.n_members,
-                "flip_tta": bool(pred.manifest.postprocessing.get("flip_tta", False)),
-                "batch": pred.batch_size,
-                "precision": str(pred.autocast_dtype or "fp32"),
+                "flip_tta": pred.inference.flip_tta,
+                "batch": pred.inference.batch_size,
+                "precision": str(pred.inference.autocast_dtype or "fp32"),
                 "studies_per_s": _studies_per_s(pred, images, repeat),
             }
         )

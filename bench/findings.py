@@ -1,11 +1,12 @@
-"""What the lesion rows and MIP biomarkers add to a study's measuring, in one run.
+"""What a study's findings cost beside the network, in one run.
 
-The worker measures each predicted study on the host: its metrics
-(`model.metrics.study_metrics`), its lesions and biomarkers (`model.lesions`,
-`model.biomarkers`) and its mask PNG (`model.png.encode_mask_png`). On a CPU this runs
-after the chunk's last batch, so it adds to the chunk's time. This times each part on the
-released model's masks of development studies (patients and controls), and the network
-per study on the same studies, and prints their ratios.
+The worker turns each predicted study into its findings (`model.findings.find`: the
+mask, its metrics, lesions and MIP biomarkers, from one labelling of the components) and
+its mask PNG (`model.png.encode_mask_png`), after each batch. This times both on the
+released model's predictions of development studies (patients and controls), the
+network per study on the same studies, and prints their ratios. For comparison it also
+times the parts the way they were before `model.findings` (metrics and lesions each
+labelling the mask again).
 
 Usage: .venv/bin/python -m bench.findings [--n 32] [--repeat 5] [--data DIR] [--json]
 """
@@ -21,9 +22,11 @@ from typing import Any
 
 from bench.inference import DATA, machine, pick
 from model.biomarkers import mip_biomarkers
+from model.findings import find
 from model.lesions import body_extent, find_lesions
 from model.metrics import study_metrics
 from model.png import encode_mask_png
+from model.postprocessing import components
 from model.predictor import Predictor
 from model.preprocessing import decode_image
 
@@ -39,41 +42,47 @@ def best_ms_per_study(fn: Callable[[], object], n: int, repeat: int) -> float:
 
 
 def run(n: int = 32, repeat: int = 5, data: Path = DATA) -> dict[str, Any]:
-    """Time the measuring steps and the network on `n` studies; returns the figures."""
+    """Time the findings and the network on `n` studies; returns the figures."""
     images = [decode_image(f.image.read_bytes()) for f in pick(n, data)]
     predictor = Predictor.from_artifact(device="cpu")
+    rule = predictor.rule
     start = time.perf_counter()
-    predicted = {i: (m, q) for i, m, q in predictor.iter_predict_with_probabilities(images)}
+    predicted = {p.index: p for batch in predictor.iter_batches(images) for p in batch}
     network_ms = 1000 * (time.perf_counter() - start) / n
-    pairs = [(images[i], *predicted[i]) for i in range(n)]
-
-    def metrics() -> None:
-        for image, mask, _ in pairs:
-            study_metrics(image, mask)
+    pairs = [(images[i], predicted[i]) for i in range(n)]
+    masks = [components(p.levels, rule).mask() for _, p in pairs]
 
     def findings() -> None:
-        for image, mask, quantized in pairs:
+        for image, p in pairs:
+            find(image, p.levels, p.probabilities, rule)
+
+    def separately() -> None:  # the mask, then metrics and lesions labelling it again
+        for image, p in pairs:
+            mask = components(p.levels, rule).mask()
+            study_metrics(image, mask)
             body = body_extent(image)
-            found = find_lesions(mask, image, quantized, None, body, probability_scale=1 / 255)
-            mip_biomarkers(found, body)
+            mip_biomarkers(find_lesions(mask, image, p.probabilities, None, body, 1 / 255), body)
 
     def encode() -> None:
-        for _, mask, _ in pairs:
+        for mask in masks:
             encode_mask_png(mask)
 
     rows = {
-        "metrics_ms": best_ms_per_study(metrics, n, repeat),
-        "lesions_biomarkers_ms": best_ms_per_study(findings, n, repeat),
+        "findings_ms": best_ms_per_study(findings, n, repeat),
+        "separately_ms": best_ms_per_study(separately, n, repeat),
         "encode_ms": best_ms_per_study(encode, n, repeat),
     }
     return {
         "machine": machine(),
+        "model_version": predictor.version,
         "n_studies": n,
-        "lesions": int(sum(len(find_lesions(m, img)) for img, m, _ in pairs)),
+        "lesions": int(
+            sum(len(find(img, p.levels, p.probabilities, rule).lesions) for img, p in pairs)
+        ),  # fmt: skip
         "network_ms": network_ms,
         **rows,
-        "findings_over_metrics": rows["lesions_biomarkers_ms"] / rows["metrics_ms"],
-        "findings_over_network": rows["lesions_biomarkers_ms"] / network_ms,
+        "findings_over_separately": rows["findings_ms"] / rows["separately_ms"],
+        "findings_over_network": rows["findings_ms"] / network_ms,
     }
 
 
@@ -89,10 +98,10 @@ def main() -> None:
         print(json.dumps(result, indent=2))
         return
     print(f"{result['machine']}; {result['n_studies']} studies, {result['lesions']} lesions")
-    for key in ("network_ms", "metrics_ms", "lesions_biomarkers_ms", "encode_ms"):
+    for key in ("network_ms", "findings_ms", "separately_ms", "encode_ms"):
         print(f"{key:24s} {result[key]:8.2f} ms/study")
-    print(f"lesions+biomarkers / metrics  {result['findings_over_metrics']:.2f}")
-    print(f"lesions+biomarkers / network  {result['findings_over_network']:.3f}")
+    print(f"findings / the parts separately  {result['findings_over_separately']:.2f}")
+    print(f"findings / network               {result['findings_over_network']:.3f}")
 
 
 if __name__ == "__main__":

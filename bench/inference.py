@@ -33,11 +33,11 @@ from monai.inferers import sliding_window_inference
 from PIL import Image
 
 from bench.memory import PeakRSS
-from model.bucketing import padded
+from model.bucketing import padded, padding_waste
 from model.dataset import find_studies
 from model.metrics import dice
 from model.network import DEFAULT_ARCHITECTURE, build_network
-from model.predictor import Predictor, bf16_supported
+from model.predictor import Predictor, bf16_supported, forward
 from model.preprocessing import decode_image, decode_mask, scaled_size
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "dmiai2023"
@@ -89,26 +89,29 @@ def _sync(device: torch.device) -> None:
 def network_rate(
     pred: Predictor, shape: tuple[int, int], seconds: float = 2.0, channels_last: bool = False
 ) -> float:
-    """Studies/s of the network alone: repeated forward passes on one device-resident batch
-    of `pred.batch_size` images of `shape`, synchronised; no decode, resampling, copies or
-    post-processing. `channels_last` converts a (CUDA) network for the measurement and back."""
-    x = torch.rand((pred.batch_size, 1, *shape), device=pred.device)
+    """Studies/s of one member network alone: repeated forward passes on one
+    device-resident batch of the predictor's batch size of images of `shape`, synchronised;
+    no decode, resampling, copies or post-processing. `channels_last` converts a (CUDA)
+    network for the measurement and back."""
+    batch_size, dtype = pred.inference.batch_size, pred.inference.autocast_dtype
+    network = pred.networks[0]
+    x = torch.rand((batch_size, 1, *shape), device=pred.device)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
-        pred.network.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        network.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     try:
         with torch.inference_mode():
-            pred.logits(x)  # warm-up (cuDNN picks its algorithms here)
+            forward(network, x, dtype)  # warm-up (cuDNN picks its algorithms here)
             _sync(pred.device)
             done, start = 0, time.perf_counter()
             while done < 3 or time.perf_counter() - start < seconds:
-                pred.logits(x)
+                forward(network, x, dtype)
                 done += 1
             _sync(pred.device)
-            return done * pred.batch_size / (time.perf_counter() - start)
+            return done * batch_size / (time.perf_counter() - start)
     finally:
         if channels_last:
-            pred.network.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
+            network.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
 
 
 def common_shape(images: list[np.ndarray], scale: float, multiple: int) -> tuple[int, int]:
@@ -162,29 +165,29 @@ def run(
     reference = Predictor.from_artifact(
         artifact, device=device_name, batch_size=1, precision="fp32"
     )
-    ref_masks = [reference.predict([d])[0] for d in decoded]
+    ref_masks = [reference.masks([d])[0] for d in decoded]
     labels = [
         decode_mask(f.label.read_bytes(), d.shape) if f.label else None
         for f, d in zip(files, decoded, strict=True)
     ]
     precisions = ["fp32"] + (["bf16"] if bf16_supported(device) else [])
-    shape = common_shape(decoded, reference.input_scale, reference.multiple)
+    shape = common_shape(decoded, reference.inference.input_scale, reference.inference.multiple)
     best = 0.0
     for precision, bs in [(precision, bs) for precision in precisions for bs in batch_sizes]:
         pred = Predictor.from_artifact(
             artifact, device=device_name, batch_size=bs, precision=precision
         )
-        pred.predict(decoded[: 2 * pred.batch_size])  # warm-up (kernels are made per shape)
+        pred.masks(decoded[: 2 * bs])  # warm-up (kernels are made per shape)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         png_s, model_s = [], []
         with PeakRSS() as mem:
             for _ in range(repeat):  # PNG bytes to masks, then the model alone, in turns
                 t0 = time.perf_counter()
-                masks = pred.predict([decode_image(p) for p in pngs])
+                masks = pred.masks([decode_image(p) for p in pngs])
                 png_s.append(time.perf_counter() - t0)
                 t0 = time.perf_counter()
-                pred.predict(decoded)  # resampling, network, post-processing
+                pred.masks(decoded)  # resampling, network, post-processing
                 model_s.append(time.perf_counter() - t0)
         secs = float(np.median(png_s))
         model_rate = len(pngs) / float(np.median(model_s))
@@ -212,7 +215,7 @@ def run(
                 "peak_rss_mb": mem.peak / 2**20,
                 "peak_gpu_mb": gpu_mb,
                 "agreement_dice": float(np.mean(agree)) if agree else None,
-                "padding_waste": pred.last_run.padding_waste,
+                "padding_waste": padding_waste(*reversed(pred.plan(decoded))),
             }
         )
     return {

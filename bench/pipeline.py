@@ -45,10 +45,10 @@ def model_time(pngs: list[bytes], batch_size: int, warm: int) -> tuple[float, st
 
     pred = Predictor.from_artifact(None, device="auto", batch_size=batch_size)
     images = [decode_image(p) for p in pngs]
-    pred.predict(images[: max(warm, 1)])  # warm-up: each new input shape costs a first time
+    pred.masks(images[: max(warm, 1)])  # warm-up: each new input shape costs a first time
     start = time.perf_counter()
-    pred.predict(images)
-    return time.perf_counter() - start, pred.version, pred.batch_size
+    pred.masks(images)
+    return time.perf_counter() - start, pred.version, pred.inference.batch_size
 
 
 REPORT_START = '{"model_version"'  # a chunk report in the worker's log (JSON)

@@ -4,7 +4,7 @@
    previous implementation);
 2. the predictor's copy out of each batch: probability maps copied to the host and
    thresholded there (the previous way) against masks thresholded on the device and
-   copied out as bool, then components removed (`Predictor.iter_predict` now).
+   copied out as uint8 levels, then components kept (`Predictor.iter_batches` now).
 
 On a GPU the network costs about 0.2 ms a study and everything else runs on the host, so
 the host's post-processing bounds the predictor's throughput there. The maps are the
@@ -26,14 +26,8 @@ import numpy as np
 import torch
 
 from bench.inference import DATA, machine, pick
-from model.postprocessing import (
-    CONNECTIVITY,
-    keep_components,
-    label_components,
-    remove_small_components,
-    to_mask,
-)
-from model.predictor import Predictor
+from model.postprocessing import CONNECTIVITY, Rule, components, label_components, to_mask
+from model.predictor import Predictor, device_levels, host_arrays
 from model.preprocessing import decode_image
 
 
@@ -63,24 +57,26 @@ def copy_out_ms(
     masks: floats thresholded on the host, bool masks thresholded on the device, and the
     peak rule's uint8 levels from the device with its seeded components on the host. The
     three are alternated pass by pass; each figure is the median pass."""
-    t, m = predictor.threshold, predictor.min_component_px
-    size = predictor.batch_size
+    t, m = predictor.rule.threshold, predictor.rule.min_component_px
+    size = predictor.inference.batch_size
+    plain, with_peak = Rule(t, m), Rule(t, m, peak)
     batches = [
         [torch.from_numpy(p).to(predictor.device) for p in maps[k : k + size]]
         for k in range(0, len(maps), size)
     ]
 
+    def floats(b: list[torch.Tensor]) -> list[np.ndarray]:
+        return host_arrays(torch.cat([x.reshape(-1) for x in b]).clamp(0.0, 1.0), b)
+
     def on_host() -> list[np.ndarray]:
-        return [to_mask(p, t, m) for b in batches for p in predictor._download(b, None)]
+        return [to_mask(p, t, m) for b in batches for p in floats(b)]
 
     def on_device() -> list[np.ndarray]:
-        return [remove_small_components(a, m) for b in batches for a in predictor._download(b, t)]
+        return [components(lv, plain).mask() for b in batches for lv in device_levels(b, plain)]
 
     def peak_rule() -> list[np.ndarray]:
         return [
-            keep_components(lv >= 1, m, seeds=lv == 2)
-            for b in batches
-            for lv in predictor._download(b, t, peak)
+            components(lv, with_peak).mask() for b in batches for lv in device_levels(b, with_peak)
         ]
 
     for a, b in zip(on_host(), on_device(), strict=True):
@@ -103,18 +99,18 @@ def run(n: int, repeat: int, device: str = "cpu", data: Path = DATA) -> dict:
     predictor = Predictor.from_artifact(device=device)
     studies = pick(n, data)
     maps = predictor.probabilities([decode_image(s.image.read_bytes()) for s in studies])
-    t, m = predictor.threshold, max(predictor.min_component_px, 2)
+    t, m = predictor.rule.threshold, max(predictor.rule.min_component_px, 2)
     for s, p in zip(studies, maps, strict=True):
         if not np.array_equal(to_mask(p, t, m), whole_image(p, t, m)):
             raise RuntimeError(f"{s.name}: the two implementations give different masks")
     before = ms_per_study(lambda p: whole_image(p, t, m), maps, repeat)
     after = ms_per_study(lambda p: to_mask(p, t, m), maps, repeat)
-    peak = predictor.min_peak if predictor.min_peak is not None else 0.9
+    peak = predictor.rule.min_peak if predictor.rule.min_peak is not None else 0.9
     out = copy_out_ms(predictor, maps, repeat, peak)
     return {
         "machine": machine(predictor.device),
         "device": str(predictor.device),
-        "batch_size": predictor.batch_size,
+        "batch_size": predictor.inference.batch_size,
         "model_version": predictor.version,
         "n_studies": len(maps),
         "threshold": t,

@@ -189,12 +189,6 @@ class Settings(BaseSettings):
         "its heartbeat renews it every third of that, and a dead worker's studies are "
         "re-queued once it lapses.",
     )
-    reap_after: int = Field(
-        7200,
-        ge=1,
-        description="Backstop for running studies without a lease (claimed before leases "
-        "existed): seconds before the reaper re-queues them; must exceed task_time_limit.",
-    )
     reap_interval: int = Field(
         15,
         ge=1,
@@ -267,11 +261,6 @@ class Settings(BaseSettings):
                 f"TUMORSEG_TASK_TIME_LIMIT ({self.task_time_limit}s) must be below "
                 f"TUMORSEG_VISIBILITY_TIMEOUT ({self.visibility_timeout}s), or Redis "
                 "redelivers tasks that are still running"
-            )
-        if self.reap_after <= self.task_time_limit:
-            raise ValueError(
-                f"TUMORSEG_REAP_AFTER ({self.reap_after}s) must exceed TUMORSEG_TASK_TIME_LIMIT "
-                f"({self.task_time_limit}s), or the reaper re-queues studies still running"
             )
         if self.artifact_dir is not None and not self.artifact_dir.exists():
             raise ValueError(f"TUMORSEG_ARTIFACT_DIR {self.artifact_dir} does not exist")

@@ -13,6 +13,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import redis
+
 from config.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -30,6 +32,15 @@ def redis_py_url(url: str) -> str:
     if url.startswith("redis+socket://"):
         return "unix://" + url.removeprefix("redis+socket://")
     return url
+
+
+def redis_client(url: str, timeout: float = 2.0) -> redis.Redis:
+    """The one way to open a redis-py client on the broker (notices, queue depths, the
+    API's rate limit, health checks): ``url`` as ``redis_py_url`` gives it, and socket
+    timeouts so that a broker that is away fails fast."""
+    return redis.Redis.from_url(
+        redis_py_url(url), socket_timeout=timeout, socket_connect_timeout=timeout
+    )
 
 
 def start_embedded_redis(var_dir: Path) -> str:

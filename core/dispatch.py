@@ -1,188 +1,57 @@
-"""Sending work to the workers: the task names, the one Celery configuration, and sends
-that wait for the commit.
+"""Sending work to the workers: sends that wait for the commit, and the one
+broker-failure policy.
 
 Every producer sends through a :class:`Dispatcher`: the API (``POST /v1/jobs``,
-``POST /predict``, the web viewer), the archive scan, the recovery pass and beat (whose
-schedule is :func:`beat_config`). Tasks carry study ids only.
+``POST /predict``, the web viewer), the archive scan, the recovery pass. Tasks carry
+study ids only; their names and the Celery configuration are in ``core/celery_app.py``.
 
 *After the commit.* A unit of work asks for its studies to be sent with
-:func:`send_after_commit`; the dispatcher sends them once the commit succeeded
-(:meth:`Dispatcher.commit`, :meth:`Dispatcher.unit_of_work`), and a rollback forgets
-them. So a task never names a study that is not in the database.
+:func:`send_after_commit` (``db.session.after_commit`` underneath); once it has committed,
+``db.session.session_scope`` hands them to :meth:`Dispatcher.after_commit`, which sends
+them and announces the jobs the unit of work finished (``core/job_notices.py``). A
+rollback forgets them, so a task never names a study that is not in the database, and a
+unit of work with something to send and no dispatcher refuses to commit.
 
 *The broker is down.* A send the broker refuses is logged and dropped: the studies stay
 queued in the database, and the recovery pass (``worker/reaper.py``) sends them once
 their job has been idle for ``reap_queued_after`` seconds and their queue is empty. The
 API still answers 202 with the job, and the archive scan still reports the job; nothing
 is failed or deleted, and the same policy holds for every producer.
-
-*Finished jobs.* Status changes record the jobs they finish in the unit of work
-(``db/status.py``); after the commit the dispatcher publishes each on a Redis channel of
-its own, which ``POST /predict`` waits on (:meth:`Dispatcher.watch_job`) instead of
-polling the database.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
-from contextlib import asynccontextmanager, contextmanager, suppress
+from collections.abc import Sequence
 from typing import Any
 
-import redis
-import redis.asyncio
 from celery import Celery
-from celery.schedules import crontab
-from kombu import Exchange, Queue
 from sqlalchemy.orm import Session
 
 from config.settings import Settings
-from core.broker import broker_url, redis_py_url
-from db.session import get_session_factory
-from db.status import FINISHED_JOBS
+from core.broker import redis_client, redis_py_url
+from core.celery_app import SEGMENT_TASK, celery_app
+from core.job_notices import JobNotices
+from db.session import after_commit
+from db.status import JOB_FINISHED
 
 logger = logging.getLogger(__name__)
 
-#: Segment one chunk of studies (``worker/tasks.py``); args: the study ids.
-SEGMENT_TASK = "tumorseg.segment_chunk"
-#: Scan the hospital archive (beat, nightly).
-ARCHIVE_SCAN_TASK = "tumorseg.archive_scan"
-#: One recovery pass (``worker/reaper.py``; beat, every ``reap_interval``).
-REAP_TASK = "tumorseg.reap"
-
-#: Key in ``Session.info``: (queue, study ids) to send once the unit of work commits.
-_PENDING_SENDS = "tumorseg.pending_sends"
-
-
-def celery_config(settings: Settings, url: str) -> dict[str, Any]:
-    """The Celery configuration of every process, producers and workers alike.
-
-    Long model tasks run with late acknowledgement, are re-queued when a worker dies,
-    never prefetched beyond the one running, and killed at a hard time limit that stays
-    below the broker's visibility timeout (the settings refuse anything else). A producer
-    gives up on a broker that does not answer within seconds (the studies stay queued).
-
-    Args:
-        settings: Service settings.
-        url: Resolved broker URL (the embedded server's when none is configured).
-
-    Returns:
-        Keyword arguments for ``Celery.conf.update``.
-    """
-    return {
-        "broker_url": url,
-        # "priority": BRPOP always lists the queues in the order below, so a worker takes
-        # interactive work first and nightly work only when no interactive task waits
-        # (kombu's default "round_robin" would alternate between the queues).
-        "broker_transport_options": {
-            "visibility_timeout": settings.visibility_timeout,
-            "queue_order_strategy": "priority",
-        },
-        "broker_connection_timeout": 3,
-        "broker_connection_retry_on_startup": True,  # a worker waits for its broker
-        "task_publish_retry_policy": {"max_retries": 2, "interval_start": 0.2},
-        "task_ignore_result": True,  # results live in the database
-        "result_backend": None,
-        "task_acks_late": True,
-        "task_reject_on_worker_lost": True,
-        "worker_prefetch_multiplier": 1,
-        "task_time_limit": settings.task_time_limit,
-        "task_soft_time_limit": settings.task_soft_time_limit,
-        "task_serializer": "json",
-        "accept_content": ["json"],
-        # each queue on its own direct exchange: a bare Queue(name) would be bound to the
-        # default queue's exchange and key, and a message for one would reach both
-        "task_queues": [_queue(settings.interactive_queue), _queue(settings.nightly_queue)],
-        "task_default_queue": settings.interactive_queue,
-        "task_routes": {
-            SEGMENT_TASK: {"queue": settings.interactive_queue},
-            ARCHIVE_SCAN_TASK: {"queue": settings.nightly_queue},
-        },
-        # the scan is acknowledged on receipt (a lost scan is simply tomorrow's) and may
-        # run longer than a chunk; its Redis lock expires with the same limit
-        "task_annotations": {
-            ARCHIVE_SCAN_TASK: {
-                "acks_late": False,
-                "time_limit": settings.archive_scan_time_limit,
-                "soft_time_limit": settings.archive_scan_time_limit - 30,
-            }
-        },
-        "worker_hijack_root_logger": False,
-        "worker_max_tasks_per_child": 200,
-        "worker_send_task_events": False,
-        "timezone": "UTC",
-    }
-
-
-def _queue(name: str) -> Queue:
-    # kombu's constructors have no annotations
-    return Queue(name, Exchange(name, type="direct"), routing_key=name)  # type: ignore[no-untyped-call]
-
-
-def beat_config(settings: Settings) -> dict[str, Any]:
-    """What beat sends, and when: the nightly archive scan and the recovery pass.
-
-    The crontab ``archive_cron`` is read in ``archive_timezone`` (the machine's local
-    zone when unset). Two beats may run: the scan task takes a Redis lock, so they never
-    submit twice.
-
-    Returns:
-        Keyword arguments for ``Celery.conf.update``.
-    """
-    return {
-        "timezone": settings.archive_timezone,
-        "enable_utc": settings.archive_timezone is not None,  # neither: local time
-        "beat_schedule": {
-            "nightly-archive-scan": {
-                "task": ARCHIVE_SCAN_TASK,
-                "schedule": crontab.from_string(settings.archive_cron),
-                "options": {"queue": settings.nightly_queue},
-            },
-            "stuck-study-reaper": {  # worker.reaper: re-send studies whose task was lost
-                "task": REAP_TASK,
-                "schedule": float(settings.reap_interval),
-                # a pass that waited behind a backlog for longer than the interval is
-                # dropped: the workers' own passes (worker/recovery.py) ran meanwhile
-                "options": {
-                    "queue": settings.interactive_queue,
-                    "expires": float(settings.reap_interval),
-                },
-            },
-        },
-        "beat_schedule_filename": str(settings.var_dir / "celerybeat-schedule"),
-    }
-
-
-def celery_app(settings: Settings, include: Sequence[str] = ()) -> Celery:
-    """The Celery app on the configured broker (the embedded one when none is set).
-
-    Args:
-        settings: Service settings.
-        include: Modules whose tasks the app registers (a worker's: ``worker.tasks``);
-            producers need none, they send by name.
-    """
-    app = Celery("tumorseg", include=list(include))
-    app.conf.update(celery_config(settings, broker_url(settings)))
-    return app
+#: What ``db.session.after_commit`` hands on for studies to send: (queue, study ids).
+SEND = "send"
 
 
 def send_after_commit(session: Session, study_ids: Sequence[int], queue: str) -> None:
     """Send these studies to ``queue`` once the session's unit of work has committed."""
     if study_ids:
-        session.info.setdefault(_PENDING_SENDS, []).append((queue, list(study_ids)))
-
-
-def finished_channel(job_id: int) -> str:
-    """The Redis channel on which a job's end is announced."""
-    return f"tumorseg:job-finished:{job_id}"
+        after_commit(session, SEND, (queue, list(study_ids)))
 
 
 class Dispatcher:
-    """Sends chunk tasks and finished-job notices through one Celery app and its broker.
+    """Sends chunk tasks through one Celery app, and announces finished jobs.
 
     Args:
-        settings: Service settings (queues, chunk size, database).
+        settings: Service settings (queues, chunk size).
         app: The Celery app to send through (a worker's own); a new producer app on the
             configured broker when None.
     """
@@ -190,14 +59,11 @@ class Dispatcher:
     def __init__(self, settings: Settings, app: Celery | None = None) -> None:
         self.settings = settings
         self.app = app or celery_app(settings)
-        url = str(self.app.conf.broker_url)
-        self.redis_url = redis_py_url(url)
-        #: A redis-py client on the broker: notices, queue depths, the API's rate limit.
-        self.redis = redis.Redis.from_url(
-            self.redis_url, socket_timeout=2, socket_connect_timeout=2
-        )
+        self.redis_url = redis_py_url(str(self.app.conf.broker_url))
+        self._redis = redis_client(self.redis_url)
+        #: Finished-job notices on the broker's Redis (``POST /predict`` waits on them).
+        self.notices = JobNotices(self._redis, self.redis_url)
 
-    # -- sending -------------------------------------------------------------------
     def send(self, study_ids: Sequence[int], queue: str) -> int:
         """Send the studies to ``queue`` now, one task per ``chunk_size`` of them.
 
@@ -229,81 +95,28 @@ class Dispatcher:
 
     def queue_depth(self, queue: str) -> int:
         """Tasks waiting in ``queue`` (raises ``redis.RedisError`` when Redis is away)."""
-        return int(self.redis.llen(queue))
+        return int(self._redis.llen(queue))
 
-    def announce_finished(self, job_ids: Sequence[int]) -> None:
-        """Publish that these jobs finished (a lost notice only delays a waiter)."""
-        try:
-            for job_id in job_ids:
-                self.redis.publish(finished_channel(job_id), str(job_id))
-        except redis.RedisError as exc:
-            logger.warning("finished-job notice for %s not sent: %s", list(job_ids), exc)
+    def ping(self) -> None:
+        """Raise ``redis.RedisError`` unless the broker answers PING within 2 s."""
+        self._redis.ping()
 
-    # -- units of work -------------------------------------------------------------
-    def commit(self, session: Session) -> None:
-        """Commit the unit of work, then send its tasks and announce the jobs it finished."""
-        session.commit()
-        sends: list[tuple[str, list[int]]] = session.info.pop(_PENDING_SENDS, [])
-        finished: set[int] = session.info.pop(FINISHED_JOBS, set())
-        for queue, study_ids in sends:
-            self.send(study_ids, queue)
+    def after_commit(self, pending: Sequence[tuple[str, Any]]) -> None:
+        """Take a committed unit of work's hand-ons (``db.session.session_scope``'s
+        ``on_commit``): send its studies, then announce the jobs it finished."""
+        finished: set[int] = set()
+        for kind, payload in pending:
+            if kind == SEND:
+                queue, study_ids = payload
+                self.send(study_ids, queue)
+            elif kind == JOB_FINISHED:
+                finished.add(int(payload))
+            else:
+                raise ValueError(f"nothing takes {kind!r} after a commit")
         if finished:
-            self.announce_finished(sorted(finished))
-
-    @staticmethod
-    def rollback(session: Session) -> None:
-        """Roll the unit of work back and forget what it would have sent."""
-        session.info.pop(_PENDING_SENDS, None)
-        session.info.pop(FINISHED_JOBS, None)
-        session.rollback()
-
-    @contextmanager
-    def unit_of_work(self) -> Iterator[Session]:
-        """One unit of work on the configured database: commit and then dispatch on
-        success, roll back on error, always close."""
-        session = get_session_factory(self.settings.sqlalchemy_url)()
-        try:
-            yield session
-            self.commit(session)
-        except BaseException:
-            self.rollback(session)
-            raise
-        finally:
-            session.close()
-
-    # -- waiting for a job ---------------------------------------------------------
-    @asynccontextmanager
-    async def watch_job(self, job_id: int) -> AsyncIterator[Callable[[float], Awaitable[bool]]]:
-        """Subscribe to the job's end and yield ``wait(timeout)``: True once the end is
-        announced, False after ``timeout`` seconds (always so when Redis could not be
-        subscribed to; the end may still come from a recovery pass once it is back).
-        Check the database inside, then wait, so that an end between the two is seen."""
-        client = redis.asyncio.Redis.from_url(self.redis_url, socket_connect_timeout=2)
-        pubsub = client.pubsub()
-
-        async def wait(timeout: float) -> bool:
-            if not pubsub.subscribed:
-                await asyncio.sleep(timeout)
-                return False
-            with suppress(TimeoutError, redis.RedisError):
-                async with asyncio.timeout(timeout):
-                    async for message in pubsub.listen():
-                        if message["type"] == "message":
-                            return True
-            return False
-
-        try:
-            try:
-                await pubsub.subscribe(finished_channel(job_id))
-                await pubsub.get_message(timeout=2)  # the confirmation: Redis has subscribed us
-            except redis.RedisError as exc:
-                logger.warning("job %d: no finished-job notice to wait for (%s)", job_id, exc)
-            yield wait
-        finally:
-            await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py: no hints
-            await client.aclose()
+            self.notices.announce(sorted(finished))
 
     def close(self) -> None:
         """Release the broker connections."""
-        self.redis.close()
+        self._redis.close()
         self.app.close()

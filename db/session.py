@@ -1,16 +1,23 @@
-"""Engine factory and the unit-of-work context manager.
+"""Engine factory and the one unit of work: :func:`session_scope`.
 
 SQLite (the default) runs in WAL mode with a busy timeout so that the API and the
 workers can share the file; PostgreSQL is reached through ``postgresql+psycopg://``.
 Engines are cached per process *and* per pid, so a forked worker never reuses its
 parent's connections.
+
+*After the commit.* A unit of work may ask for things to happen once it has committed
+(:func:`after_commit`): tasks to send (``core/dispatch.py``), jobs it finished to
+announce (``db/status.py``). The API's requests, the worker's tasks, the archive scan
+and the command line all open their unit of work with :func:`session_scope` and hand it
+an ``on_commit`` that takes them (``core.dispatch.Dispatcher.after_commit``); a unit of
+work that holds any and has no ``on_commit`` refuses to commit, so nothing is dropped.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -77,12 +84,55 @@ def get_session_factory(url: str) -> sessionmaker[Session]:
     return factory
 
 
+#: Key in ``Session.info``: the (kind, payload) pairs to hand on once the unit of work
+#: has committed.
+AFTER_COMMIT = "tumorseg.after_commit"
+
+#: Takes a committed unit of work's (kind, payload) pairs.
+OnCommit = Callable[[Sequence[tuple[str, Any]]], None]
+
+
+def after_commit(session: Session, kind: str, payload: Any) -> None:
+    """Hand ``payload`` to the unit of work's ``on_commit`` once it has committed; a
+    rollback forgets it."""
+    session.info.setdefault(AFTER_COMMIT, []).append((kind, payload))
+
+
+def commit(session: Session, on_commit: OnCommit | None) -> None:
+    """Commit the unit of work, then hand its :func:`after_commit` pairs to ``on_commit``.
+
+    Raises:
+        RuntimeError: The unit of work holds pairs and there is no ``on_commit``; it
+            is not committed.
+    """
+    pending: list[tuple[str, Any]] = session.info.get(AFTER_COMMIT) or []
+    if pending and on_commit is None:
+        kinds = sorted({kind for kind, _ in pending})
+        raise RuntimeError(
+            f"this unit of work holds {', '.join(kinds)} for after its commit and nothing "
+            "to take them: open it with session_scope(url, on_commit=...)"
+        )
+    session.commit()
+    session.info.pop(AFTER_COMMIT, None)
+    if pending and on_commit is not None:
+        on_commit(pending)
+
+
+def rollback(session: Session) -> None:
+    """Roll the unit of work back and forget what it would have handed on."""
+    session.info.pop(AFTER_COMMIT, None)
+    session.rollback()
+
+
 @contextmanager
-def session_scope(url: str) -> Iterator[Session]:
-    """One unit of work: commit on success, roll back on error, always close.
+def session_scope(url: str, on_commit: OnCommit | None = None) -> Iterator[Session]:
+    """One unit of work: commit (then hand on its :func:`after_commit` pairs) on
+    success, roll back on error, always close.
 
     Args:
         url: Database URL of the session.
+        on_commit: Takes what the unit of work asked for after its commit; needed when
+            it sends tasks or finishes jobs (``core.dispatch.Dispatcher.after_commit``).
 
     Yields:
         A session; repositories only flush, this context manager commits.
@@ -90,9 +140,9 @@ def session_scope(url: str) -> Iterator[Session]:
     session = get_session_factory(url)()
     try:
         yield session
-        session.commit()
+        commit(session, on_commit)
     except BaseException:
-        session.rollback()
+        rollback(session)
         raise
     finally:
         session.close()

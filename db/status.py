@@ -9,9 +9,9 @@ status is derived again from its studies' counts.
 
 Callers: the worker claims, finishes and fails studies; the recovery pass re-queues and
 re-sends them; the API cancels; a new job gets its first status. Nothing else writes
-``Study.status`` or ``Job.status``. The jobs a change finishes are recorded in the unit
-of work (``session.info[FINISHED_JOBS]``), so that whoever commits it can announce them
-(``core/dispatch.py``).
+``Study.status`` or ``Job.status``. The jobs a change finishes are handed on after the
+unit of work commits (``db.session.after_commit`` with :data:`JOB_FINISHED`), so that
+they are announced (``core/dispatch.py``).
 """
 
 from __future__ import annotations
@@ -26,9 +26,10 @@ from sqlalchemy.orm import Session
 from db.models import UNFINISHED_STUDY, Job, JobStatus, Study, StudyStatus, utcnow
 from db.repositories import leases as leases_repo
 from db.repositories import studies as studies_repo
+from db.session import after_commit
 
-#: Key in ``Session.info``: ids of the jobs that reached a final status in this unit of work.
-FINISHED_JOBS = "tumorseg.finished_jobs"
+#: What ``db.session.after_commit`` hands on for a job that reached a final status (its id).
+JOB_FINISHED = "job_finished"
 
 
 # -- locks -------------------------------------------------------------------------
@@ -84,24 +85,46 @@ def counts_for_jobs(session: Session, job_ids: Sequence[int]) -> dict[int, dict[
 
 
 def job_status(counts: Mapping[StudyStatus, int], current: JobStatus) -> JobStatus:
-    """A job's status from its study counts."""
+    """A job's status from its study counts.
+
+    A finished job says what its studies gave: succeeded (or partially failed) whenever
+    one succeeded, cancelled counts or not (the counts say how many); cancelled only when
+    nothing succeeded and something was cancelled.
+    """
     if sum(counts[s] for s in UNFINISHED_STUDY):
         started = counts[StudyStatus.RUNNING] or current is JobStatus.RUNNING
         return JobStatus.RUNNING if started else JobStatus.QUEUED
+    if counts[StudyStatus.SUCCEEDED]:
+        failed = counts[StudyStatus.FAILED]
+        return JobStatus.PARTIALLY_FAILED if failed else JobStatus.SUCCEEDED
     if counts[StudyStatus.CANCELLED]:
         return JobStatus.CANCELLED
-    if counts[StudyStatus.FAILED] and counts[StudyStatus.SUCCEEDED]:
-        return JobStatus.PARTIALLY_FAILED
     if counts[StudyStatus.FAILED]:
         return JobStatus.FAILED
     return JobStatus.SUCCEEDED
 
 
+def open_job(session: Session, job: Job, studies: Sequence[Study]) -> None:
+    """Give a new job its first status from its studies (in memory, not yet written),
+    without reading anything back; a job whose every study failed at intake ends here."""
+    counts = dict.fromkeys(StudyStatus, 0)
+    for study in studies:
+        counts[study.status] += 1
+    job.status = job_status(counts, JobStatus.QUEUED)
+    if job.status not in (JobStatus.QUEUED, JobStatus.RUNNING):
+        job.finished_at = job.created_at or utcnow()
+
+
+def announce_if_finished(session: Session, job: Job) -> None:
+    """Announce a job that :func:`open_job` finished, once it has its id."""
+    if job.finished_at is not None:
+        after_commit(session, JOB_FINISHED, job.id)
+
+
 def refresh_jobs(session: Session, job_ids: Sequence[int]) -> None:
-    """Derive and store each job's status (and finish time) from its studies; record the
-    jobs that finish now in ``session.info[FINISHED_JOBS]``."""
+    """Derive and store each job's status (and finish time) from its studies; the jobs
+    that finish now are announced after the commit (:data:`JOB_FINISHED`)."""
     session.flush()
-    finished: set[int] = session.info.setdefault(FINISHED_JOBS, set())
     for job_id, job_counts in counts_for_jobs(session, sorted(set(job_ids))).items():
         job = session.get(Job, job_id)
         if job is None:
@@ -111,7 +134,7 @@ def refresh_jobs(session: Session, job_ids: Sequence[int]) -> None:
             job.finished_at = None
         elif job.finished_at is None:
             job.finished_at = utcnow()
-            finished.add(job_id)
+            after_commit(session, JOB_FINISHED, job_id)
     session.flush()
 
 
@@ -126,6 +149,9 @@ class Claim:
     skipped: list[int] = field(default_factory=list)
     #: Failed for good now: past the delivery cap.
     failed: list[int] = field(default_factory=list)
+    #: An earlier delivery claimed some of them and never finished: only one study was
+    #: claimed, so that a study that kills its worker uses up only its own deliveries.
+    interrupted: bool = False
 
 
 def claim(
@@ -144,8 +170,10 @@ def claim(
 
     Skipped: cancelled or failed studies, studies done with ``model_version``, and
     running ones that ``held_elsewhere(study, now)`` says another live worker holds.
-    Studies with ``max_deliveries`` attempts already are failed with ``give_up``. The
-    jobs record their start and the model version.
+    Studies with ``max_deliveries`` attempts already are failed with ``give_up``. When
+    an earlier delivery claimed some and never finished them (``attempts`` of a queued
+    or running study), only the first claimable study is claimed, and the rest are left
+    for the next claim. The jobs record their start and the model version.
     """
     job_ids = studies_repo.job_ids_of(session, study_ids)
     now = utcnow()
@@ -154,8 +182,10 @@ def claim(
         job.model_version, job.model_trained = model_version, model_trained
     studies = studies_repo.load_studies(session, study_ids, with_bytes=True)
     done = studies_repo.studies_with_result(session, [s.id for s in studies], model_version)
-    out = Claim()
+    out = Claim(interrupted=any(s.status in UNFINISHED_STUDY and s.attempts >= 1 for s in studies))
     for study in studies:
+        if out.interrupted and out.studies:
+            break  # one at a time: the rest wait for the next claim
         finished = study.status in (StudyStatus.FAILED, StudyStatus.CANCELLED)
         if finished or (study.status is StudyStatus.SUCCEEDED and study.id in done):
             out.skipped.append(study.id)
@@ -183,9 +213,18 @@ class Finish:
     skipped: list[int] = field(default_factory=list)
 
 
-def finish(session: Session, errors: Mapping[int, str | None]) -> Finish:
-    """End running studies: succeeded where ``errors[id]`` is None, else failed with it."""
-    job_ids = studies_repo.job_ids_of(session, list(errors))
+def finish(
+    session: Session, errors: Mapping[int, str | None], job_ids: Sequence[int] | None = None
+) -> Finish:
+    """End running studies: succeeded where ``errors[id]`` is None, else failed with it.
+
+    Args:
+        session: The unit of work.
+        errors: Study id -> None (succeeded) or the reason it failed.
+        job_ids: Their jobs, when the caller knows them (a claim told it).
+    """
+    if job_ids is None:
+        job_ids = studies_repo.job_ids_of(session, list(errors))
     lock_jobs(session, job_ids)
     now = utcnow()
     studies = {s.id: s for s in studies_repo.load_studies(session, list(errors))}
@@ -224,15 +263,36 @@ def _end(study: Study, status: StudyStatus, error: str | None, now: datetime) ->
     study.lease_owner = study.lease_expires_at = None
 
 
+def still_running(session: Session, study_ids: Sequence[int], owner: str) -> set[int]:
+    """The studies among ``study_ids`` that are still running under ``owner``'s lease (the
+    others were cancelled, or taken back, while its chunk ran)."""
+    if not study_ids:
+        return set()
+    stmt = select(Study.id).where(
+        Study.id.in_(list(study_ids)),
+        Study.status == StudyStatus.RUNNING,
+        Study.lease_owner == owner,
+    )
+    return set(session.scalars(stmt))
+
+
 # -- cancellation --------------------------------------------------------------------
-def cancel_queued(session: Session, job_id: int) -> int:
-    """Cancel the job's studies that have not started (running ones finish); how many."""
+def cancel_unfinished(session: Session, job_id: int) -> int:
+    """Cancel the job's studies that have no result yet: queued ones, and those of a
+    running chunk (its worker skips them before their batch, and drops the result of a
+    batch that was running); how many."""
     if not lock_jobs(session, [job_id]):
         return 0
     result = session.execute(
         update(Study)
-        .where(Study.job_id == job_id, Study.status == StudyStatus.QUEUED)
-        .values(status=StudyStatus.CANCELLED, error="cancelled by request", finished_at=utcnow())
+        .where(Study.job_id == job_id, Study.status.in_(UNFINISHED_STUDY))
+        .values(
+            status=StudyStatus.CANCELLED,
+            error="cancelled by request",
+            finished_at=utcnow(),
+            lease_owner=None,
+            lease_expires_at=None,
+        )
         .execution_options(synchronize_session=False)
     )
     session.expire_all()
@@ -259,7 +319,6 @@ def requeue(
     idle: Mapping[int, Sequence[int]],
     *,
     now: datetime,
-    started_before: datetime,
     idle_before: datetime,
     node: str | None = None,
 ) -> Requeue:
@@ -284,7 +343,7 @@ def requeue(
     if running:
         rows = session.execute(
             update(Study)
-            .where(Study.id.in_(list(running)), leases_repo.lapsed(now, started_before, node))
+            .where(Study.id.in_(list(running)), leases_repo.lapsed(now, node))
             .values(
                 status=StudyStatus.QUEUED,
                 started_at=None,

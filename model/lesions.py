@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from model.postprocessing import CONNECTIVITY, tumor_box
+from model.postprocessing import CONNECTIVITY, Components, Rule, components
 
 #: Uptake above which a pixel belongs to the body (the background of a MIP is white, 0
 #: once inverted).
@@ -124,7 +124,8 @@ def find_lesions(
     body: BodyExtent | None = None,
     probability_scale: float = 1.0,
 ) -> list[Lesion]:
-    """Measure every lesion of a predicted mask.
+    """Measure every lesion of a predicted mask (labelled here; `model/findings.py`
+    measures the components the post-processing labelled instead).
 
     Args:
         mask: bool (H, W) predicted mask.
@@ -142,19 +143,31 @@ def find_lesions(
         ValueError: The arrays' shapes differ.
     """
     mask = np.asarray(mask, dtype=bool)
-    shapes = {mask.shape, image.shape} | (
+    found = components(mask, Rule(0.0))
+    return measure_lesions(found, image, probabilities, spacing, body, probability_scale)
+
+
+def measure_lesions(
+    found: Components,
+    image: np.ndarray,
+    probabilities: np.ndarray | None = None,
+    spacing: Spacing | None = None,
+    body: BodyExtent | None = None,
+    probability_scale: float = 1.0,
+) -> list[Lesion]:
+    """Measure the kept components of `found` (`model.postprocessing.components`): the
+    lesions, largest first. Arguments as `find_lesions`'."""
+    shapes = {found.shape, image.shape} | (
         {probabilities.shape} if probabilities is not None else set()
     )
     if len(shapes) != 1:
         raise ValueError(f"mask, image and probabilities must have one shape, got {shapes}")
-    box = tumor_box(mask)
-    if box is None:
+    box, labels, index = found.box, found.labels, found.kept
+    if box is None or index.size == 0:
         return []
     body = body if body is not None else body_extent(image)
-    labels, n = ndimage.label(mask[box], structure=CONNECTIVITY)
-    index = np.arange(1, n + 1)
     img = image[box].astype(np.float64, copy=False)
-    areas = np.bincount(labels.ravel(), minlength=n + 1)[1:]
+    areas = found.sizes[index]
     centroids = ndimage.center_of_mass(np.ones_like(img), labels, index)
     peaks = ndimage.maximum(img, labels, index)
     means = ndimage.mean(img, labels, index)
@@ -166,12 +179,12 @@ def find_lesions(
     )
     objects = ndimage.find_objects(labels)
     r0, c0 = box[0].start, box[1].start
-    found = []
-    for k in range(n):
-        rows, cols = objects[k]
+    measured = []
+    for k, label in enumerate(index):
+        rows, cols = objects[label - 1]
         cy, cx = centroids[k][0] + r0, centroids[k][1] + c0
         rel = (cy + 0.5 - body.top) / body.height_px if body is not None else None
-        found.append(
+        measured.append(
             (
                 int(areas[k]),
                 float(cy),
@@ -188,7 +201,7 @@ def find_lesions(
                 None if prob_peaks is None else float(prob_peaks[k]),
             )
         )
-    found.sort(key=lambda f: (-f[0], f[1], f[2]))
+    measured.sort(key=lambda f: (-f[0], f[1], f[2]))
     return [
         Lesion(
             number=i + 1,
@@ -202,5 +215,5 @@ def find_lesions(
             mean_uptake=mean,
             peak_probability=prob,
         )
-        for i, (area, cy, cx, bbox, rel, peak, mean, prob) in enumerate(found)
+        for i, (area, cy, cx, bbox, rel, peak, mean, prob) in enumerate(measured)
     ]

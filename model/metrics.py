@@ -6,6 +6,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
+from model.lesions import BODY_LEVEL
 from model.postprocessing import component_sizes
 
 
@@ -31,13 +32,16 @@ def precision_recall(pred: np.ndarray, truth: np.ndarray) -> tuple[float | None,
     return (tp / n_pred if n_pred else None, tp / n_true if n_true else None)
 
 
-def body_mask(image: np.ndarray, level: float = 0.02) -> np.ndarray:
+def body_mask(image: np.ndarray, level: float = BODY_LEVEL) -> np.ndarray:
     """Pixels inside the body: any uptake above the near-zero background."""
     return image > level
 
 
 def study_metrics(
-    image: np.ndarray, mask: np.ndarray, label: np.ndarray | None = None
+    image: np.ndarray,
+    mask: np.ndarray,
+    label: np.ndarray | None = None,
+    sizes: np.ndarray | None = None,
 ) -> dict[str, float | int | None]:
     """Numbers the service stores for each segmented study.
 
@@ -45,6 +49,8 @@ def study_metrics(
         image: Network input (H, W) in [0, 1], high uptake high.
         mask: Predicted bool mask (H, W).
         label: Optional expert mask (H, W).
+        sizes: The mask's component sizes when they are known (`model/findings.py`);
+            labelled here when None.
 
     Returns:
         tumor_pixels, tumor_fraction (of body pixels), lesions, largest_lesion_px,
@@ -54,7 +60,7 @@ def study_metrics(
     mask = mask.astype(bool, copy=False)
     tumor_px = int(np.count_nonzero(mask))
     body_px = int(np.count_nonzero(body_mask(image) | mask))
-    sizes = component_sizes(mask)
+    sizes = component_sizes(mask) if sizes is None else sizes
     inside = image[mask]
     out: dict[str, float | int | None] = {
         "tumor_pixels": tumor_px,

@@ -1,6 +1,17 @@
-"""Turning probabilities into a mask: threshold, then drop tiny components."""
+"""Turning probabilities into a mask: threshold, then the component rules.
+
+A :class:`Rule` is a manifest's post-processing: the threshold, the smallest component
+kept, and the peak rule (a component is kept only if it holds a pixel at or above
+``min_peak``: hysteresis). :func:`components` labels a mask's candidates once and says
+which the rule keeps; the mask, the metrics and the lesions of a study all read that one
+labelling (``model/findings.py``).
+"""
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy import ndimage
@@ -9,12 +20,102 @@ from scipy import ndimage
 CONNECTIVITY = np.ones((3, 3), dtype=bool)
 
 
+@dataclass(frozen=True)
+class Rule:
+    """A manifest's post-processing.
+
+    Attributes:
+        threshold: Pixels with probability above it are candidates.
+        min_component_px: Components smaller than this are dropped (0: none).
+        min_peak: Components without a pixel at or above it are dropped; None: no peak
+            rule (one at or below the threshold is none either).
+    """
+
+    threshold: float
+    min_component_px: int = 0
+    min_peak: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.min_peak is not None and self.min_peak <= self.threshold:
+            object.__setattr__(self, "min_peak", None)
+
+    @classmethod
+    def of(cls, threshold: float, postprocessing: Mapping[str, Any]) -> Rule:
+        """The rule of a manifest's ``threshold`` and ``postprocessing`` block."""
+        peak = float(postprocessing.get("min_peak", 0.0))
+        return cls(float(threshold), int(postprocessing.get("min_component_px", 0)), peak or None)
+
+
+@dataclass(frozen=True)
+class Components:
+    """A candidate mask's 8-connected components, labelled once inside its tumor box.
+
+    Attributes:
+        shape: The image's (H, W).
+        box: The candidates' bounding box; None when there is none.
+        labels: Component labels inside the box (0: background).
+        sizes: Pixels of each label, the background first.
+        keep: Which labels the rule keeps (the background never).
+    """
+
+    shape: tuple[int, int]
+    box: tuple[slice, slice] | None
+    labels: np.ndarray
+    sizes: np.ndarray
+    keep: np.ndarray
+
+    @property
+    def kept(self) -> np.ndarray:
+        """The labels that are kept, in label order."""
+        return np.flatnonzero(self.keep)
+
+    def mask(self) -> np.ndarray:
+        """The bool mask of the kept components, at the image's size."""
+        out = np.zeros(self.shape, dtype=bool)
+        if self.box is not None:
+            out[self.box] = self.keep[self.labels]
+        return out
+
+
+def components(levels: np.ndarray, rule: Rule) -> Components:
+    """Label the candidates once and apply the rule's size and peak conditions.
+
+    Args:
+        levels: (H, W) candidates: bool, or the predictor's uint8 levels (1 above the
+            threshold, 2 at or above the peak as well).
+        rule: The size and peak rules (its threshold was applied already).
+    """
+    candidates = levels >= 1
+    box = tumor_box(candidates)
+    if box is None:
+        empty = np.zeros((0, 0), dtype=np.int32)
+        return Components(levels.shape, None, empty, np.zeros(1, np.int64), np.zeros(1, bool))
+    labels, n = label_components(candidates[box])
+    sizes = np.bincount(labels.ravel(), minlength=n + 1)
+    keep = sizes >= max(rule.min_component_px, 1)
+    if rule.min_peak is not None:
+        seeded = np.zeros(n + 1, dtype=bool)
+        seeded[np.unique(labels[(levels[box] == 2) & (labels > 0)])] = True
+        keep &= seeded
+    keep[0] = False
+    return Components(levels.shape, box, labels, sizes, keep)
+
+
+def levels(prob: np.ndarray, rule: Rule) -> np.ndarray:
+    """The predictor's uint8 levels of a float probability map: 1 above the threshold,
+    2 at or above the peak as well."""
+    out = (prob > rule.threshold).astype(np.uint8)
+    if rule.min_peak is not None:
+        out += (prob >= rule.min_peak).astype(np.uint8)
+    return out
+
+
 def tumor_box(mask: np.ndarray) -> tuple[slice, slice] | None:
     """The bounding box of a mask's pixels (None when it is empty).
 
     Lesions cover a small part of a whole-body image, so component work is done inside
-    this box: labelling the whole image costs 4.5 times as much (`bench/postprocessing.py`:
-    0.87 against 0.20 ms a study, the predictor's host time on a GPU).
+    this box (labelling the whole image costs several times as much: docs/BENCHMARKS.md,
+    post-processing).
     """
     rows = np.flatnonzero(mask.any(axis=1))
     if rows.size == 0:
@@ -33,53 +134,16 @@ def label_components(mask: np.ndarray) -> tuple[np.ndarray, int]:
     return labels, int(n)
 
 
-def _box_components(mask: np.ndarray) -> tuple[tuple[slice, slice], np.ndarray, np.ndarray] | None:
-    """(tumor box, labels inside it, pixel count per label with the background first), or
-    None for an empty mask."""
-    box = tumor_box(mask)
-    if box is None:
-        return None
-    labels, n = label_components(mask[box])
-    return box, labels, np.bincount(labels.ravel(), minlength=n + 1)
-
-
 def component_sizes(mask: np.ndarray) -> np.ndarray:
     """Pixel counts of the mask's connected components (8-connected), in label order."""
-    found = _box_components(mask)
-    return np.zeros(0, dtype=np.int64) if found is None else found[2][1:]
+    return components(mask, Rule(0.0)).sizes[1:]
 
 
 def remove_small_components(mask: np.ndarray, min_px: int) -> np.ndarray:
     """Drop connected components smaller than `min_px` pixels."""
-    found = _box_components(mask) if min_px > 1 else None
-    if found is None:
+    if min_px <= 1 or not mask.any():
         return mask
-    box, labels, sizes = found
-    keep = sizes >= min_px
-    keep[0] = False
-    out = np.zeros_like(mask)
-    out[box] = keep[labels]
-    return out
-
-
-def keep_components(mask: np.ndarray, min_px: int, seeds: np.ndarray | None = None) -> np.ndarray:
-    """The components of `mask` with at least `min_px` pixels and, when `seeds` is
-    given, at least one seed pixel (hysteresis: seeds are the pixels at or above the
-    peak rule's probability)."""
-    if seeds is None:
-        return remove_small_components(mask, min_px)
-    found = _box_components(mask)
-    if found is None:
-        return mask
-    box, labels, sizes = found
-    keep = sizes >= max(min_px, 1)
-    seeded = np.zeros(len(sizes), dtype=bool)
-    seeded[np.unique(labels[seeds[box] & (labels > 0)])] = True
-    keep &= seeded
-    keep[0] = False
-    out = np.zeros_like(mask)
-    out[box] = keep[labels]
-    return out
+    return components(mask, Rule(0.0, min_px)).mask()
 
 
 def to_mask(
@@ -97,7 +161,5 @@ def to_mask(
     Returns:
         bool (H, W) mask.
     """
-    mask = prob > threshold
-    if min_peak > threshold:
-        return keep_components(mask, min_component_px, seeds=prob >= min_peak)
-    return remove_small_components(mask, min_component_px)
+    rule = Rule(threshold, min_component_px, min_peak or None)
+    return components(levels(prob, rule), rule).mask()

@@ -1,15 +1,18 @@
 """Batched whole-image inference: load an artifact once, predict many times.
 
-An ensemble artifact's members each run once per batch; the maps are the mean of their
-probabilities (`model.ensemble`).
+`Predictor` is configuration (`Inference`: device, stride, scale, flip TTA, batch size,
+precision; the artifact's `Rule`) plus the member networks, over pure functions
+(`forward`, `probability_maps`). An ensemble's members each run once per batch; the maps
+are the mean of their probabilities (`model.ensemble`). Its surface is what the product
+uses: probability maps, and per batch the masks' levels with the probabilities
+(`iter_batches`, which `model/findings.py` turns into masks, metrics and lesions).
 """
 
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 
@@ -17,37 +20,13 @@ import numpy as np
 import torch
 
 from model.artifact import load_members
-from model.bucketing import Batch, make_batches, padding_waste
+from model.bucketing import Batch, make_batches
 from model.ensemble import mean_probabilities
-from model.manifest import Manifest
 from model.network import stride_multiple
-from model.postprocessing import keep_components, remove_small_components
+from model.postprocessing import Rule, components
 from model.preprocessing import resample_tensor, scaled_size
 
 log = logging.getLogger(__name__)
-
-# Above this many padded pixels per image, fall back to sliding-window inference.
-MAX_WHOLE_IMAGE_PIXELS = 2048 * 2048
-SLIDING_WINDOW_ROI = (512, 512)
-
-
-def _split(flat: np.ndarray, maps: Sequence[torch.Tensor]) -> list[np.ndarray]:
-    """One host copy of a batch's concatenated maps, cut back into one array per map."""
-    out, o = [], 0
-    for m in maps:
-        out.append(flat[o : o + m.numel()].reshape(m.shape))
-        o += m.numel()
-    return out
-
-
-@dataclass(frozen=True)
-class PredictStats:
-    """What the last `predict` call did."""
-
-    n_images: int
-    n_batches: int
-    seconds: float
-    padding_waste: float
 
 
 def resolve_device(device: str) -> torch.device:
@@ -67,12 +46,8 @@ def bf16_supported(device: torch.device) -> bool:
         return False
 
 
-#: Images per forward pass that bench/inference.py measured fastest (docs/BENCHMARKS.md),
-#: by (device type, autocast dtype): on CPU one in fp32, where larger batches lose to cache
-#: effects, and 4 in native bf16 (AVX-512 BF16); 32 on an H200, the largest whose masks
-#: still agree with one-at-a-time masks at Dice >= 0.99 with the released artifact (0.995
-#: in bf16 over 64 patients, 112 studies/s against 81 at batch 8; 128 agreed at 0.983:
-#: more height padding per bucket. An earlier artifact with flip TTA agreed at 0.979 at 32).
+#: Images per forward pass that `bench.inference` measured fastest, by (device type,
+#: autocast dtype); the figures are in docs/BENCHMARKS.md.
 BEST_BATCH_SIZE: dict[tuple[str, torch.dtype | None], int] = {
     ("cpu", None): 1,
     ("cpu", torch.bfloat16): 4,
@@ -98,49 +73,168 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
     return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}[precision]
 
 
-def _prepare(network: torch.nn.Module, device: torch.device, compile: bool) -> torch.nn.Module:
-    """A network on `device` in eval mode (channels_last on a CPU), compiled if asked."""
+@dataclass(frozen=True)
+class Inference:
+    """How images go through the networks.
+
+    Attributes:
+        device: Where the networks run.
+        multiple: Input height and width are padded to multiples of this (the stride).
+        input_scale: The network's resolution as a share of the image's.
+        flip_tta: Average with the left-right mirrored pass.
+        batch_size: Images per forward pass.
+        autocast_dtype: bf16 or fp16 autocast; None runs fp32.
+    """
+
+    device: torch.device
+    multiple: int
+    input_scale: float = 1.0
+    flip_tta: bool = False
+    batch_size: int = 1
+    autocast_dtype: torch.dtype | None = None
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One image's prediction.
+
+    Attributes:
+        index: Its position in the images given.
+        levels: uint8 (H, W): 1 above the rule's threshold, 2 at or above its peak as
+            well (`model.postprocessing.components` turns them into the mask).
+        probabilities: uint8 (H, W), round(255 × probability).
+    """
+
+    index: int
+    levels: np.ndarray
+    probabilities: np.ndarray
+
+
+def prepare(network: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """A network on `device` in eval mode (channels_last on a CPU)."""
     net = network.to(device).eval()
     if device.type == "cpu":
         net = net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-    return torch.compile(net) if compile else net  # type: ignore[return-value]
+    return net
+
+
+def forward(
+    network: torch.nn.Module, batch: torch.Tensor, autocast_dtype: torch.dtype | None
+) -> torch.Tensor:
+    """float32 logits of one network for a (B, 1, H, W) batch on its device (call under
+    `torch.inference_mode`)."""
+    device_type = batch.device.type
+    if device_type == "cpu":
+        batch = batch.contiguous(memory_format=torch.channels_last)
+    with torch.autocast(
+        device_type=device_type,
+        dtype=autocast_dtype or torch.float32,
+        enabled=autocast_dtype is not None,
+    ):
+        logits: torch.Tensor = network(batch)
+    return logits.float()
+
+
+def probability_maps(
+    networks: Sequence[torch.nn.Module],
+    inference: Inference,
+    images: Sequence[np.ndarray],
+    batch: Batch,
+    shapes: Sequence[tuple[int, int]],
+) -> list[torch.Tensor]:
+    """One batch: copy in, resample to the network's scale, the members' mean
+    probability, resample back. Returns each image's map on the device, at its size."""
+    with torch.inference_mode():
+        fulls = _upload([images[i] for i in batch.indices], inference.device)
+        x = torch.zeros(
+            (len(batch.indices), 1, batch.height, batch.width),
+            dtype=torch.float32,
+            device=inference.device,
+        )
+        for j, i in enumerate(batch.indices):
+            h, w = shapes[i]
+            x[j, 0, :h, :w] = resample_tensor(fulls[j], (h, w))
+        dtype = inference.autocast_dtype
+        members = [partial(forward, net, autocast_dtype=dtype) for net in networks]
+        prob = mean_probabilities(members, x, inference.flip_tta)
+        return [
+            resample_tensor(prob[j, 0, : shapes[i][0], : shapes[i][1]], images[i].shape[:2])
+            for j, i in enumerate(batch.indices)
+        ]
+
+
+def _upload(arrays: Sequence[np.ndarray], device: torch.device) -> list[torch.Tensor]:
+    """float32 tensors of `arrays` on the device; to a GPU through one pinned buffer and
+    one asynchronous copy."""
+    if device.type != "cuda":
+        return [torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)) for a in arrays]
+    flat = torch.empty(sum(a.size for a in arrays), dtype=torch.float32, pin_memory=True)
+    host, offsets = flat.numpy(), [0]
+    for a in arrays:
+        host[offsets[-1] : offsets[-1] + a.size] = a.ravel()
+        offsets.append(offsets[-1] + a.size)
+    dev = flat.to(device, non_blocking=True)
+    return [dev[o : o + a.size].view(a.shape) for o, a in zip(offsets, arrays, strict=False)]
+
+
+def host_arrays(flat: torch.Tensor, maps: Sequence[torch.Tensor]) -> list[np.ndarray]:
+    """One host copy of a batch's concatenated maps, cut back into one array per map."""
+    host = flat.cpu().numpy()
+    out, o = [], 0
+    for m in maps:
+        out.append(host[o : o + m.numel()].reshape(m.shape))
+        o += m.numel()
+    return out
+
+
+def device_levels(maps: Sequence[torch.Tensor], rule: Rule) -> list[np.ndarray]:
+    """uint8 levels of `maps` under `rule`, compared on the device: a quarter of the
+    bytes of the float maps to copy."""
+    parts = []
+    for m in maps:
+        level = (m > rule.threshold).to(torch.uint8).reshape(-1)
+        if rule.min_peak is not None:
+            level += (m >= rule.min_peak).to(torch.uint8).reshape(-1)
+        parts.append(level)
+    return host_arrays(torch.cat(parts), maps)
+
+
+def _quantized(maps: Sequence[torch.Tensor]) -> list[np.ndarray]:
+    """uint8 copies of `maps`: round(255 × probability)."""
+    flat = torch.cat([m.reshape(-1) for m in maps]).clamp(0.0, 1.0).mul_(255.0).round_()
+    return host_arrays(flat.to(torch.uint8), maps)
 
 
 class Predictor:
-    """A loaded network (or an ensemble's members) plus its manifest's post-processing,
-    ready to segment batches.
+    """The member networks of an artifact with its inference settings and rule.
 
-    Build it with `Predictor.from_artifact`; every attribute is set by the constructor.
+    Build it with `Predictor.from_artifact`, or from in-memory networks (training's
+    validation); every attribute is set by the constructor and never changes.
+
+    Args:
+        networks: The member networks (their probabilities are averaged).
+        inference: How images go through them.
+        rule: The post-processing the levels are computed for.
+        version: The artifact's version.
+        trained: False for the placeholder artifact.
     """
 
     def __init__(
         self,
-        manifest: Manifest,
-        network: torch.nn.Module | Sequence[torch.nn.Module],
-        device: torch.device,
-        batch_size: int = 8,
-        autocast_dtype: torch.dtype | None = None,
-        compile: bool = False,
+        networks: Sequence[torch.nn.Module],
+        inference: Inference,
+        rule: Rule,
+        version: str = "unversioned",
+        trained: bool = False,
     ) -> None:
-        self.manifest = manifest
-        self.device = device
-        self.batch_size = batch_size
-        self.autocast_dtype = autocast_dtype
-        self.multiple = stride_multiple(manifest.architecture)
-        self.threshold = float(manifest.threshold)
-        self.min_component_px = int(manifest.postprocessing.get("min_component_px", 0))
-        #: The peak rule: a component is kept only if it holds a pixel at or above this
-        #: probability; None when the manifest sets none (or one at or below the threshold).
-        peak = float(manifest.postprocessing.get("min_peak", 0.0))
-        self.min_peak: float | None = peak if peak > self.threshold else None
-        self.flip_tta = bool(manifest.postprocessing.get("flip_tta", False))
-        self.input_scale = float(manifest.preprocessing.get("input_scale", 1.0))
-        nets = [network] if isinstance(network, torch.nn.Module) else list(network)
-        if not nets:
+        if not networks:
             raise ValueError("a predictor needs at least one network")
-        #: The member networks, the first one first; their probabilities are averaged.
-        self.networks: list[torch.nn.Module] = [_prepare(n, device, compile) for n in nets]
-        self.last_run = PredictStats(0, 0, 0.0, 0.0)
+        self.inference = inference
+        self.rule = rule
+        self.version = version
+        self.trained = trained
+        #: The member networks, the first one first.
+        self.networks: list[torch.nn.Module] = [prepare(n, inference.device) for n in networks]
 
     @classmethod
     def from_artifact(
@@ -149,17 +243,15 @@ class Predictor:
         device: str = "auto",
         batch_size: int = 0,
         precision: str = "auto",
-        compile: bool = False,
         members: int = 0,
     ) -> Predictor:
-        """Load an artifact (None = the bundled default) and build a ready predictor.
+        """Load an artifact (None = the released one) and build a ready predictor.
 
         Args:
             path: Artifact directory.
             device: 'auto', 'cpu', 'cuda', 'cuda:1', ...
             batch_size: Images per forward pass; 0 = the measured best for the device.
             precision: 'auto' (bf16 where native, else fp32), 'bf16', 'fp16' or 'fp32'.
-            compile: Wrap the network in `torch.compile`.
             members: Run at most this many of an ensemble's members, the first ones
                 (1 = the `fast` setting for CPU-only sites); 0 = all.
 
@@ -170,213 +262,83 @@ class Predictor:
         manifest, networks = load_members(Path(path) if path is not None else None, members)
         dev = resolve_device(device)
         dtype = resolve_precision(precision, dev)
-        return cls(
-            manifest,
-            networks,
-            dev,
-            resolve_batch_size(batch_size, dev, dtype),
-            dtype,
-            compile,
+        inference = Inference(
+            device=dev,
+            multiple=stride_multiple(manifest.architecture),
+            input_scale=float(manifest.preprocessing.get("input_scale", 1.0)),
+            flip_tta=bool(manifest.postprocessing.get("flip_tta", False)),
+            batch_size=resolve_batch_size(batch_size, dev, dtype),
+            autocast_dtype=dtype,
+        )
+        rule = Rule.of(manifest.threshold, manifest.postprocessing)
+        return cls(networks, inference, rule, manifest.version, bool(manifest.trained))
+
+    def with_settings(self, rule: Rule | None = None, **inference: object) -> Predictor:
+        """The same networks under another rule or other inference settings."""
+        return Predictor(
+            self.networks,
+            replace(self.inference, **inference),  # type: ignore[arg-type]
+            rule or self.rule,
+            self.version,
+            self.trained,
         )
 
     @property
-    def version(self) -> str:
-        """The manifest's version (an ensemble's, however many members run)."""
-        return self.manifest.version
+    def device(self) -> torch.device:
+        return self.inference.device
 
     @property
     def n_members(self) -> int:
         """Member networks this predictor runs (1 for a single network, or `fast`)."""
         return len(self.networks)
 
-    @property
-    def network(self) -> torch.nn.Module:
-        """The first member network (the only one of a single-network artifact)."""
-        return self.networks[0]
-
-    @property
-    def trained(self) -> bool:
-        return bool(self.manifest.trained)
-
-    def logits(self, batch: torch.Tensor, member: int = 0) -> torch.Tensor:
-        """Logits for a (B, 1, H, W) float batch already on the device (one member network
-        alone, in the predictor's precision and memory format; call under
-        `torch.inference_mode`)."""
-        network = self.networks[member]
-        if self.device.type == "cpu":
-            batch = batch.contiguous(memory_format=torch.channels_last)
-        h, w = batch.shape[-2:]
-        with torch.autocast(
-            device_type=self.device.type,
-            dtype=self.autocast_dtype or torch.float32,
-            enabled=self.autocast_dtype is not None,
-        ):
-            if h * w > MAX_WHOLE_IMAGE_PIXELS:
-                from monai.inferers import sliding_window_inference
-
-                out = sliding_window_inference(
-                    batch,
-                    SLIDING_WINDOW_ROI,
-                    sw_batch_size=self.batch_size,
-                    predictor=network,
-                    overlap=0.25,
-                )
-                assert isinstance(out, torch.Tensor)
-                logits = out
-            else:
-                logits = network(batch)
-        return logits.float()
-
-    def _probabilities_batch(self, batch: torch.Tensor) -> torch.Tensor:
-        members = [partial(self.logits, member=k) for k in range(len(self.networks))]
-        return mean_probabilities(members, batch, self.flip_tta)
-
-    def _upload(self, arrays: Sequence[np.ndarray]) -> list[torch.Tensor]:
-        """float32 tensors of `arrays` on the device; to a GPU through one pinned buffer
-        and one asynchronous copy."""
-        if self.device.type != "cuda":
-            return [torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)) for a in arrays]
-        flat = torch.empty(sum(a.size for a in arrays), dtype=torch.float32, pin_memory=True)
-        host, offsets = flat.numpy(), [0]
-        for a in arrays:
-            host[offsets[-1] : offsets[-1] + a.size] = a.ravel()
-            offsets.append(offsets[-1] + a.size)
-        dev = flat.to(self.device, non_blocking=True)
-        return [dev[o : o + a.size].view(a.shape) for o, a in zip(offsets, arrays, strict=False)]
-
-    def _download(
-        self, maps: Sequence[torch.Tensor], threshold: float | None, peak: float | None = None
-    ) -> list[np.ndarray]:
-        """Host arrays of `maps`, one copy per batch: the probabilities clipped to [0, 1],
-        or with a threshold the bool masks above it, compared on the device (a quarter of
-        the bytes to copy, and no float maps to handle on the host). With a threshold and
-        a `peak` too, uint8 levels: 1 above the threshold, 2 at or above the peak."""
-        if threshold is None:
-            flat = torch.cat([m.reshape(-1) for m in maps]).clamp_(0.0, 1.0).cpu().numpy()
-        elif peak is None:
-            flat = torch.cat([m.reshape(-1) > threshold for m in maps]).cpu().numpy()
-        else:
-            flat = (
-                torch.cat(
-                    [(m > threshold).to(torch.uint8) + (m >= peak).to(torch.uint8) for m in maps]
-                )
-                .reshape(-1)
-                .cpu()
-                .numpy()
-            )
-        return _split(flat, maps)
-
-    def _download_quantized(self, maps: Sequence[torch.Tensor]) -> list[np.ndarray]:
-        """Host uint8 copies of `maps`: round(255 × probability), one copy per batch."""
-        flat = (
-            torch.cat([m.reshape(-1) for m in maps])
-            .clamp(0.0, 1.0)
-            .mul_(255.0)
-            .round_()
-            .to(torch.uint8)
-            .cpu()
-            .numpy()
-        )
-        return _split(flat, maps)
-
-    def iter_probabilities(self, images: Sequence[np.ndarray]) -> Iterator[tuple[int, np.ndarray]]:
-        """Tumor probability maps as each batch finishes, so callers can encode the first
-        masks while the network computes the next batch.
-
-        Args:
-            images: float32 (H, W) arrays from `model.preprocessing.decode_image`.
-
-        Yields:
-            (index into `images`, float32 (H, W) probabilities in [0, 1]).
-        """
-        for b, maps in self._iter_device_maps(images):
-            yield from zip(b.indices, self._download(maps, None), strict=True)
-
-    def _iter_device_maps(
-        self, images: Sequence[np.ndarray]
-    ) -> Iterator[tuple[Batch, list[torch.Tensor]]]:
-        """Each batch with its probability maps, on the device at the input sizes."""
-        start = time.perf_counter()
+    def plan(self, images: Sequence[np.ndarray]) -> tuple[list[tuple[int, int]], list[Batch]]:
+        """Each image's size at the network's scale, and the batches they run in."""
         for img in images:
             if img.ndim != 2:
                 raise ValueError(f"expected (H, W) images, got shape {img.shape}")
-        # Resampling to the network's scale and back runs on the device, beside the
-        # network: on a GPU the host only copies decoded images in and maps out, one
-        # transfer each way per batch.
-        shapes = [scaled_size(img.shape, self.input_scale) for img in images]
-        batches = make_batches(shapes, self.batch_size, self.multiple)
+        shapes = [scaled_size(img.shape, self.inference.input_scale) for img in images]
+        return shapes, make_batches(shapes, self.inference.batch_size, self.inference.multiple)
+
+    def _maps(
+        self, images: Sequence[np.ndarray], skip: Callable[[int], bool] | None = None
+    ) -> Iterator[tuple[Batch, list[torch.Tensor]]]:
+        shapes, batches = self.plan(images)
         for b in batches:
-            yield b, self._device_maps(images, shapes, b)
-        self.last_run = PredictStats(
-            len(images), len(batches), time.perf_counter() - start, padding_waste(batches, shapes)
-        )
-
-    def _device_maps(
-        self, images: Sequence[np.ndarray], shapes: list[tuple[int, int]], b: Batch
-    ) -> list[torch.Tensor]:
-        """One batch: copy in, resample to the network's scale, network, resample back.
-        Returns the batch's probability maps on the device, each at its input's size."""
-        with torch.inference_mode():
-            fulls = self._upload([images[i] for i in b.indices])
-            batch = torch.zeros(
-                (len(b.indices), 1, b.height, b.width), dtype=torch.float32, device=self.device
-            )
-            for j, i in enumerate(b.indices):
-                h, w = shapes[i]
-                batch[j, 0, :h, :w] = resample_tensor(fulls[j], (h, w))
-            prob = self._probabilities_batch(batch)
-            return [
-                resample_tensor(prob[j, 0, : shapes[i][0], : shapes[i][1]], images[i].shape[:2])
-                for j, i in enumerate(b.indices)
-            ]
-
-    def _run_batch(
-        self,
-        images: Sequence[np.ndarray],
-        shapes: list[tuple[int, int]],
-        b: Batch,
-        threshold: float | None = None,
-        peak: float | None = None,
-    ) -> list[tuple[int, np.ndarray]]:
-        """One batch to the host: (index into `images`, probabilities, or with a threshold
-        the masks or levels of `_download`) pairs."""
-        maps = self._device_maps(images, shapes, b)
-        return list(zip(b.indices, self._download(maps, threshold, peak), strict=True))
+            if skip is not None:
+                b = replace(b, indices=tuple(i for i in b.indices if not skip(i)))
+                if not b.indices:
+                    continue
+            yield b, probability_maps(self.networks, self.inference, images, b, shapes)
 
     def probabilities(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
-        """Tumor probability maps, one per image, each the size of its input."""
-        out: dict[int, np.ndarray] = dict(self.iter_probabilities(images))
+        """float32 tumor probability maps in [0, 1], one per image, each its size."""
+        out: dict[int, np.ndarray] = {}
+        for b, maps in self._maps(images):
+            flat = torch.cat([m.reshape(-1) for m in maps]).clamp_(0.0, 1.0)
+            out.update(zip(b.indices, host_arrays(flat, maps), strict=True))
         return [out[i] for i in range(len(images))]
 
-    def _mask(self, above: np.ndarray) -> np.ndarray:
-        """The mask from `_download`'s output with this predictor's threshold and peak."""
-        if self.min_peak is None:
-            return remove_small_components(above, self.min_component_px)
-        return keep_components(above >= 1, self.min_component_px, seeds=above == 2)
+    def iter_batches(
+        self, images: Sequence[np.ndarray], skip: Callable[[int], bool] | None = None
+    ) -> Iterator[list[Prediction]]:
+        """The predictions of each batch as it finishes, so that callers store the first
+        while the next runs.
 
-    def iter_predict(self, images: Sequence[np.ndarray]) -> Iterator[tuple[int, np.ndarray]]:
-        """Binary masks (bool, input size) as each batch finishes: (index, mask) pairs.
+        Args:
+            images: float32 (H, W) arrays from `model.preprocessing.decode_image`.
+            skip: Asked for each image before its batch runs; True leaves it out (a
+                study cancelled meanwhile).
+        """
+        for b, maps in self._maps(images, skip):
+            levels, quantized = device_levels(maps, self.rule), _quantized(maps)
+            yield [Prediction(*p) for p in zip(b.indices, levels, quantized, strict=True)]
 
-        The same masks as `model.postprocessing.to_mask` on `iter_probabilities`, but
-        thresholded on the device, so only the component rules run on the host."""
-        for b, maps in self._iter_device_maps(images):
-            masks = self._download(maps, self.threshold, self.min_peak)
-            for i, above in zip(b.indices, masks, strict=True):
-                yield i, self._mask(above)
-
-    def iter_predict_with_probabilities(
-        self, images: Sequence[np.ndarray]
-    ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
-        """`iter_predict`'s masks with their probability maps as uint8, round(255 × p):
-        (index, mask, quantized probabilities). The lesions' peak probabilities read them,
-        at a quarter of float32's bytes to copy."""
-        for b, maps in self._iter_device_maps(images):
-            above = self._download(maps, self.threshold, self.min_peak)
-            quantized = self._download_quantized(maps)
-            for i, a, q in zip(b.indices, above, quantized, strict=True):
-                yield i, self._mask(a), q
-
-    def predict(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
-        """Binary tumor masks (bool, input size) after threshold and post-processing."""
-        out: dict[int, np.ndarray] = dict(self.iter_predict(images))
+    def masks(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """bool tumor masks after the rule, one per image, each its size."""
+        out = {
+            p.index: components(p.levels, self.rule).mask()
+            for batch in self.iter_batches(images)
+            for p in batch
+        }
         return [out[i] for i in range(len(images))]

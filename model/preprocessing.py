@@ -88,28 +88,6 @@ def decode_mask(data: bytes, expected_shape: tuple[int, int] | None = None) -> n
     return mask
 
 
-def pad_to_multiple(arr: np.ndarray, multiple: int, height: int | None = None) -> np.ndarray:
-    """Zero-pad a (H, W) array at the bottom and right.
-
-    Args:
-        arr: (H, W) array.
-        multiple: The padded height and width are multiples of this (the network stride).
-        height: Pad to at least this height (for batching images of one bucket).
-
-    Returns:
-        The padded array; crop the output back with `[:H, :W]`.
-    """
-    h, w = arr.shape
-    target_h = max(h, height or 0)
-    target_h = -(-target_h // multiple) * multiple
-    target_w = -(-w // multiple) * multiple
-    if (target_h, target_w) == (h, w):
-        return arr
-    out = np.zeros((target_h, target_w), dtype=arr.dtype)
-    out[:h, :w] = arr
-    return out
-
-
 def scaled_size(shape: tuple[int, ...], scale: float) -> tuple[int, int]:
     """The (H, W) that `resample` gives an image of `shape` at `scale`."""
     if scale == 1.0:

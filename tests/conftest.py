@@ -25,10 +25,12 @@ import numpy as np
 import pytest
 import redis
 from PIL import Image
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, create_engine, select, text
+from sqlalchemy.orm import Session
 
 from config.settings import Settings
 from db.migrate import upgrade_to_head
+from db.models import Study, StudyStatus
 from db.session import dispose_engines
 from tests.temporary_database import temporary_database
 
@@ -72,6 +74,12 @@ def create_api_key(
 
     with session_scope(db_url) as session:
         return create_key(session, name, tenant, admin)[1]
+
+
+def queued_study_ids(session: Session, job_id: int) -> list[int]:
+    """Ids of the job's queued studies in submission order."""
+    stmt = select(Study.id).where(Study.job_id == job_id, Study.status == StudyStatus.QUEUED)
+    return list(session.scalars(stmt.order_by(Study.position)))
 
 
 def bearer(key: str) -> dict[str, str]:

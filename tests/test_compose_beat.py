@@ -9,7 +9,7 @@ import yaml
 
 from cli.main import COMMANDS, build_parser
 from config.settings import Settings
-from core.dispatch import ARCHIVE_SCAN_TASK, REAP_TASK, beat_config
+from core.celery_app import ARCHIVE_SCAN_TASK, REAP_TASK, beat_config
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -99,7 +99,7 @@ def test_worker_parent_process_loads_no_torch_before_fork() -> None:
     code = (
         "import sys\n"
         "from config.settings import Settings\n"
-        "from core.dispatch import celery_app\n"
+        "from core.celery_app import celery_app\n"
         "app = celery_app(Settings(redis_url='redis://127.0.0.1:6379/15'), ['worker.tasks'])\n"
         "app.loader.import_default_modules()\n"
         "assert 'tumorseg.segment_chunk' in app.tasks\n"

@@ -28,7 +28,7 @@ class PredictorCache:
         device: str,
         batch_size: int,
         threads: int = 0,
-        members: int | None = None,
+        members: int = 0,
     ) -> None:
         """Remember how to load; nothing is loaded until the first `get`.
 
@@ -36,8 +36,7 @@ class PredictorCache:
             device: 'auto', 'cpu', 'cuda', 'cuda:N'.
             batch_size: Images per forward pass; 0 = the measured best for the device.
             threads: torch threads for this process; 0 leaves torch's default.
-            members: An ensemble's members to run (0 = all, 1 = fast); None reads
-                `TUMORSEG_MODEL_MEMBERS` at the first load.
+            members: An ensemble's members to run (0 = all, 1 = fast).
         """
         self._device = device
         self._batch_size = batch_size
@@ -66,11 +65,6 @@ class PredictorCache:
 
                 if self._threads:
                     torch.set_num_threads(self._threads)
-                if self._members is None:
-                    from config.settings import get_settings
-
-                    self._members = get_settings().model_members
-
                 old = self._predictor.version if self._predictor is not None else None
                 self._predictor = Predictor.from_artifact(
                     model.path,
@@ -80,12 +74,11 @@ class PredictorCache:
                 )
                 self._model, self._pid = model, os.getpid()
                 logger.info(
-                    "loaded model %s (trained=%s, %d of %d members, batch %d) from %s; was %s",
+                    "loaded model %s (trained=%s, %d members, batch %d) from %s; was %s",
                     self._predictor.version,
                     self._predictor.trained,
                     self._predictor.n_members,
-                    self._predictor.manifest.n_members,
-                    self._predictor.batch_size,
+                    self._predictor.inference.batch_size,
                     model.path,
                     old,
                 )

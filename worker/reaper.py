@@ -5,8 +5,7 @@ Three cases:
 * *running* under a lease that lapsed (``lease_seconds`` without a heartbeat): the
   worker that claimed them died, whatever the broker does about its task. At a worker's
   start-up (``node`` given) also every study that node still holds: it belongs to the
-  node's previous life. Rows without a lease (claimed before leases existed) come back
-  after ``reap_after`` instead;
+  node's previous life;
 * *queued* in a job that has seen no activity for ``reap_queued_after``: the task
   message never reached Redis (the API died between its commit and the enqueue, or the
   broker refused the send: ``core/dispatch.py``'s policy) or Redis lost it (a restart
@@ -42,6 +41,7 @@ from db import status
 from db.models import utcnow
 from db.repositories import leases as leases_repo
 from db.repositories import studies as studies_repo
+from db.session import session_scope
 from worker.metrics import record_recovery
 
 logger = logging.getLogger(__name__)
@@ -76,7 +76,7 @@ def reap(
     """One reaper pass over the configured database.
 
     Args:
-        settings: Deadlines (``reap_after``, ``reap_queued_after``).
+        settings: The deadline ``reap_queued_after``.
         dispatcher: Sends the chunks again, after the commit; its broker tells the depth
             of each queue (see the module's notes).
         now: The current time (tests pass their own).
@@ -87,11 +87,10 @@ def reap(
         The studies re-queued and re-sent, and the number of tasks sent.
     """
     now = now or utcnow()
-    backstop = now - timedelta(seconds=settings.reap_after)
     idle_before = now - timedelta(seconds=settings.reap_queued_after)
     report = ReapReport()
-    with dispatcher.unit_of_work() as session:
-        running = leases_repo.recoverable(session, now, backstop, node)
+    with session_scope(settings.sqlalchemy_url, dispatcher.after_commit) as session:
+        running = leases_repo.recoverable(session, now, node)
         idle: list[tuple[int, int, str]] = []
         if settings.reap_queued_after:
             idle = studies_repo.queued_among(
@@ -103,13 +102,12 @@ def reap(
     idle_jobs: dict[int, list[int]] = defaultdict(list)
     for study_id, job_id, _queue in idle:
         idle_jobs[job_id].append(study_id)
-    with dispatcher.unit_of_work() as session:
+    with session_scope(settings.sqlalchemy_url, dispatcher.after_commit) as session:
         taken = status.requeue(
             session,
             list(running),
             idle_jobs,
             now=now,
-            started_before=backstop,
             idle_before=idle_before,
             node=node,
         )

@@ -1,22 +1,24 @@
-"""The service logic of one chunk: decode, predict in batches, measure, store.
+"""The service logic of one chunk: claim, then per batch predict, find and store.
 
-A chunk is handled in three steps so that no database transaction stays open while the
-model runs:
+No database transaction stays open while the model runs. A chunk takes one
+transaction to claim its studies, then one per batch of the network:
 
-1. *claim* (one transaction): skip studies that are cancelled, failed, already done
-   with the current model version or held by another live worker's lease; fail those
-   past the delivery cap; mark the rest running under this process's lease, which a
-   heartbeat thread renews until the chunk ends (``worker/leases.py``).
-2. *compute* (no transaction): decode each study (a bad one is failed with a clear
-   message and the others go on), predict the good ones as true batches, compute metrics,
-   lesions and biomarkers, and encode the mask PNG (overlays are drawn by the API when
-   asked for).
-3. *store* (one transaction): upsert every result of the chunk, replace its lesion rows
-   and update the job.
+1. *claim* (one transaction, ``db/status.py::claim``): skip studies that are cancelled,
+   failed, already done with the current model version or held by another live worker's
+   lease; fail those past the delivery cap; mark the rest running under this process's
+   lease, which a heartbeat thread renews until the chunk ends (``worker/leases.py``).
+2. *decode* (no transaction): each study's PNG in a thread pool; a bad one is failed
+   with a clear message and the others go on.
+3. *per batch* (no transaction while it computes): the network's batch
+   (``Predictor.iter_batches``), then each study's findings (``model/findings.py``: mask,
+   metrics, lesions, biomarkers) and mask PNG; then one transaction stores the batch's
+   results and lesion rows, ends its studies and reads which of the chunk's studies are
+   still this worker's. So a job's counts move as each batch ends, and a study cancelled
+   meanwhile is left out of the batches that follow.
 
 A chunk that an earlier delivery claimed and never stored (its process was killed, maybe
-by one of its studies) is done one study per claim-compute-store instead, so that only
-the study that kills its worker uses up its deliveries, and its chunk-mates are done.
+by one of its studies) is claimed one study at a time instead, so that only the study
+that kills its worker uses up its deliveries, and its chunk-mates are done.
 """
 
 from __future__ import annotations
@@ -26,11 +28,14 @@ import logging
 import math
 import time
 from collections.abc import Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
+
+from sqlalchemy.orm import Session
 
 from config.settings import Settings
 from core.current_model import current_model
@@ -38,16 +43,15 @@ from core.dispatch import Dispatcher
 from db import status
 from db.models import BIOMARKER_FIELDS, METRIC_FIELDS, utcnow
 from db.repositories import studies as studies_repo
+from db.session import session_scope
 from worker.leases import Heartbeat, held_elsewhere, lease_owner
 from worker.predictor_cache import PredictorCache
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from model.predictor import Predictor
-
-    #: A predicted mask (bool) and its probabilities as uint8, round(255 × p).
-    Prediction = tuple[np.ndarray, np.ndarray]
+    from model.findings import Findings
+    from model.predictor import Prediction, Predictor
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +66,15 @@ class ClaimedStudy:
     input_png: bytes
     label_png: bytes | None
     spacing: tuple[float, float] | None = None  # mm (rows, columns), when known
+
+
+@dataclass
+class Decoded:
+    """A claimed study's arrays."""
+
+    study: ClaimedStudy
+    image: np.ndarray
+    label: np.ndarray | None
 
 
 @dataclass
@@ -82,11 +95,16 @@ class ChunkReport:
     succeeded: list[int] = field(default_factory=list)
     failed: list[int] = field(default_factory=list)
     skipped: list[int] = field(default_factory=list)
+    #: Studies cancelled (or taken back) while the chunk ran, left out of its batches.
+    dropped: list[int] = field(default_factory=list)
     seconds: float = 0.0
-    #: Where the seconds went: claim (with the promoted-model check), decode (the chunk's
-    #: PNGs), predict (network, resampling, post-processing), finish (metrics and encoding
-    #: still running after the last batch) and store.
+    #: Where the seconds went: claim (with the promoted-model check), decode (the PNGs),
+    #: predict (network, resampling, levels), findings (masks, metrics, lesions and the
+    #: mask PNG) and store.
     phases: dict[str, float] = field(default_factory=dict)
+
+    def add(self, phase: str, seconds: float) -> None:
+        self.phases[phase] = self.phases.get(phase, 0.0) + seconds
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-friendly form."""
@@ -95,6 +113,7 @@ class ChunkReport:
             "succeeded": self.succeeded,
             "failed": self.failed,
             "skipped": self.skipped,
+            "dropped": self.dropped,
             "seconds": round(self.seconds, 3),
             "phases": {k: round(v, 3) for k, v in self.phases.items()},
         }
@@ -111,11 +130,32 @@ def spacing_of(row_mm: float | None, col_mm: float | None) -> tuple[float, float
     return (row_mm, col_mm) if row_mm is not None and col_mm is not None else None
 
 
-def lesion_row(study_id: int, model_version: str, lesion: dict[str, Any]) -> dict[str, Any]:
-    """Column values of a ``db.models.Lesion`` from ``model.lesions.Lesion.as_dict()``."""
-    row = {k: _finite(v) for k, v in lesion.items() if k != "bbox"}
-    row["bbox_row0"], row["bbox_col0"], row["bbox_row1"], row["bbox_col1"] = lesion["bbox"]
-    return {"study_id": study_id, "model_version": model_version, **row}
+def result_rows(
+    study: Decoded, findings: Findings, model_version: str, inference_seconds: float
+) -> Outcome:
+    """The column values of a study's ``db.models.Result`` and ``Lesion`` rows."""
+    from model.png import encode_mask_png
+
+    image, study_id = study.image, study.study.id
+    values: dict[str, Any] = {
+        "study_id": study_id,
+        "model_version": model_version,
+        "mask_png": encode_mask_png(findings.mask),
+        "height": int(image.shape[0]),
+        "width": int(image.shape[1]),
+        "inference_seconds": inference_seconds,
+    }
+    for key in METRIC_FIELDS:
+        values[key] = _finite(findings.metrics.get(key))
+    biomarkers = findings.biomarkers.as_dict()
+    for key in BIOMARKER_FIELDS:
+        values[key] = _finite(biomarkers[key])
+    lesions = []
+    for lesion in findings.lesions:
+        row = {k: _finite(v) for k, v in lesion.as_dict().items() if k != "bbox"}
+        row["bbox_row0"], row["bbox_col0"], row["bbox_row1"], row["bbox_col1"] = lesion.bbox
+        lesions.append({"study_id": study_id, "model_version": model_version, **row})
+    return Outcome(study_id, values=values, lesions=lesions)
 
 
 class SegmentationService:
@@ -138,14 +178,18 @@ class SegmentationService:
 
     @cached_property
     def dispatcher(self) -> Dispatcher:
-        """Its units of work announce the jobs they finish (``core/dispatch.py``); one on
-        the configured broker, made at first use, unless one was given."""
+        """Announces the jobs a chunk finishes, after each commit (``core/dispatch.py``);
+        one on the configured broker, made at first use, unless one was given."""
         return self._dispatcher or Dispatcher(self.settings)
+
+    def _unit_of_work(self) -> AbstractContextManager[Session]:
+        """A unit of work whose commit announces the jobs it finished."""
+        return session_scope(self.settings.sqlalchemy_url, self.dispatcher.after_commit)
 
     # -- model ---------------------------------------------------------------------
     def current_predictor(self) -> Predictor:
         """The predictor of the current model (reloaded when a promotion changed it)."""
-        with self.dispatcher.unit_of_work() as session:
+        with session_scope(self.settings.sqlalchemy_url) as session:
             model = current_model(session, self.settings)
         return self.cache.get(model)
 
@@ -159,7 +203,7 @@ class SegmentationService:
                 when None.
 
         Returns:
-            Which studies succeeded, failed or were skipped.
+            Which studies succeeded, failed, were skipped or dropped.
         """
         owner = owner or lease_owner()
         with Heartbeat(self.settings, study_ids, owner):
@@ -169,42 +213,22 @@ class SegmentationService:
         started = time.perf_counter()
         predictor = self.current_predictor()
         report = ChunkReport(model_version=predictor.version)
-        with self.dispatcher.unit_of_work() as session:
-            interrupted = studies_repo.interrupted_studies(session, study_ids)
-        report.phases["claim"] = time.perf_counter() - started
-        if interrupted:
-            # An earlier delivery died holding these (a crash, an OOM kill, the hard time
-            # limit), maybe because of one of them: one study per claim from here, so the
-            # culprit uses up its own deliveries and the others are done.
-            logger.warning(
-                "chunk %s: %s were claimed before and never finished; one study at a time",
-                list(study_ids),
-                interrupted,
-            )
-            for study_id in study_ids:
-                self._segment([study_id], predictor, report, owner)
-        else:
-            self._segment(study_ids, predictor, report, owner)
+        remaining = list(study_ids)
+        while remaining:
+            claimed, handled, interrupted = self._claim(remaining, predictor, report, owner)
+            if interrupted:
+                # An earlier delivery died holding these (a crash, an OOM kill, the hard
+                # time limit), maybe because of one of them: one study per claim.
+                logger.warning("chunk %s: claimed before and never finished; one at a time",
+                               list(study_ids))  # fmt: skip
+            remaining = [i for i in remaining if i not in handled]
+            if claimed:
+                self._segment(claimed, predictor, report, owner)
+            if not handled:
+                break  # the rest are gone from the database
         report.seconds = time.perf_counter() - started
         logger.info("chunk %s: %s", list(study_ids), json.dumps(report.as_dict()))
         return report
-
-    def _segment(
-        self, study_ids: Sequence[int], predictor: Predictor, report: ChunkReport, owner: str
-    ) -> None:
-        """Claim, compute and store these studies; the phases' seconds add to `report`."""
-        phases: dict[str, float] = {}
-        started = time.perf_counter()
-        claimed = self._claim(study_ids, predictor, report, owner)
-        phases["claim"] = time.perf_counter() - started
-        logger.info("chunk claimed %s", [c.id for c in claimed])
-        if claimed:
-            outcomes = self._compute(predictor, claimed, phases)
-            stored = time.perf_counter()
-            self._store(claimed, outcomes, report)
-            phases["store"] = time.perf_counter() - stored
-        for phase, seconds in phases.items():
-            report.phases[phase] = report.phases.get(phase, 0.0) + seconds
 
     def fail_unfinished(self, study_ids: Sequence[int], message: str) -> int:
         """Fail the studies among ``study_ids`` that are still queued or running.
@@ -212,15 +236,18 @@ class SegmentationService:
         Used when a task dies in a way it can report (soft time limit, internal error),
         so that no job is left waiting for ever.
         """
-        with self.dispatcher.unit_of_work() as session:
+        with self._unit_of_work() as session:
             return status.fail_unfinished(session, study_ids, message)
 
     # -- steps ---------------------------------------------------------------------
     def _claim(
         self, study_ids: Sequence[int], predictor: Predictor, report: ChunkReport, owner: str
-    ) -> list[ClaimedStudy]:
+    ) -> tuple[list[ClaimedStudy], set[int], bool]:
+        """Claim what can be claimed: (the claimed studies, every id the claim decided on,
+        whether it went one at a time)."""
         settings = self.settings
-        with self.dispatcher.unit_of_work() as session:
+        started = time.perf_counter()
+        with self._unit_of_work() as session:
             claim = status.claim(
                 session,
                 study_ids,
@@ -246,59 +273,86 @@ class SegmentationService:
             ]
         report.skipped += claim.skipped
         report.failed += claim.failed
-        return claimed
+        report.add("claim", time.perf_counter() - started)
+        logger.info("chunk claimed %s", [c.id for c in claimed])
+        handled = {c.id for c in claimed} | set(claim.skipped) | set(claim.failed)
+        return claimed, handled, claim.interrupted
 
-    def _compute(
-        self, predictor: Predictor, claimed: Sequence[ClaimedStudy], phases: dict[str, float]
-    ) -> list[Outcome]:
-        """Decode, predict and measure (metrics and the mask PNG); decoding and measuring
-        run in a thread pool. On a GPU the studies are measured as each batch ends, beside
-        the next batch; on a CPU after the last batch, since the network already uses every
-        core there and host work beside it only slows it (bench/host_overlap.py).
-        Seconds spent per phase are added to `phases`."""
-        outcomes: dict[int, Outcome] = {}
-        good: list[tuple[ClaimedStudy, np.ndarray, np.ndarray | None]] = []
-        beside_network = predictor.device.type != "cpu"
-        decode_started = time.perf_counter()
+    def _segment(
+        self,
+        claimed: Sequence[ClaimedStudy],
+        predictor: Predictor,
+        report: ChunkReport,
+        owner: str,
+    ) -> None:
+        """Decode, then predict, find and store batch by batch."""
+        job_ids = sorted({c.job_id for c in claimed})
         with ThreadPoolExecutor(max_workers=self.settings.io_threads_per_process) as pool:
+            started = time.perf_counter()
+            pending: list[Outcome] = []
+            good: list[Decoded] = []
             for item, decoded in zip(claimed, pool.map(self._decode, claimed), strict=True):
                 if isinstance(decoded, str):
-                    outcomes[item.id] = Outcome(item.id, error=decoded)
+                    pending.append(Outcome(item.id, error=decoded))
                 else:
-                    good.append((item, *decoded))
-            started = time.perf_counter()
-            phases["decode"] = started - decode_started
-            pending: list[tuple[int, Future[Outcome]]] = []
-            masks: list[tuple[int, Prediction]] = []
-            for i, prediction in self._predict(predictor, [img for _, img, _ in good]):
-                if isinstance(prediction, str):
-                    outcomes[good[i][0].id] = Outcome(good[i][0].id, error=prediction)
-                elif beside_network:
-                    pending.append(self._submit_measure(pool, good[i], prediction, predictor))
-                else:
-                    masks.append((i, prediction))
-            predicted = time.perf_counter()
-            phases["predict"] = predicted - started
-            per_image = (predicted - started) / max(len(good), 1)
-            pending += [self._submit_measure(pool, good[i], p, predictor) for i, p in masks]
-            for study_id, future in pending:
-                outcome = outcomes[study_id] = future.result()
-                if outcome.error is None:
-                    outcome.values["inference_seconds"] = per_image
-            phases["finish"] = time.perf_counter() - predicted
-        return [outcomes[item.id] for item in claimed]
+                    good.append(decoded)
+            report.add("decode", time.perf_counter() - started)
+            # the studies still to compute that are still this worker's (a cancelled one
+            # leaves it after the store that sees it); the batches skip the others
+            waiting = {d.study.id for d in good}
+            batches = self._predict(predictor, [d.image for d in good], waiting, good)
+            while True:
+                started = time.perf_counter()
+                batch = next(batches, None)
+                seconds = time.perf_counter() - started
+                report.add("predict", seconds)
+                if batch is None:
+                    break
+                waiting -= {good[i].study.id for i, _ in batch}
+                started = time.perf_counter()
+                share = [seconds / len(batch)] * len(batch)  # each study's share of the batch
+                pending += pool.map(
+                    self._find,
+                    [good[i] for i, _ in batch],
+                    [p for _, p in batch],
+                    [predictor] * len(batch),
+                    share,
+                )
+                report.add("findings", time.perf_counter() - started)
+                still = self._store(pending, job_ids, waiting, owner, report)
+                report.dropped += sorted(waiting - still)
+                waiting &= still
+                pending = []
+            if pending:  # every study failed to decode
+                self._store(pending, job_ids, set(), owner, report)
 
-    def _submit_measure(
+    def _store(
         self,
-        pool: ThreadPoolExecutor,
-        study: tuple[ClaimedStudy, np.ndarray, np.ndarray | None],
-        prediction: Prediction,
-        predictor: Predictor,
-    ) -> tuple[int, Future[Outcome]]:
-        item, image, label = study
-        return item.id, pool.submit(self._measure, item, image, label, prediction, predictor)
+        outcomes: Sequence[Outcome],
+        job_ids: Sequence[int],
+        waiting: set[int],
+        owner: str,
+        report: ChunkReport,
+    ) -> set[int]:
+        """End these studies and store their results in one transaction; the studies
+        among `waiting` that are still this worker's."""
+        started = time.perf_counter()
+        with self._unit_of_work() as session:
+            done = status.finish(session, {o.study_id: o.error for o in outcomes}, job_ids)
+            succeeded = set(done.succeeded)
+            studies_repo.store_results(
+                session,
+                [o.values for o in outcomes if o.study_id in succeeded],
+                [row for o in outcomes if o.study_id in succeeded for row in o.lesions],
+            )
+            still = status.still_running(session, sorted(waiting), owner)
+        report.succeeded += done.succeeded
+        report.failed += done.failed
+        report.skipped += done.skipped  # cancelled, deleted or finished elsewhere
+        report.add("store", time.perf_counter() - started)
+        return still
 
-    def _decode(self, item: ClaimedStudy) -> tuple[np.ndarray, np.ndarray | None] | str:
+    def _decode(self, item: ClaimedStudy) -> Decoded | str:
         """The study's image and label arrays, or the reason they are unusable."""
         from model.png import ImageLimits, InvalidImage
         from model.preprocessing import decode_image, decode_mask
@@ -311,87 +365,62 @@ class SegmentationService:
         except InvalidImage as exc:
             return f"{item.filename}: {exc}"
         if item.label_png is None:
-            return image, None
+            return Decoded(item, image, None)
         try:
-            return image, decode_mask(item.label_png, expected_shape=image.shape)
+            return Decoded(item, image, decode_mask(item.label_png, expected_shape=image.shape))
         except InvalidImage as exc:
             return f"label of {item.filename}: {exc}"
 
     @staticmethod
     def _predict(
-        predictor: Predictor, images: list[np.ndarray]
-    ) -> Iterator[tuple[int, Prediction | str]]:
-        """(index, (mask, uint8 probabilities)) as each batch ends; if a batch fails, the
-        images not yet done are retried one by one, so one image the network cannot take
-        fails alone."""
+        predictor: Predictor, images: list[np.ndarray], ours: set[int], good: list[Decoded]
+    ) -> Iterator[list[tuple[int, Prediction | str]]]:
+        """Each batch's (index, prediction), leaving out the studies no longer ours; if a
+        batch fails, the images not yet done are retried one by one, so one image the
+        network cannot take fails alone."""
         done: set[int] = set()
+
+        def skip(i: int) -> bool:
+            return good[i].study.id not in ours
+
         try:
-            for i, mask, quantized in predictor.iter_predict_with_probabilities(images):
-                done.add(i)
-                yield i, (mask, quantized)
+            for batch in predictor.iter_batches(images, skip):
+                done.update(p.index for p in batch)
+                yield [(p.index, p) for p in batch]
             return
         except Exception:
             logger.exception("batch prediction failed; retrying one image at a time")
         for i, image in enumerate(images):
-            if i in done:
+            if i in done or skip(i):
                 continue
             try:
-                _, mask, quantized = next(predictor.iter_predict_with_probabilities([image]))
-                yield i, (mask, quantized)
+                (prediction,) = next(predictor.iter_batches([image]))
+                yield [(i, prediction)]
             except Exception as exc:  # one image the network cannot take
-                yield i, f"inference failed: {type(exc).__name__}: {exc}"
+                yield [(i, f"inference failed: {type(exc).__name__}: {exc}")]
 
     @staticmethod
-    def _measure(
-        item: ClaimedStudy,
-        image: np.ndarray,
-        label: np.ndarray | None,
-        prediction: Prediction,
-        predictor: Predictor,
+    def _find(
+        study: Decoded, prediction: Prediction | str, predictor: Predictor, seconds: float
     ) -> Outcome:
-        """Metrics, lesions, biomarkers and the mask PNG of one predicted study."""
-        from model.biomarkers import mip_biomarkers
-        from model.lesions import Spacing, body_extent, find_lesions
-        from model.metrics import study_metrics
-        from model.png import encode_mask_png
+        """The findings and mask PNG of one predicted study."""
+        from model.findings import find
+        from model.lesions import Spacing
 
-        mask, quantized = prediction
+        study_id = study.study.id
+        if isinstance(prediction, str):
+            return Outcome(study_id, error=prediction)
         try:
-            metrics = {k: _finite(v) for k, v in study_metrics(image, mask, label).items()}
-            spacing = Spacing(*item.spacing) if item.spacing is not None else None
-            body = body_extent(image)
-            lesions = find_lesions(mask, image, quantized, spacing, body, probability_scale=1 / 255)
-            biomarkers = mip_biomarkers(lesions, body, spacing).as_dict()
-            values: dict[str, Any] = {
-                "study_id": item.id,
-                "model_version": predictor.version,
-                "mask_png": encode_mask_png(mask),
-                "height": int(image.shape[0]),
-                "width": int(image.shape[1]),
-            }
-        except Exception as exc:
-            logger.exception("metrics/encoding failed for study %s", item.id)
-            return Outcome(item.id, error=f"post-processing failed: {type(exc).__name__}: {exc}")
-        for key in METRIC_FIELDS:
-            values[key] = metrics.get(key)
-        for key in BIOMARKER_FIELDS:
-            values[key] = _finite(biomarkers[key])
-        rows = [lesion_row(item.id, predictor.version, lesion.as_dict()) for lesion in lesions]
-        return Outcome(item.id, values=values, lesions=rows)
-
-    def _store(
-        self, claimed: Sequence[ClaimedStudy], outcomes: Sequence[Outcome], report: ChunkReport
-    ) -> None:
-        with self.dispatcher.unit_of_work() as session:
-            done = status.finish(session, {o.study_id: o.error for o in outcomes})
-            succeeded = set(done.succeeded)
-            results = [o.values for o in outcomes if o.study_id in succeeded]
-            studies_repo.upsert_results(session, results)
-            studies_repo.replace_lesions(
-                session,
-                [(r["study_id"], r["model_version"]) for r in results],
-                [row for o in outcomes if o.study_id in succeeded for row in o.lesions],
+            spacing = Spacing(*study.study.spacing) if study.study.spacing is not None else None
+            findings = find(
+                study.image,
+                prediction.levels,
+                prediction.probabilities,
+                predictor.rule,
+                spacing,
+                study.label,
             )
-        report.succeeded += done.succeeded
-        report.failed += done.failed
-        report.skipped += done.skipped  # deleted or finished elsewhere
+            return result_rows(study, findings, predictor.version, seconds)
+        except Exception as exc:
+            logger.exception("findings failed for study %s", study_id)
+            return Outcome(study_id, error=f"post-processing failed: {type(exc).__name__}: {exc}")

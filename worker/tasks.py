@@ -11,7 +11,8 @@ from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy.exc import OperationalError
 
 from config.settings import get_settings
-from core.dispatch import ARCHIVE_SCAN_TASK, REAP_TASK, SEGMENT_TASK, Dispatcher
+from core.celery_app import ARCHIVE_SCAN_TASK, REAP_TASK, SEGMENT_TASK
+from core.dispatch import Dispatcher
 from worker import metrics
 from worker.leases import lease_owner
 from worker.reaper import reap

@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, Path, Query, Response, UploadFile
 
+from api import views
 from api.deps import AdmissionDep, PrincipalDep, SessionDep, SettingsDep
 from api.schemas import MAX_ID, JobOut, JobPage, error_responses
 from api.services import exports
@@ -53,7 +54,7 @@ def create_job(
         spacing_mm=service.parse_spacing(spacing_mm),
     )
     response.headers["Location"] = f"/v1/jobs/{job.id}"
-    return service.job_view(session, job)
+    return views.new_job_view(job)
 
 
 @router.get("", response_model=JobPage)
@@ -64,7 +65,7 @@ def list_jobs(
     offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
 ) -> JobPage:
     """List the caller's jobs (every tenant's for an admin key), newest first."""
-    return service.list_jobs(session, limit, offset, principal)
+    return views.list_jobs(session, limit, offset, principal)
 
 
 @router.get("/{job_id}", response_model=JobOut, responses=error_responses(404))
@@ -78,13 +79,13 @@ def get_job(
 ) -> JobOut:
     """Status, counts, progress, timings, aggregates and studies of one job."""
     job = service.get_job_or_404(session, job_id, principal)
-    return service.job_view(session, job, with_studies=studies)
+    return views.job_view(session, job, with_studies=studies)
 
 
 @router.delete("/{job_id}", response_model=JobOut, responses=error_responses(404))
 def cancel_job(job_id: JobId, session: SessionDep, principal: PrincipalDep) -> JobOut:
     """Cancel the studies of a job that have not started yet."""
-    return service.job_view(session, service.cancel_job(session, job_id, principal))
+    return views.job_view(session, service.cancel_job(session, job_id, principal))
 
 
 CSV: dict[int | str, dict[str, Any]] = {200: {"content": {"text/csv": {}}}, **error_responses(404)}

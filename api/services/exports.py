@@ -15,27 +15,11 @@ from sqlalchemy.orm import Session
 
 from api.services.auth import Principal
 from api.services.jobs import get_job_or_404
-from db.models import BIOMARKER_FIELDS, LESION_FIELDS, METRIC_FIELDS
+from db.models import LESION_FIELDS
 from db.repositories import studies as studies_repo
 
 #: Columns of ``results.csv``.
-RESULT_COLUMNS: tuple[str, ...] = (
-    "job_id",
-    "study_id",
-    "position",
-    "filename",
-    "label_filename",
-    "status",
-    "error",
-    "model_version",
-    "spacing_row_mm",
-    "spacing_col_mm",
-    "height",
-    "width",
-    *METRIC_FIELDS,
-    *BIOMARKER_FIELDS,
-    "inference_seconds",
-)
+RESULT_COLUMNS: tuple[str, ...] = studies_repo.STUDY_ROW_FIELDS
 #: Columns of ``lesions.csv``.
 LESION_COLUMNS: tuple[str, ...] = (
     "job_id",
@@ -59,25 +43,7 @@ def results_csv(session: Session, job_id: int, principal: Principal) -> str:
     job = get_job_or_404(session, job_id, principal)
     studies = list(job.studies)
     results = studies_repo.latest_results(session, [s.id for s in studies])
-    rows = []
-    for study in studies:
-        row: dict[str, Any] = {
-            "job_id": job.id,
-            "study_id": study.id,
-            "position": study.position,
-            "filename": study.filename,
-            "label_filename": study.label_filename,
-            "status": study.status.value,
-            "error": study.error,
-            "spacing_row_mm": study.spacing_row_mm,
-            "spacing_col_mm": study.spacing_col_mm,
-        }
-        result = results.get(study.id)
-        if result is not None:
-            for name in ("model_version", "height", "width", *METRIC_FIELDS, *BIOMARKER_FIELDS):
-                row[name] = getattr(result, name)
-            row["inference_seconds"] = result.inference_seconds
-        rows.append(row)
+    rows = [studies_repo.study_row(study, results.get(study.id)) for study in studies]
     return _csv(RESULT_COLUMNS, rows)
 
 

@@ -29,7 +29,7 @@ def check_database(session: Session) -> str:
 def check_broker(dispatcher: Dispatcher) -> str:
     """'ok' when the broker answers PING within 2 s, else the error."""
     try:
-        dispatcher.redis.ping()
+        dispatcher.ping()
         return "ok"
     except redis.RedisError as exc:
         return f"error: {type(exc).__name__}: {exc}"

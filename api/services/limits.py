@@ -15,6 +15,7 @@ import redis
 
 from api.services.errors import ServiceError
 from config.settings import Settings
+from core.broker import redis_client
 from core.dispatch import Dispatcher
 
 logger = logging.getLogger(__name__)
@@ -53,7 +54,9 @@ class Admission:
     def __init__(self, settings: Settings, dispatcher: Dispatcher) -> None:
         self.settings = settings
         self.dispatcher = dispatcher
-        self._bucket = dispatcher.redis.register_script(_BUCKET_LUA)
+        #: The limiter's own client on the broker.
+        self.redis = redis_client(dispatcher.redis_url)
+        self._bucket = self.redis.register_script(_BUCKET_LUA)
 
     def check_rate(self, key_id: int) -> None:
         """Take one submission token of the key's bucket.
@@ -103,3 +106,7 @@ class Admission:
         """Both checks: the queue first, so a refused request costs no token."""
         self.check_queue(queue)
         self.check_rate(key_id)
+
+    def close(self) -> None:
+        """Release the limiter's broker connection."""
+        self.redis.close()

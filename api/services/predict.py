@@ -31,6 +31,7 @@ from db import status
 from db.models import JobSource, StudyStatus
 from db.repositories import jobs as jobs_repo
 from db.repositories import studies as studies_repo
+from db.session import commit
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +82,7 @@ async def predict_one(
     job_id, study_id = await run_in_threadpool(
         _submit, session, settings, dispatcher, admission, principal, payload
     )
-    async with dispatcher.watch_job(job_id) as wait:
+    async with dispatcher.notices.watch(job_id) as wait:
         prediction = await run_in_threadpool(_outcome, session, job_id, study_id)
         if prediction is None and await wait(settings.predict_timeout):
             prediction = await run_in_threadpool(_outcome, session, job_id, study_id)
@@ -116,7 +117,7 @@ def _submit(
         source=JobSource.PREDICT,
     )
     job_id, study_id = job.id, job.studies[0].id
-    dispatcher.commit(session)
+    commit(session, dispatcher.after_commit)
     return job_id, study_id
 
 
@@ -148,6 +149,6 @@ def _give_up(
     """The prediction if the study finished after all, else cancel it (committed)."""
     prediction = _outcome(session, job_id, study_id)
     if prediction is None:
-        status.cancel_queued(session, job_id)
-        dispatcher.commit(session)
+        status.cancel_unfinished(session, job_id)
+        commit(session, dispatcher.after_commit)
     return prediction

@@ -9,8 +9,8 @@ from sqlalchemy.orm import Session
 from api import schemas
 from api.services.auth import Principal
 from api.services.errors import ServiceError
-from api.services.jobs import study_view
 from api.services.overlay import render_comparison, render_overlay
+from api.views import study_view
 from db.models import Study, StudyStatus
 from db.repositories import studies as studies_repo
 

@@ -14,7 +14,7 @@ from typing import Literal
 from fastapi import UploadFile
 from sqlalchemy.orm import Session
 
-from api import schemas
+from api import schemas, views
 from api.services import exports
 from api.services import jobs as jobs_service
 from api.services import studies as studies_service
@@ -90,19 +90,19 @@ def submit(
 
 def jobs_page(session: Session, principal: Principal, limit: int = 50) -> schemas.JobPage:
     """The newest jobs the caller may see (as ``GET /v1/jobs``)."""
-    return jobs_service.list_jobs(session, limit, 0, principal)
+    return views.list_jobs(session, limit, 0, principal)
 
 
 def job_page(session: Session, job_id: int, principal: Principal) -> schemas.JobOut:
     """One job with its studies (as ``GET /v1/jobs/{id}``); 404 for another tenant's."""
-    return jobs_service.job_view(session, jobs_service.get_job_or_404(session, job_id, principal))
+    return views.job_view(session, jobs_service.get_job_or_404(session, job_id, principal))
 
 
 def study_page(session: Session, study_id: int, principal: Principal) -> StudyPage:
     """A study, its job summary and its tumor burden; 404 for another tenant's."""
     study = studies_service.study_out(session, study_id, principal)
     job = jobs_service.get_job_or_404(session, study.job_id, principal)
-    summary = jobs_service.job_summary(job, status.study_counts(session, job.id))
+    summary = views.job_summary(job, status.study_counts(session, job.id))
     return StudyPage(
         study=study,
         job=summary,

@@ -13,7 +13,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run beat until stopped (the scan itself runs on a worker, on the nightly queue)."""
     from config.settings import get_settings
-    from core.dispatch import beat_config, celery_app
+    from core.celery_app import beat_config, celery_app
 
     settings = get_settings()
     app = celery_app(settings)

@@ -110,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
             return 2
         name = predictor.version
         members = predictor.n_members
-        predict = predictor.predict
+        predict = predictor.masks
     with tqdm(total=len(files), desc="evaluate", unit="study", disable=args.json) as bar:
         scores = evaluate_folder(args.data, predict, progress=bar.update, validation_of=held_out)
     summary = {

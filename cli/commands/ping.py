@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     elif args.target == "beat":
         ok = _beat_alive(settings, args.timeout)
     else:
-        from core.dispatch import celery_app
+        from core.celery_app import celery_app
 
         app = celery_app(settings)
         replies = app.control.ping(

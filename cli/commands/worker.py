@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
 
     exporter.start(settings)
 
-    from core.dispatch import celery_app
+    from core.celery_app import celery_app
     from db.migrate import upgrade_to_head
     from worker.recovery import install
 

@@ -6,8 +6,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy import func, insert, select
+from sqlalchemy.orm import Session, make_transient_to_detached
+from sqlalchemy.orm.attributes import set_committed_value
 
 from db import status
 from db.models import (
@@ -62,27 +63,50 @@ def create_job(
         created_at=now,
         updated_at=now,
     )
-    for position, new in enumerate(studies):
-        failed = new.error is not None
-        job.studies.append(
-            Study(
-                position=position,
-                filename=new.filename,
-                input_png=new.input_png,
-                label_filename=new.label_filename,
-                label_png=new.label_png,
-                spacing_row_mm=new.spacing_mm[0] if new.spacing_mm else None,
-                spacing_col_mm=new.spacing_mm[1] if new.spacing_mm else None,
-                status=StudyStatus.FAILED if failed else StudyStatus.QUEUED,
-                error=new.error,
-                attempts=0,
-                finished_at=now if failed else None,
-            )
+    studies_of_job = [
+        Study(
+            position=position,
+            filename=new.filename,
+            input_png=new.input_png,
+            label_filename=new.label_filename,
+            label_png=new.label_png,
+            spacing_row_mm=new.spacing_mm[0] if new.spacing_mm else None,
+            spacing_col_mm=new.spacing_mm[1] if new.spacing_mm else None,
+            status=StudyStatus.FAILED if new.error is not None else StudyStatus.QUEUED,
+            error=new.error,
+            attempts=0,
+            requeues=0,
+            started_at=None,
+            finished_at=now if new.error is not None else None,
+            lease_owner=None,
+            lease_expires_at=None,
         )
+        for position, new in enumerate(studies)
+    ]
+    status.open_job(session, job, studies_of_job)
     session.add(job)
     session.flush()
-    status.refresh_jobs(session, [job.id])
+    _insert_studies(session, job, studies_of_job)
+    status.announce_if_finished(session, job)
     return job
+
+
+def _insert_studies(session: Session, job: Job, studies: list[Study]) -> None:
+    """Insert a new job's studies in one statement (an ORM flush would insert them one by
+    one on SQLite, to match each returned id to its row) and attach them to the job as
+    persistent rows, so that nothing written is read back."""
+    columns = [c.key for c in Study.__table__.columns if c.key != "id"]
+    rows = [{**{c: getattr(s, c) for c in columns}, "job_id": job.id} for s in studies]
+    by_position = {s.position: s for s in studies}
+    if rows:
+        returned = session.execute(insert(Study).returning(Study.id, Study.position), rows)
+        for study_id, position in returned:
+            by_position[position].id = study_id
+    for study in studies:
+        study.job_id = job.id
+        make_transient_to_detached(study)
+        session.add(study)
+    set_committed_value(job, "studies", studies)
 
 
 def get_job(session: Session, job_id: int) -> Job | None:
@@ -114,12 +138,6 @@ def requeued_studies(session: Session, job_id: int) -> int:
     """Number of the job's studies that the recovery sent again at least once."""
     stmt = select(func.count()).where(Study.job_id == job_id, Study.requeues > 0)
     return int(session.scalar(stmt) or 0)
-
-
-def queued_study_ids(session: Session, job_id: int) -> list[int]:
-    """Ids of the job's queued studies in submission order."""
-    stmt = select(Study.id).where(Study.job_id == job_id, Study.status == StudyStatus.QUEUED)
-    return list(session.scalars(stmt.order_by(Study.position)))
 
 
 def dice_summary(session: Session, job_id: int) -> tuple[int, float | None]:

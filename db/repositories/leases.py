@@ -46,14 +46,11 @@ def renew(session: Session, study_ids: Sequence[int], owner: str, expires_at: da
     return int(result.rowcount or 0)  # type: ignore[attr-defined]  # an UPDATE's CursorResult
 
 
-def lapsed(now: datetime, started_before: datetime, node: str | None) -> ColumnElement[bool]:
+def lapsed(now: datetime, node: str | None) -> ColumnElement[bool]:
     """Running studies nobody holds any more: the lease lapsed, or it belongs to ``node``
-    (a worker node that just started, so whatever it held belongs to its previous life),
-    or (rows claimed before leases existed) no lease and running since ``started_before``."""
-    held_by_nobody = or_(
-        Study.lease_expires_at < now,
-        and_(Study.lease_owner.is_(None), Study.started_at < started_before),
-    )
+    (a worker node that just started, so whatever it held belongs to its previous life).
+    Rows claimed before leases existed were given a lapsed lease (migration 0008)."""
+    held_by_nobody: ColumnElement[bool] = Study.lease_expires_at < now
     if node is not None:
         held_by_nobody = or_(
             held_by_nobody, Study.lease_owner.startswith(node_prefix(node), autoescape=True)
@@ -62,18 +59,11 @@ def lapsed(now: datetime, started_before: datetime, node: str | None) -> ColumnE
 
 
 def recoverable(
-    session: Session,
-    now: datetime,
-    started_before: datetime,
-    node: str | None = None,
-    limit: int = 10_000,
+    session: Session, now: datetime, node: str | None = None, limit: int = 10_000
 ) -> dict[int, str | None]:
     """Running studies whose worker is gone (see :func:`lapsed`): id -> the lease
-    owner that held them (None for rows without a lease)."""
+    owner that held them."""
     stmt = (
-        select(Study.id, Study.lease_owner)
-        .where(lapsed(now, started_before, node))
-        .order_by(Study.id)
-        .limit(limit)
+        select(Study.id, Study.lease_owner).where(lapsed(now, node)).order_by(Study.id).limit(limit)
     )
     return {int(i): owner for i, owner in session.execute(stmt)}

@@ -10,7 +10,55 @@ from sqlalchemy import delete, insert, select, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, undefer
 
-from db.models import UNFINISHED_STUDY, Job, Lesion, Result, Study, StudyStatus, utcnow
+from db.models import (
+    BIOMARKER_FIELDS,
+    METRIC_FIELDS,
+    Job,
+    Lesion,
+    Result,
+    Study,
+    StudyStatus,
+    utcnow,
+)
+
+#: Keys of :func:`study_row`.
+STUDY_ROW_FIELDS: tuple[str, ...] = (
+    "job_id",
+    "study_id",
+    "position",
+    "filename",
+    "label_filename",
+    "status",
+    "error",
+    "model_version",
+    "spacing_row_mm",
+    "spacing_col_mm",
+    "height",
+    "width",
+    *METRIC_FIELDS,
+    *BIOMARKER_FIELDS,
+    "inference_seconds",
+)
+
+
+def study_row(study: Study, result: Result | None) -> dict[str, Any]:
+    """One study with its result's values as a flat row (None where there is no result):
+    the rows of a job's ``results.csv`` and of the nightly report."""
+    row: dict[str, Any] = {
+        "job_id": study.job_id,
+        "study_id": study.id,
+        "position": study.position,
+        "filename": study.filename,
+        "label_filename": study.label_filename,
+        "status": study.status.value,
+        "error": study.error,
+        "spacing_row_mm": study.spacing_row_mm,
+        "spacing_col_mm": study.spacing_col_mm,
+    }
+    for name in STUDY_ROW_FIELDS:
+        if name not in row:
+            row[name] = getattr(result, name) if result is not None else None
+    return row
 
 
 def get_study(session: Session, study_id: int) -> Study | None:
@@ -46,20 +94,6 @@ def latest_results(session: Session, study_ids: Sequence[int]) -> dict[int, Resu
     return {r.study_id: r for r in rows}
 
 
-def interrupted_studies(session: Session, study_ids: Sequence[int]) -> list[int]:
-    """Ids among ``study_ids`` that an earlier delivery claimed and never finished: still
-    queued or running with at least one attempt (its worker died, or the reaper re-queued
-    them)."""
-    if not study_ids:
-        return []
-    stmt = select(Study.id).where(
-        Study.id.in_(list(study_ids)),
-        Study.status.in_(UNFINISHED_STUDY),
-        Study.attempts >= 1,
-    )
-    return sorted(session.scalars(stmt))
-
-
 def studies_with_result(session: Session, study_ids: Sequence[int], model_version: str) -> set[int]:
     """Ids among ``study_ids`` that already have a result of ``model_version``."""
     if not study_ids:
@@ -68,6 +102,24 @@ def studies_with_result(session: Session, study_ids: Sequence[int], model_versio
         Result.study_id.in_(list(study_ids)), Result.model_version == model_version
     )
     return set(session.scalars(stmt))
+
+
+def store_results(
+    session: Session,
+    results: Sequence[Mapping[str, Any]],
+    lesions: Sequence[Mapping[str, Any]],
+) -> None:
+    """Store results with their lesion rows: each result replaces the one of the same
+    (study, model version), and its lesions replace that result's earlier rows (a
+    redelivered study never doubles them).
+
+    Args:
+        session: The unit of work.
+        results: Column values of :class:`db.models.Result`.
+        lesions: Column values of :class:`db.models.Lesion`, each of one of the results.
+    """
+    upsert_results(session, results)
+    replace_lesions(session, [(r["study_id"], r["model_version"]) for r in results], lesions)
 
 
 def upsert_results(session: Session, rows: Sequence[Mapping[str, Any]]) -> None:

@@ -20,10 +20,9 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from model.lesions import BODY_LEVEL
 from model.postprocessing import CONNECTIVITY
 
-#: Pixels at or above this value (in the network's [0, 1] input) are body, not air.
-BODY_LEVEL = 0.02
 #: Width of the ring around a lesion whose median is its local background, in pixels.
 RING_PX = 3
 
@@ -71,7 +70,7 @@ class Lesion:
 
 def body_box(image: np.ndarray) -> tuple[int, int, int, int] | None:
     """(top, left, bottom, right), exclusive at the end, of the image's body pixels."""
-    body = image >= BODY_LEVEL
+    body = image > BODY_LEVEL
     rows, cols = np.flatnonzero(body.any(axis=1)), np.flatnonzero(body.any(axis=0))
     if rows.size == 0:
         return None
@@ -80,7 +79,7 @@ def body_box(image: np.ndarray) -> tuple[int, int, int, int] | None:
 
 def body_uptake(image: np.ndarray) -> float:
     """The median of the body's pixels: the reference that uptake is scaled by."""
-    body = image[image >= BODY_LEVEL]
+    body = image[image > BODY_LEVEL]
     return float(np.median(body)) if body.size else 0.0
 
 
@@ -211,7 +210,7 @@ class LesionPaster:
             angle = float(rng.uniform(0.0, 2.0 * np.pi))
             yx = (int(round(by + radius * np.sin(angle))), int(round(bx + radius * np.cos(angle))))
         else:
-            body = np.argwhere(window >= BODY_LEVEL)
+            body = np.argwhere(window > BODY_LEVEL)
             if not len(body):
                 return None
             yx = tuple(int(v) for v in body[int(rng.integers(len(body)))])  # type: ignore[assignment]

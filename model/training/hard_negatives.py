@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from model.training.copy_paste import BODY_LEVEL
+from model.lesions import BODY_LEVEL
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,7 @@ def bright_pixels(
         percentile: Of the body's pixel values.
         exclude: Optional bool (H, W) mask of pixels that are never bright.
     """
-    body = image >= BODY_LEVEL
+    body = image > BODY_LEVEL
     if not body.any():
         return np.zeros((0, 2), dtype=np.int64)
     level = np.percentile(image[body], percentile)

@@ -17,8 +17,9 @@ import numpy as np
 import torch
 
 from model.dataset import Study
-from model.manifest import Manifest
-from model.predictor import Predictor
+from model.network import stride_multiple
+from model.postprocessing import Rule
+from model.predictor import Inference, Predictor
 from model.training import tuning
 
 OOF_NAME = "oof.npz"
@@ -35,15 +36,9 @@ def probabilities(
 ) -> list[np.ndarray]:
     """Full-size probability maps of `studies` through the inference path (the network is
     left in the mode it was in)."""
-    manifest = Manifest(
-        version="validation",
-        trained=False,
-        architecture=dict(architecture),
-        postprocessing={"min_component_px": 0, "flip_tta": flip_tta},
-    )
-    manifest.preprocessing["input_scale"] = input_scale
+    inference = Inference(device, stride_multiple(architecture), input_scale, flip_tta, 4, dtype)
     was_training = net.training
-    pred = Predictor(manifest, net, device, batch_size=4, autocast_dtype=dtype)
+    pred = Predictor([net], inference, Rule(0.5), version="validation")
     probs = pred.probabilities([s.image for s in studies])
     net.train(was_training)
     return probs

@@ -227,7 +227,7 @@ CASES = [
 @pytest.fixture(scope="module")
 def service(api_settings: Settings) -> SegmentationService:
     """The worker's chunk logic with the API's limits, run in this process."""
-    return SegmentationService(api_settings, PredictorCache(device="cpu", batch_size=4))
+    return SegmentationService(api_settings, PredictorCache(device="cpu", batch_size=4, members=1))
 
 
 def test_the_corpus_has_at_least_30_cases() -> None:

@@ -228,3 +228,38 @@ def test_tables_of_a_queued_job_list_its_studies_without_results(client: TestCli
     assert list(lesions.columns) == list(LESION_COLUMNS)
     assert lesions.empty
     assert client.get("/v1/jobs/999999/results.csv").status_code == 404
+
+
+def test_submitting_runs_a_fixed_number_of_statements_whatever_the_job_s_size(
+    api_settings: Settings,
+) -> None:
+    from sqlalchemy import event
+
+    from api.app import create_app
+    from db.session import get_engine
+    from tests.conftest import bearer, create_api_key
+
+    settings = api_settings.model_copy(update={"max_studies_per_job": 32})
+    key = create_api_key(settings.sqlalchemy_url, "statements")
+    seen: list[str] = []
+
+    def count(_conn, _cursor, statement, *_args) -> None:  # type: ignore[no-untyped-def]
+        seen.append(statement.split(None, 1)[0].upper())
+
+    with TestClient(create_app(settings), headers=bearer(key)) as client:
+        assert client.get("/v1/jobs").status_code == 200  # the key's first use is recorded
+        engine = get_engine(settings.sqlalchemy_url)
+        per_size = {}
+        for n in (2, 32):
+            seen.clear()
+            event.listen(engine, "before_cursor_execute", count)
+            try:
+                files = _files(*[(f"s{i}.png", SAMPLE) for i in range(n)])
+                response = client.post("/v1/jobs", files=files)
+            finally:
+                event.remove(engine, "before_cursor_execute", count)
+            assert response.status_code == 202, response.text
+            assert len(response.json()["studies"]) == n
+            per_size[n] = list(seen)
+    assert per_size[2] == per_size[32], "no statement per study"
+    assert per_size[32] == ["SELECT", "INSERT", "INSERT"]  # the key, the job, its studies

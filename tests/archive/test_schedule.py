@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 from celery.utils.time import timezone as celery_timezone
 
 from config.settings import Settings
-from core.dispatch import ARCHIVE_SCAN_TASK, SEGMENT_TASK, beat_config, celery_app
+from core.celery_app import ARCHIVE_SCAN_TASK, SEGMENT_TASK, beat_config, celery_app
 
 
 def _settings(**values: Any) -> Settings:

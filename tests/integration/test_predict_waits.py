@@ -28,7 +28,7 @@ from sqlalchemy import func, select
 
 from cli.stack import free_port
 from config.settings import Settings
-from core.dispatch import finished_channel
+from core.job_notices import finished_channel
 from db.models import Job, JobSource
 from db.session import session_scope
 from tests.conftest import REPO_ROOT, SAMPLE_IMGS, bearer, create_api_key, settings_env

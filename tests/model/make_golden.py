@@ -23,7 +23,7 @@ def main() -> None:
     pred = Predictor.from_artifact(None, device="cpu", batch_size=1, precision="fp32")
     GOLDEN.mkdir(exist_ok=True)
     for name in STUDIES:
-        mask = pred.predict([decode_image((SAMPLES / f"{name}.png").read_bytes())])[0]
+        mask = pred.masks([decode_image((SAMPLES / f"{name}.png").read_bytes())])[0]
         (GOLDEN / f"{name}_mask.png").write_bytes(encode_mask_png(mask))
         print(f"{name}: {int(mask.sum())} tumor px")
     (GOLDEN / "golden.json").write_text(

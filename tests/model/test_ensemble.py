@@ -13,6 +13,7 @@ from model.artifact import load_artifact, load_members, save_ensemble
 from model.ensemble import mean_probabilities, member_probabilities
 from model.manifest import MANIFEST_NAME, ArtifactError, Manifest, members_sha256, read_manifest
 from model.network import build_network
+from model.postprocessing import Rule
 from model.predictor import Predictor
 from tests.model.conftest import TINY_ARCH
 
@@ -108,8 +109,8 @@ def test_members_are_stored_in_fp16_and_predict_as_the_fp32_networks(ensemble: P
 def test_predictor_averages_the_members(ensemble: Path) -> None:
     _, nets = load_members(ensemble)
     for flip in (False, True):
-        pred = Predictor.from_artifact(ensemble, device="cpu", batch_size=2, precision="fp32")
-        pred.flip_tta = flip
+        loaded = Predictor.from_artifact(ensemble, device="cpu", batch_size=2, precision="fp32")
+        pred = loaded.with_settings(flip_tta=flip)
         assert pred.n_members == 3
         assert pred.version == read_manifest(ensemble).version
         for img, got in zip(images(), pred.probabilities(images()), strict=True):
@@ -187,10 +188,9 @@ def test_a_single_network_artifact_loads_and_predicts_as_before(tiny_artifact: P
     assert "members" not in json.loads((tiny_artifact / MANIFEST_NAME).read_text())
     pred = Predictor.from_artifact(tiny_artifact, device="cpu", precision="fp32", members=1)
     assert pred.n_members == 1
-    assert pred.network is pred.networks[0]
     for img, got in zip(images(), pred.probabilities(images()), strict=True):
         np.testing.assert_allclose(got, by_hand([net], img, False), atol=1e-5)
-    # The trainer's call: one module, not a list.
-    same = Predictor(manifest, net, torch.device("cpu"), batch_size=pred.batch_size)
+    # Training's call: in-memory networks with inference settings, no artifact.
+    same = Predictor([net], pred.inference, Rule(0.5))
     for a, b in zip(same.probabilities(images()), pred.probabilities(images()), strict=True):
         np.testing.assert_array_equal(a, b)

@@ -33,7 +33,7 @@ def test_golden_is_for_the_released_artifact(released: Predictor) -> None:
 def test_released_masks_match_golden(released: Predictor) -> None:
     names = json.loads((GOLDEN / "golden.json").read_text())["studies"]
     images = [decode_image((SAMPLES / f"{n}.png").read_bytes()) for n in names]
-    masks = released.predict(images)
+    masks = released.masks(images)
     for name, image, mask in zip(names, images, masks, strict=True):
         expected = decode_mask((GOLDEN / f"{name}_mask.png").read_bytes(), image.shape)
         assert mask.shape == expected.shape
@@ -45,10 +45,10 @@ def test_released_masks_match_golden(released: Predictor) -> None:
 def test_batched_and_single_masks_agree_on_real_studies(released: Predictor) -> None:
     names = json.loads((GOLDEN / "golden.json").read_text())["studies"]
     images = [decode_image((SAMPLES / f"{n}.png").read_bytes()) for n in names]
-    batched = Predictor.from_artifact(None, device="cpu", batch_size=4).predict(images)
+    batched = Predictor.from_artifact(None, device="cpu", batch_size=4).masks(images)
     scores = []
     for image, mask in zip(images, batched, strict=True):
-        single = released.predict([image])[0]
+        single = released.masks([image])[0]
         if single.any() or mask.any():
             scores.append(dice(single, mask))
     # In a batch a study is zero-padded to the tallest of its bucket; the extra padding

@@ -109,6 +109,6 @@ def test_ema_training_ships_ema_weights_and_out_of_fold_maps(
     pred = Predictor.from_artifact(first, device="cpu")
     name = sorted(oof["plain"])[0]
     shape = oof["plain"][name].shape
-    assert pred.predict([np.zeros(shape, np.float32)])[0].shape == shape
+    assert pred.masks([np.zeros(shape, np.float32)])[0].shape == shape
     assert all(float(p.min()) >= 0.0 and float(p.max()) <= 1.0 for p in oof["plain"].values())
     assert math.isfinite(m.metrics["crossfit_dice"])

@@ -44,7 +44,7 @@ def test_component_work_inside_the_tumor_box_matches_whole_image_labelling() -> 
 
 
 def test_the_peak_rule_keeps_only_components_that_reach_the_peak() -> None:
-    from model.postprocessing import keep_components
+    from model.postprocessing import Rule, components, levels
 
     prob = np.zeros((12, 12))
     prob[1:4, 1:4] = 0.6  # above the threshold, never reaches the peak: removed
@@ -57,5 +57,25 @@ def test_the_peak_rule_keeps_only_components_that_reach_the_peak() -> None:
     # a peak at or below the threshold is no rule
     assert to_mask(prob, 0.5, 0, min_peak=0.5).sum() == 25
     # with a size floor too: the seeded component must also be large enough
-    assert not keep_components(prob > 0.5, 17, seeds=prob >= 0.9).any()
-    assert not keep_components(np.zeros((3, 3), bool), 0, seeds=np.zeros((3, 3), bool)).any()
+    rule = Rule(0.5, 17, 0.9)
+    assert not components(levels(prob, rule), rule).mask().any()
+    assert components(levels(prob, Rule(0.5, 16, 0.9)), rule).mask().sum() == 0
+    assert components(levels(prob, rule), Rule(0.5, 16, 0.9)).mask().sum() == 16
+    assert not components(np.zeros((3, 3), np.uint8), rule).mask().any()
+
+
+def test_components_are_labelled_once_and_say_what_the_rule_keeps() -> None:
+    from model.postprocessing import Rule, components
+
+    levels = np.zeros((10, 10), np.uint8)
+    levels[1:3, 1:3] = 1  # 4 px, no peak
+    levels[5:9, 5:9] = 1  # 16 px with one pixel at the peak
+    levels[6, 6] = 2
+    found = components(levels, Rule(0.5, 2, 0.9))
+    assert found.box == (slice(1, 9), slice(1, 9))
+    assert sorted(found.sizes[1:].tolist()) == [4, 16]
+    assert found.kept.tolist() == [int(found.labels[5, 5])]
+    assert found.mask().sum() == 16
+    # without a peak rule a manifest's min_peak of 0 is no rule at all
+    assert Rule.of(0.4, {"min_component_px": 3, "min_peak": 0.0}) == Rule(0.4, 3, None)
+    assert Rule(0.5, 0, 0.5).min_peak is None

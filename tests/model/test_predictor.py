@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from model.postprocessing import to_mask
-from model.predictor import Predictor, resolve_batch_size, resolve_device
+from model.bucketing import padded
+from model.postprocessing import Rule, to_mask
+from model.predictor import Predictor, forward, resolve_batch_size, resolve_device
 
 
 def images(seed: int = 0) -> list[np.ndarray]:
@@ -16,53 +17,66 @@ def images(seed: int = 0) -> list[np.ndarray]:
 def test_masks_have_input_shapes_and_are_binary(tiny_artifact: Path) -> None:
     pred = Predictor.from_artifact(tiny_artifact, device="cpu", batch_size=2, precision="fp32")
     imgs = images()
-    masks = pred.predict(imgs)
+    masks = pred.masks(imgs)
     assert [m.shape for m in masks] == [i.shape for i in imgs]
     assert all(m.dtype == bool for m in masks)
-    assert pred.last_run.n_images == 4
-    assert pred.last_run.n_batches >= 2
-    assert 0.0 <= pred.last_run.padding_waste < 1.0
+    _, batches = pred.plan(imgs)
+    assert len(batches) >= 2
+    assert sorted(i for b in batches for i in b.indices) == [0, 1, 2, 3]
+
+
+def test_batches_come_with_levels_and_probabilities_and_skip_what_is_asked(
+    tiny_artifact: Path,
+) -> None:
+    pred = Predictor.from_artifact(tiny_artifact, device="cpu", batch_size=2, precision="fp32")
+    imgs = images()
+    probs = pred.probabilities(imgs)
+    seen = [p for batch in pred.iter_batches(imgs, skip=lambda i: i == 2) for p in batch]
+    assert sorted(p.index for p in seen) == [0, 1, 3]
+    for p in seen:
+        assert p.levels.dtype == p.probabilities.dtype == np.uint8
+        want = np.clip(np.rint(probs[p.index] * 255), 0, 255)
+        np.testing.assert_allclose(p.probabilities, want, atol=1)
+        np.testing.assert_array_equal(p.levels, probs[p.index] > pred.rule.threshold)
 
 
 def test_masks_thresholded_on_the_device_equal_the_host_post_processing(
     tiny_artifact: Path,
 ) -> None:
-    # `predict` compares on the device and copies bool masks out; the result must be
+    # `masks` compares on the device and copies levels out; the result must be
     # `to_mask` on the probability maps, with and without component removal.
-    pred = Predictor.from_artifact(tiny_artifact, device="cpu", batch_size=2, precision="fp32")
+    loaded = Predictor.from_artifact(tiny_artifact, device="cpu", batch_size=2, precision="fp32")
     imgs = images()
-    probs = pred.probabilities(imgs)
-    pred.threshold = float(np.median(np.concatenate([p.ravel() for p in probs])))
+    probs = loaded.probabilities(imgs)
+    threshold = float(np.median(np.concatenate([p.ravel() for p in probs])))
     removed = False
     for min_px in (0, 3):
-        pred.min_component_px = min_px
-        want = [to_mask(p, pred.threshold, min_px) for p in probs]
-        got = pred.predict(imgs)
+        pred = loaded.with_settings(Rule(threshold, min_px))
+        want = [to_mask(p, threshold, min_px) for p in probs]
+        got = pred.masks(imgs)
         for g, w, p in zip(got, want, probs, strict=True):
             assert g.dtype == bool
             assert g.shape == p.shape
             np.testing.assert_array_equal(g, w)
             assert w.any()
             assert not w.all()
-            removed |= not np.array_equal(w, p > pred.threshold)
+            removed |= not np.array_equal(w, p > threshold)
     assert removed  # some components were small enough to go
 
 
 def test_the_peak_rule_on_the_device_equals_the_host_post_processing(
     tiny_artifact: Path,
 ) -> None:
-    pred = Predictor.from_artifact(tiny_artifact, device="cpu", batch_size=2, precision="fp32")
+    loaded = Predictor.from_artifact(tiny_artifact, device="cpu", batch_size=2, precision="fp32")
     imgs = images(3)
-    probs = pred.probabilities(imgs)
+    probs = loaded.probabilities(imgs)
     flat = np.concatenate([p.ravel() for p in probs])
-    pred.threshold, pred.min_peak = float(np.quantile(flat, 0.5)), float(np.quantile(flat, 0.95))
-    pred.min_component_px = 2
-    want = [to_mask(p, pred.threshold, 2, pred.min_peak) for p in probs]
-    got = pred.predict(imgs)
+    threshold, peak = float(np.quantile(flat, 0.5)), float(np.quantile(flat, 0.95))
+    pred = loaded.with_settings(Rule(threshold, 2, peak))
+    want = [to_mask(p, threshold, 2, peak) for p in probs]
+    got = pred.masks(imgs)
     assert any(w.any() for w in want)
-    assert sum(int(w.sum()) for w in want) < sum(
-        int(to_mask(p, pred.threshold, 2).sum()) for p in probs
-    )
+    assert sum(int(w.sum()) for w in want) < sum(int(to_mask(p, threshold, 2).sum()) for p in probs)
     for g, w in zip(got, want, strict=True):
         np.testing.assert_array_equal(g, w)
 
@@ -81,8 +95,8 @@ def test_batched_equals_one_at_a_time_within_a_bucket(tiny_artifact: Path) -> No
 
 
 def test_flip_tta_and_half_scale_keep_shapes(tiny_artifact: Path) -> None:
-    pred = Predictor.from_artifact(tiny_artifact, device="cpu", precision="fp32")
-    pred.flip_tta, pred.input_scale = True, 0.5
+    loaded = Predictor.from_artifact(tiny_artifact, device="cpu", precision="fp32")
+    pred = loaded.with_settings(flip_tta=True, input_scale=0.5)
     probs = pred.probabilities(images())
     assert [p.shape for p in probs] == [i.shape for i in images()]
     assert all(p.min() >= 0.0 and p.max() <= 1.0 for p in probs)
@@ -93,15 +107,18 @@ def test_half_scale_probabilities_are_resample_network_resample_back(
 ) -> None:
     # The predictor resamples on its device, in batches, through one copy each way; the
     # result must be the plain host pipeline of model.preprocessing.resample.
-    from model.preprocessing import pad_to_multiple, resample
+    from model.preprocessing import resample
 
-    pred = Predictor.from_artifact(tiny_artifact, device="cpu", batch_size=1, precision="fp32")
-    pred.input_scale = 0.5
+    loaded = Predictor.from_artifact(tiny_artifact, device="cpu", batch_size=1, precision="fp32")
+    pred = loaded.with_settings(input_scale=0.5)
+    multiple = pred.inference.multiple
     for img, got in zip(images(), pred.probabilities(images()), strict=True):
         small = resample(img, 0.5)
-        x = torch.from_numpy(pad_to_multiple(small, pred.multiple))[None, None]
+        h, w = small.shape
+        x = torch.zeros(1, 1, padded(h, multiple), padded(w, multiple))
+        x[0, 0, :h, :w] = torch.from_numpy(small)
         with torch.inference_mode():
-            p = torch.sigmoid(pred.logits(x))[0, 0, : small.shape[0], : small.shape[1]]
+            p = torch.sigmoid(forward(pred.networks[0], x, None))[0, 0, :h, :w]
         want = np.clip(resample(p.numpy(), 1.0, img.shape), 0.0, 1.0)
         np.testing.assert_allclose(got, want, atol=1e-6)
 
@@ -109,7 +126,7 @@ def test_half_scale_probabilities_are_resample_network_resample_back(
 def test_non_2d_input_is_refused(tiny_artifact: Path) -> None:
     pred = Predictor.from_artifact(tiny_artifact, device="cpu")
     with pytest.raises(ValueError, match=r"\(H, W\)"):
-        pred.predict([np.zeros((2, 32, 32), np.float32)])
+        pred.masks([np.zeros((2, 32, 32), np.float32)])
 
 
 def test_device_switch_auto_and_explicit_cpu() -> None:
@@ -126,16 +143,18 @@ def test_cuda_masks_match_cpu(tiny_artifact: Path, monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
     cpu = Predictor.from_artifact(tiny_artifact, device="cpu", batch_size=1, precision="fp32")
     gpu = Predictor.from_artifact(tiny_artifact, device="cuda", batch_size=1, precision="fp32")
-    cpu.input_scale = gpu.input_scale = 0.5  # the GPU resamples on the device: cover it
+    # the GPU resamples on the device: cover it
+    cpu, gpu = cpu.with_settings(input_scale=0.5), gpu.with_settings(input_scale=0.5)
     for a, b in zip(cpu.probabilities(images()), gpu.probabilities(images()), strict=True):
         np.testing.assert_allclose(a, b, atol=1e-3)
     # Masks are thresholded on the GPU and copied out as bool: the host's masks of the
     # same GPU's maps (deterministic convolutions, so both passes compute the same maps).
     monkeypatch.setattr(torch.backends.cudnn, "deterministic", True)
     probs = gpu.probabilities(images())
-    gpu.threshold = float(np.median(np.concatenate([p.ravel() for p in probs])))
-    for m, p in zip(gpu.predict(images()), probs, strict=True):
-        np.testing.assert_array_equal(m, to_mask(p, gpu.threshold, gpu.min_component_px))
+    threshold = float(np.median(np.concatenate([p.ravel() for p in probs])))
+    gpu = gpu.with_settings(Rule(threshold))
+    for m, p in zip(gpu.masks(images()), probs, strict=True):
+        np.testing.assert_array_equal(m, to_mask(p, threshold))
 
 
 def test_batch_size_zero_means_the_measured_best_for_the_device(tiny_artifact: Path) -> None:
@@ -146,4 +165,4 @@ def test_batch_size_zero_means_the_measured_best_for_the_device(tiny_artifact: P
     with pytest.raises(ValueError, match="batch size"):
         resolve_batch_size(-1, torch.device("cpu"))
     pred = Predictor.from_artifact(tiny_artifact, device="cpu", precision="fp32")
-    assert pred.batch_size == 1
+    assert pred.inference.batch_size == 1

@@ -8,7 +8,6 @@ from model.png import ImageLimits, InvalidImage
 from model.preprocessing import (
     decode_image,
     decode_mask,
-    pad_to_multiple,
     resample,
 )
 
@@ -75,15 +74,6 @@ def test_mask_size_mismatch_is_refused() -> None:
     with pytest.raises(InvalidImage, match="label is 16x8"):
         decode_mask(label, expected_shape=(16, 16))
     assert decode_mask(label).all()
-
-
-def test_pad_to_multiple_pads_bottom_right_only() -> None:
-    arr = np.ones((17, 30), dtype=np.float32)
-    out = pad_to_multiple(arr, 16)
-    assert out.shape == (32, 32)
-    assert out[:17, :30].all()
-    assert not out[17:].any()
-    assert not out[:, 30:].any()
 
 
 def test_resample_round_trip_keeps_shape_and_range() -> None:

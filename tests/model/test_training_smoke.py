@@ -67,7 +67,7 @@ def test_smoke_training_writes_a_loadable_deterministic_artifact(
     assert {"validation", "effects", "crossfit_dice"} <= m1.metrics.keys()
     load_artifact(first)
     pred = Predictor.from_artifact(first, device="cpu")
-    mask = pred.predict([np.zeros((100, 80), np.float32)])[0]
+    mask = pred.masks([np.zeros((100, 80), np.float32)])[0]
     assert mask.shape == (100, 80)
     assert (tmp_path / "a" / "runs").is_dir()
 

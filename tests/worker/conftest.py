@@ -35,4 +35,4 @@ def dispatcher(settings: Settings) -> Iterator[Dispatcher]:
 
 @pytest.fixture(scope="module")
 def service(settings: Settings) -> SegmentationService:
-    return SegmentationService(settings, PredictorCache(device="cpu", batch_size=4))
+    return SegmentationService(settings, PredictorCache(device="cpu", batch_size=4, members=1))

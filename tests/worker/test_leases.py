@@ -18,7 +18,7 @@ from db import status
 from db.models import UNFINISHED_STUDY, Job, Study, StudyStatus, utcnow
 from db.repositories import jobs as jobs_repo
 from db.session import session_scope
-from tests.conftest import patient_files
+from tests.conftest import patient_files, queued_study_ids
 from worker.leases import Heartbeat, lease_owner
 from worker.reaper import reap
 from worker.segmentation import SegmentationService
@@ -44,7 +44,7 @@ def _job(settings: Settings, n: int) -> list[int]:
     studies = [jobs_repo.NewStudy(img.name, img.read_bytes()) for img, _ in patient_files(n)]
     with session_scope(settings.sqlalchemy_url) as session:
         job = jobs_repo.create_job(session, QUEUE, studies)
-        ids = jobs_repo.queued_study_ids(session, job.id)
+        ids = queued_study_ids(session, job.id)
     _made.extend(ids)
     return ids
 
@@ -130,21 +130,17 @@ def test_overlapping_passes_take_back_and_resend_a_study_once(settings: Settings
     long_ago = now - timedelta(days=1)
     with session_scope(settings.sqlalchemy_url) as session:  # both passes found ids[0] lost
         job_id = session.scalars(select(Study.job_id).where(Study.id == ids[0])).one()
-        first = status.requeue(
-            session, ids, {}, now=now, started_before=long_ago, idle_before=long_ago
-        )
+        first = status.requeue(session, ids, {}, now=now, idle_before=long_ago)
         assert first.requeued == ids[:1]
         assert first.to_send == [(ids[0], QUEUE)]
     with session_scope(settings.sqlalchemy_url) as session:  # the second pass: too late
-        second = status.requeue(
-            session, ids, {}, now=now, started_before=long_ago, idle_before=long_ago
-        )
+        second = status.requeue(session, ids, {}, now=now, idle_before=long_ago)
         assert second.requeued == []
         assert second.to_send == []
         job = session.get(Job, job_id)
         assert job is not None
         job.updated_at = now - timedelta(hours=1)
-    idle, times = {job_id: ids}, {"now": now, "started_before": long_ago, "idle_before": now}
+    idle, times = {job_id: ids}, {"now": now, "idle_before": now}
     with session_scope(settings.sqlalchemy_url) as session:  # both found the job idle
         first = status.requeue(session, [], idle, **times)
         assert [i for i, _ in first.to_send] == ids

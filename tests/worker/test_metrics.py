@@ -13,7 +13,7 @@ from core.dispatch import Dispatcher
 from db.models import Study, StudyStatus, utcnow
 from db.repositories import jobs as jobs_repo
 from db.session import session_scope
-from tests.conftest import patient_files
+from tests.conftest import patient_files, queued_study_ids
 from worker import metrics
 from worker.reaper import ReapReport, reap
 from worker.segmentation import ChunkReport
@@ -57,7 +57,7 @@ def test_a_recovery_pass_counts_the_leases_it_recovered(
     studies = [jobs_repo.NewStudy(img.name, img.read_bytes()) for img, _ in patient_files(2)]
     with session_scope(settings.sqlalchemy_url) as session:
         job = jobs_repo.create_job(session, QUEUE, studies)
-        ids = jobs_repo.queued_study_ids(session, job.id)
+        ids = queued_study_ids(session, job.id)
         for study in session.scalars(select(Study).where(Study.id.in_(ids))):
             # what a SIGKILLed worker leaves: running, past the backstop, no lease
             study.status, study.attempts = StudyStatus.RUNNING, 1

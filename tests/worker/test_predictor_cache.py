@@ -20,7 +20,7 @@ from db.session import session_scope
 from model.artifact import save_ensemble
 from model.manifest import Manifest
 from model.network import build_network
-from tests.conftest import patient_files
+from tests.conftest import patient_files, queued_study_ids
 from tests.model.conftest import TINY_ARCH
 from worker.predictor_cache import PredictorCache
 from worker.segmentation import SegmentationService
@@ -40,17 +40,13 @@ def fresh_settings() -> Iterator[None]:
     get_settings.cache_clear()
 
 
-def test_members_default_to_the_setting(
-    ensemble: Path, monkeypatch: pytest.MonkeyPatch, fresh_settings: None
-) -> None:
+def test_the_service_runs_the_setting_s_members(ensemble: Path, settings: Settings) -> None:
     choice = CurrentModel(ensemble, ensemble.name, promoted=True)
-    assert PredictorCache("cpu", 1).get(choice).n_members == 3  # TUMORSEG_MODEL_MEMBERS=0
-    get_settings.cache_clear()
-    monkeypatch.setenv("TUMORSEG_MODEL_MEMBERS", "1")
-    fast = PredictorCache("cpu", 1).get(choice)
+    assert PredictorCache("cpu", 1).get(choice).n_members == 3  # 0: all of them
+    fast = SegmentationService(settings.model_copy(update={"model_members": 1})).cache.get(choice)
     assert fast.n_members == 1
     assert fast.version == ensemble.name
-    assert PredictorCache("cpu", 1, members=2).get(choice).n_members == 2  # explicit wins
+    assert PredictorCache("cpu", 1, members=2).get(choice).n_members == 2
 
 
 def test_results_record_the_ensemble_version(ensemble: Path, settings: Settings) -> None:
@@ -65,7 +61,7 @@ def test_results_record_the_ensemble_version(ensemble: Path, settings: Settings)
             "test",
             [jobs_repo.NewStudy(img.name, img.read_bytes(), label.name, label.read_bytes())],
         )
-        ids = jobs_repo.queued_study_ids(session, job.id)
+        ids = queued_study_ids(session, job.id)
     service = SegmentationService(settings, PredictorCache("cpu", 1, members=1))
     try:
         report = service.run_chunk(ids)

@@ -16,7 +16,7 @@ from core.dispatch import Dispatcher
 from db.models import Job, Result, Study, StudyStatus, utcnow
 from db.repositories import jobs as jobs_repo
 from db.session import session_scope
-from tests.conftest import REPO_ROOT, patient_files, settings_env
+from tests.conftest import REPO_ROOT, patient_files, queued_study_ids, settings_env
 from worker.reaper import reap
 from worker.segmentation import SegmentationService
 
@@ -27,15 +27,18 @@ def _job(settings: Settings, n: int) -> tuple[int, list[int]]:
     studies = [jobs_repo.NewStudy(img.name, img.read_bytes()) for img, _ in patient_files(n)]
     with session_scope(settings.sqlalchemy_url) as session:
         job = jobs_repo.create_job(session, QUEUE, studies)
-        return job.id, jobs_repo.queued_study_ids(session, job.id)
+        return job.id, queued_study_ids(session, job.id)
 
 
-def _die_after_claim(settings: Settings, ids: list[int], hours_ago: float) -> None:
-    """Leave the rows as a worker that claimed them and was SIGKILLed leaves them."""
+def _die_after_claim(settings: Settings, ids: list[int], lease_left_s: float) -> None:
+    """Leave the rows as a worker that claimed them and was SIGKILLed leaves them, its
+    leases lapsing in ``lease_left_s`` seconds (lapsed already when negative)."""
     with session_scope(settings.sqlalchemy_url) as session:
         for study in session.scalars(select(Study).where(Study.id.in_(ids))):
             study.status, study.attempts = StudyStatus.RUNNING, study.attempts + 1
-            study.started_at = utcnow() - timedelta(hours=hours_ago)
+            study.started_at = utcnow() - timedelta(minutes=5)
+            study.lease_owner = "dead@elsewhere:1"
+            study.lease_expires_at = utcnow() + timedelta(seconds=lease_left_s)
 
 
 def _sent_chunks(broker: redis.Redis) -> list[list[int]]:
@@ -57,8 +60,8 @@ def test_studies_stuck_running_are_requeued_and_sent_then_finish_once(
 ) -> None:
     _job_id, ids = _job(settings, 6)
     stuck, fresh = ids[:5], ids[5:]
-    _die_after_claim(settings, stuck, hours_ago=3)  # past reap_after (2 h by default)
-    _die_after_claim(settings, fresh, hours_ago=0.1)  # may still be running: left alone
+    _die_after_claim(settings, stuck, lease_left_s=-60)  # the lease lapsed: the worker died
+    _die_after_claim(settings, fresh, lease_left_s=600)  # may still be running: left alone
 
     report = reap(settings, dispatcher)
 
@@ -112,7 +115,7 @@ def test_a_chunk_that_kills_every_worker_is_failed_after_max_deliveries(
 ) -> None:
     job_id, ids = _job(settings, 2)
     for _ in range(settings.max_deliveries):  # each delivery claims, then the worker dies
-        _die_after_claim(settings, ids, hours_ago=3)
+        _die_after_claim(settings, ids, lease_left_s=-60)
         assert [i for i in reap(settings, dispatcher).requeued_running if i in ids] == ids
     report = service.run_chunk(ids)  # the next delivery gives up instead of looping
 
@@ -134,7 +137,7 @@ def test_reap_command_requeues_and_prints_its_report(
     settings: Settings, broker: redis.Redis
 ) -> None:
     _job_id, ids = _job(settings, 2)
-    _die_after_claim(settings, ids, hours_ago=3)
+    _die_after_claim(settings, ids, lease_left_s=-60)
     proc = subprocess.run(
         [sys.executable, "-m", "cli", "reap"],
         cwd=REPO_ROOT,
@@ -167,7 +170,7 @@ def test_idle_queued_studies_wait_while_their_queue_still_drains(
 
     assert not set(ids) & set(waiting.resent_queued)
     assert _sent_chunks(broker) == [[10**9]], "nothing added to a queue that still drains"
-    _die_after_claim(settings, ids[:1], hours_ago=3)  # stuck running: never waits
+    _die_after_claim(settings, ids[:1], lease_left_s=-60)  # stuck running: never waits
     stuck = reap(settings, dispatcher)
     assert ids[0] in stuck.requeued_running
     assert ids[1] not in stuck.resent_queued

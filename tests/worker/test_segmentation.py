@@ -28,7 +28,7 @@ from worker.segmentation import SegmentationService
 @pytest.fixture(scope="session")
 def predictor_cache() -> PredictorCache:
     """One predictor for all worker tests (loading costs seconds)."""
-    return PredictorCache(device="cpu", batch_size=4)
+    return PredictorCache(device="cpu", batch_size=4, members=1)
 
 
 @pytest.fixture
@@ -39,7 +39,7 @@ def service(settings: Settings, predictor_cache: PredictorCache) -> Segmentation
 def _make_job(db_url: str, studies: list[jobs_repo.NewStudy]) -> tuple[int, list[int]]:
     with session_scope(db_url) as session:
         job = jobs_repo.create_job(session, "test", studies)
-        return job.id, jobs_repo.queued_study_ids(session, job.id)
+        return job.id, [s.id for s in job.studies]
 
 
 def _labelled(n: int) -> list[jobs_repo.NewStudy]:
@@ -63,7 +63,7 @@ def test_chunk_segments_studies_and_stores_competition_masks(
     assert sorted(report.succeeded) == ids
     assert not report.failed
     phases = report.as_dict()["phases"]
-    assert set(phases) == {"claim", "decode", "predict", "finish", "store"}
+    assert set(phases) == {"claim", "decode", "predict", "findings", "store"}
     assert phases["predict"] > 0
     assert sum(phases.values()) <= report.seconds + 0.01
     with session_scope(settings.sqlalchemy_url) as session:
@@ -168,8 +168,8 @@ def test_study_that_passes_the_upload_check_but_does_not_inflate_fails_alone(
 
 def test_cancelled_studies_are_skipped(service: SegmentationService, settings: Settings) -> None:
     job_id, ids = _make_job(settings.sqlalchemy_url, _labelled(2))
-    with session_scope(settings.sqlalchemy_url) as session:
-        assert status.cancel_queued(session, job_id) == 2
+    with session_scope(settings.sqlalchemy_url, service.dispatcher.after_commit) as session:
+        assert status.cancel_unfinished(session, job_id) == 2
     report = service.run_chunk(ids)
     assert sorted(report.skipped) == ids
     assert _result_count(settings.sqlalchemy_url, ids) == 0
@@ -238,10 +238,11 @@ def test_interrupted_chunk_goes_one_study_at_a_time_and_the_culprit_fails_alone(
     with caplog.at_level("INFO", logger="worker.segmentation"):
         report = service.run_chunk(ids)
     claims = [r.args[0] for r in caplog.records if r.msg == "chunk claimed %s"]
-    assert claims == [[ids[0]], [], [ids[2]], [ids[3]]]  # the culprit is failed at its claim
+    # the culprit is failed by the claim that takes the next study
+    assert claims == [[ids[0]], [ids[2]], [ids[3]]]
     assert report.failed == [ids[1]]
     assert sorted(report.succeeded) == [ids[0], ids[2], ids[3]]
-    assert set(report.phases) == {"claim", "decode", "predict", "finish", "store"}
+    assert set(report.phases) == {"claim", "decode", "predict", "findings", "store"}
     with session_scope(settings.sqlalchemy_url) as session:
         attempts = {s.id: s.attempts for s in jobs_repo.get_job(session, _job_id).studies}  # type: ignore[union-attr]
     assert attempts == {ids[0]: 2, ids[1]: settings.max_deliveries, ids[2]: 2, ids[3]: 2}
@@ -286,7 +287,7 @@ def test_lesion_rows_and_biomarkers_match_the_stored_mask(
     _job_id, ids = _make_job(settings.sqlalchemy_url, studies)
     assert sorted(service.run_chunk(ids).succeeded) == ids
     with session_scope(settings.sqlalchemy_url) as session:
-        threshold = service.current_predictor().threshold
+        threshold = service.current_predictor().rule.threshold
         total_lesions = 0
         for position, study_id in enumerate(ids):
             result = session.scalars(select(Result).where(Result.study_id == study_id)).one()
@@ -346,3 +347,75 @@ def test_lesion_rows_and_biomarkers_match_the_stored_mask(
             select(func.count()).select_from(Lesion).where(Lesion.study_id.in_(ids))
         )
         assert count == total_lesions  # replaced, not doubled
+
+
+class _CancelAfterFirstBatch(SegmentationService):
+    """Cancels the job (as ``DELETE /v1/jobs/{id}`` does) once the chunk's first batch is
+    stored, and records each store's counts."""
+
+    job_id = 0
+    counts: list[dict[StudyStatus, int]]
+
+    def _store(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        still = super()._store(*args, **kwargs)
+        url = self.settings.sqlalchemy_url
+        with session_scope(url, self.dispatcher.after_commit) as session:
+            self.counts.append(status.study_counts(session, self.job_id))
+            if len(self.counts) == 1:
+                status.cancel_unfinished(session, self.job_id)
+        return still
+
+
+def test_progress_moves_per_batch_and_a_cancel_stops_the_rest_of_a_running_chunk(
+    settings: Settings,
+) -> None:
+    one_by_one = PredictorCache(device="cpu", batch_size=1, members=1)
+    service = _CancelAfterFirstBatch(settings, one_by_one)
+    service.counts = []
+    job_id, ids = _make_job(settings.sqlalchemy_url, _labelled(4))
+    service.job_id = job_id
+    report = service.run_chunk(ids)
+    first = service.counts[0]
+    assert first[StudyStatus.SUCCEEDED] == 1, "the first batch's study is done before the rest"
+    assert first[StudyStatus.RUNNING] == 3
+    assert len(report.succeeded) == 1
+    # the batch already running when the cancel came is computed and not stored; the two
+    # after it are left out
+    assert len(report.skipped) == 1
+    assert len(report.dropped) == 2
+    assert sorted(report.dropped + report.skipped) == sorted(set(ids) - set(report.succeeded))
+    assert _result_count(settings.sqlalchemy_url, ids) == 1, "no result for a cancelled study"
+    with session_scope(settings.sqlalchemy_url) as session:
+        job = jobs_repo.get_job(session, job_id)
+        assert job is not None
+        assert job.status is JobStatus.SUCCEEDED, "not 'cancelled' over a finished study"
+        counts = status.study_counts(session, job_id)
+        assert (counts[StudyStatus.SUCCEEDED], counts[StudyStatus.CANCELLED]) == (1, 3)
+
+
+def test_a_chunk_runs_a_fixed_number_of_statements_whatever_its_size(
+    service: SegmentationService, settings: Settings
+) -> None:
+    from sqlalchemy import event
+
+    from db.session import get_engine
+
+    def statements(n: int) -> int:
+        _, ids = _make_job(settings.sqlalchemy_url, _labelled(n))
+        seen: list[str] = []
+
+        def count(_conn, _cursor, statement, *_args) -> None:  # type: ignore[no-untyped-def]
+            seen.append(statement)
+
+        engine = get_engine(settings.sqlalchemy_url)
+        event.listen(engine, "before_cursor_execute", count)
+        try:
+            assert len(service.run_chunk(ids).succeeded) == n
+        finally:
+            event.remove(engine, "before_cursor_execute", count)
+        return len(seen)
+
+    statements(1)  # the predictor is loaded (and its model row read) once, before counting
+    two, four = statements(2), statements(4)  # one batch each (batch size 4)
+    assert two == four, "no statement per study"
+    assert four <= 30, four
