@@ -50,7 +50,7 @@ def find(
     Args:
         image: (H, W) network input, high uptake high.
         levels: (H, W) candidates after the threshold: bool, or the predictor's uint8
-            levels (2 where the peak rule's probability is reached too).
+            levels (higher where the rule's peaks are reached too).
         probabilities: (H, W) tumor probabilities, for each lesion's peak (times
             `probability_scale`: 1/255 for the predictor's uint8 maps).
         rule: The artifact's post-processing (its threshold was applied to `levels`).

@@ -2,9 +2,11 @@
 
 A :class:`Rule` is a manifest's post-processing: the threshold, the smallest component
 kept, and the peak rule (a component is kept only if it holds a pixel at or above
-``min_peak``: hysteresis). :func:`components` labels a mask's candidates once and says
-which the rule keeps; the mask, the metrics and the lesions of a study all read that one
-labelling (``model/findings.py``).
+``min_peak``: hysteresis). A rule may have a second tier for small components: keep
+one that is large with a moderate peak, or small with a very high peak.
+:func:`components` labels a mask's candidates once and says which the rule keeps; the
+mask, the metrics and the lesions of a study all read that one labelling
+(``model/findings.py``).
 """
 
 from __future__ import annotations
@@ -29,21 +31,45 @@ class Rule:
         min_component_px: Components smaller than this are dropped (0: none).
         min_peak: Components without a pixel at or above it are dropped; None: no peak
             rule (one at or below the threshold is none either).
+        small_component_px: The second tier: a component dropped by the first two
+            conditions is kept all the same when it has this many pixels and one at or
+            above `small_peak`.
+        small_peak: The second tier's peak; None: no second tier.
     """
 
     threshold: float
     min_component_px: int = 0
     min_peak: float | None = None
+    small_component_px: int = 0
+    small_peak: float | None = None
 
     def __post_init__(self) -> None:
         if self.min_peak is not None and self.min_peak <= self.threshold:
             object.__setattr__(self, "min_peak", None)
+        if self.small_peak is not None and self.small_peak <= self.threshold:
+            object.__setattr__(self, "small_peak", None)
 
     @classmethod
     def of(cls, threshold: float, postprocessing: Mapping[str, Any]) -> Rule:
         """The rule of a manifest's ``threshold`` and ``postprocessing`` block."""
-        peak = float(postprocessing.get("min_peak", 0.0))
-        return cls(float(threshold), int(postprocessing.get("min_component_px", 0)), peak or None)
+        get = postprocessing.get
+        return cls(
+            float(threshold),
+            int(get("min_component_px", 0)),
+            float(get("min_peak", 0.0)) or None,
+            int(get("small_component_px", 0)),
+            float(get("small_peak", 0.0)) or None,
+        )
+
+    @property
+    def cuts(self) -> tuple[float, ...]:
+        """The peaks the levels mark, lowest first: a pixel's level is 1 above the
+        threshold plus one for each cut it reaches."""
+        return tuple(sorted({p for p in (self.min_peak, self.small_peak) if p is not None}))
+
+    def level(self, peak: float | None) -> int:
+        """The level a component's highest pixel must reach for `peak` (1: none)."""
+        return 1 if peak is None else 2 + self.cuts.index(peak)
 
 
 @dataclass(frozen=True)
@@ -82,7 +108,7 @@ def components(levels: np.ndarray, rule: Rule) -> Components:
 
     Args:
         levels: (H, W) candidates: bool, or the predictor's uint8 levels (1 above the
-            threshold, 2 at or above the peak as well).
+            threshold, plus one for each of the rule's cuts reached: `levels`).
         rule: The size and peak rules (its threshold was applied already).
     """
     candidates = levels >= 1
@@ -92,21 +118,29 @@ def components(levels: np.ndarray, rule: Rule) -> Components:
         return Components(levels.shape, None, empty, np.zeros(1, np.int64), np.zeros(1, bool))
     labels, n = label_components(candidates[box])
     sizes = np.bincount(labels.ravel(), minlength=n + 1)
-    keep = sizes >= max(rule.min_component_px, 1)
-    if rule.min_peak is not None:
-        seeded = np.zeros(n + 1, dtype=bool)
-        seeded[np.unique(labels[(levels[box] == 2) & (labels > 0)])] = True
-        keep &= seeded
+
+    def reaching(level: int) -> np.ndarray:
+        """Which labels hold a pixel at `level` or above."""
+        if level <= 1:
+            return np.ones(n + 1, dtype=bool)
+        out = np.zeros(n + 1, dtype=bool)
+        out[np.unique(labels[(levels[box] >= level) & (labels > 0)])] = True
+        return out
+
+    keep = (sizes >= max(rule.min_component_px, 1)) & reaching(rule.level(rule.min_peak))
+    if rule.small_peak is not None:
+        small = sizes >= max(rule.small_component_px, 1)
+        keep |= small & reaching(rule.level(rule.small_peak))
     keep[0] = False
     return Components(levels.shape, box, labels, sizes, keep)
 
 
 def levels(prob: np.ndarray, rule: Rule) -> np.ndarray:
     """The predictor's uint8 levels of a float probability map: 1 above the threshold,
-    2 at or above the peak as well."""
+    plus one for each of the rule's cuts reached."""
     out = (prob > rule.threshold).astype(np.uint8)
-    if rule.min_peak is not None:
-        out += (prob >= rule.min_peak).astype(np.uint8)
+    for cut in rule.cuts:
+        out += (prob >= cut).astype(np.uint8)
     return out
 
 

@@ -100,8 +100,8 @@ class Prediction:
 
     Attributes:
         index: Its position in the images given.
-        levels: uint8 (H, W): 1 above the rule's threshold, 2 at or above its peak as
-            well (`model.postprocessing.components` turns them into the mask).
+        levels: uint8 (H, W): 1 above the rule's threshold, plus one for each of its
+            peaks reached (`model.postprocessing.components` turns them into the mask).
         probabilities: uint8 (H, W), round(255 × probability).
     """
 
@@ -193,8 +193,8 @@ def device_levels(maps: Sequence[torch.Tensor], rule: Rule) -> list[np.ndarray]:
     parts = []
     for m in maps:
         level = (m > rule.threshold).to(torch.uint8).reshape(-1)
-        if rule.min_peak is not None:
-            level += (m >= rule.min_peak).to(torch.uint8).reshape(-1)
+        for cut in rule.cuts:
+            level += (m >= cut).to(torch.uint8).reshape(-1)
         parts.append(level)
     return host_arrays(torch.cat(parts), maps)
 

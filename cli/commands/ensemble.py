@@ -3,6 +3,7 @@
 tumorseg ensemble pack RUN --into DIR --name fold-K
 tumorseg ensemble tune FOLD [FOLD ...] --data DATA [--min-clean F] [--json]
 tumorseg ensemble build FOLD [FOLD ...] --data DATA --out DIR [--min-clean F]
+tumorseg ensemble compare --a FOLD... --b FOLD... --data DATA [--floors F...] [--json]
 """
 
 from __future__ import annotations
@@ -46,6 +47,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             p.add_argument("--out", type=Path, required=True, help="parent of the new artifact")
         if name == "retune":
             p.add_argument("--oof", type=Path, default=None, help="maps (default: its oof.npz)")
+        p.add_argument(
+            "--two-tier",
+            action="store_true",
+            help="choose among two-tier rules too: large components with a moderate peak, "
+            "or small ones with a very high peak",
+        )
+    cmp = sub.add_parser(
+        "compare",
+        help="recipe B against recipe A on their pooled out-of-fold maps, paired by study",
+    )
+    cmp.add_argument("--a", type=Path, nargs="+", required=True, help="arm A's fold runs")
+    cmp.add_argument("--b", type=Path, nargs="+", required=True, help="arm B's fold runs")
+    cmp.add_argument("--data", type=Path, required=True, help="the folder the folds used")
+    cmp.add_argument(
+        "--floors", type=float, nargs="+", default=[0.8, 0.85], help="clean-controls floors"
+    )
+    cmp.add_argument(
+        "--fp-budget",
+        type=float,
+        nargs="+",
+        default=[0.25],
+        help="false-positive components per control at which lesion recall is read",
+    )
+    cmp.add_argument("--two-tier", action="store_true", help="two-tier rules in both arms")
+    cmp.add_argument("--boot", type=int, default=2000, help="bootstrap resamples")
+    cmp.add_argument("--json", action="store_true", help="print one JSON object")
 
 
 def _frontier_table(rows: list[dict[str, Any]]) -> str:
@@ -70,7 +97,9 @@ def run(args: argparse.Namespace) -> int:
         if args.action == "pack":
             print(f"fold: {pack_fold(args.run, args.into, args.name)}")
         elif args.action == "tune":
-            chosen, metrics = tune_pooled(args.folds, args.data, args.min_clean)
+            chosen, metrics = tune_pooled(
+                args.folds, args.data, args.min_clean, two_tier=args.two_tier
+            )
             if args.json:
                 print(json.dumps(metrics, indent=2))
             else:
@@ -85,11 +114,41 @@ def run(args: argparse.Namespace) -> int:
         elif args.action == "oof":
             print(f"maps: {write_oof(args.artifact, args.data, args.out)}")
         elif args.action == "retune":
-            new = retune(args.artifact, args.data, args.out, args.min_clean, args.oof)
+            new = retune(
+                args.artifact, args.data, args.out, args.min_clean, args.oof, args.two_tier
+            )
             print(f"artifact: {new}")
+        elif args.action == "compare":
+            _compare(args)
         else:
-            print(f"ensemble: {build_ensemble(args.folds, args.data, args.out, args.min_clean)}")
+            built = build_ensemble(args.folds, args.data, args.out, args.min_clean, args.two_tier)
+            print(f"ensemble: {built}")
     except (ArtifactError, FileNotFoundError, ValueError, KeyError) as exc:
         print(f"tumorseg ensemble: {exc}")
         return 2
     return 0
+
+
+def _compare(args: argparse.Namespace) -> None:
+    from model.training.comparison import compare, load_arm
+
+    a = load_arm("a", args.a, args.data)
+    b = load_arm("b", args.b, args.data)
+    result = compare(a, b, args.floors, args.fp_budget, args.two_tier, args.boot)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return
+    print(f"{result['n_patients']} patients, {result['n_controls']} controls (B minus A)")
+    print("floor  Dice A  Dice B  ΔDice [95 % CI]            clean A  clean B  better/worse")
+    for floor, r in result["floors"].items():
+        lo, hi = r["delta_dice_ci95"]
+        print(
+            f"{floor:>5}  {r['dice_a']:.3f}   {r['dice_b']:.3f}   {r['delta_dice']:+.3f} "
+            f"[{lo:+.3f}, {hi:+.3f}]      {r['clean_a']:.0%}      {r['clean_b']:.0%}     "
+            f"{r['patients_better']}/{r['patients_worse']}"
+        )
+    for budget, r in result["recall"].items():
+        print(
+            f"lesion recall (>= 50 px) at <= {budget} FP components per control: "
+            f"A {r['a']['recall']:.1%}, B {r['b']['recall']:.1%}"
+        )

@@ -67,7 +67,7 @@ def write_oof(
     return out
 
 
-def _pooled(
+def pooled_maps(
     folds: Sequence[Path], data: Path, oof_files: Sequence[Path] | None = None
 ) -> tuple[list[Manifest], list[int], list[np.ndarray], list[np.ndarray], list[Any]]:
     """Each fold's manifest, and per held-out study: fold, plain map, TTA map, study.
@@ -106,41 +106,64 @@ def _mean(maps: Sequence[np.ndarray]) -> np.ndarray:
     return np.asarray(np.mean(np.stack(maps), axis=0, dtype=np.float32))
 
 
+def postprocessing_of(chosen: Setting) -> dict[str, Any]:
+    """A manifest's ``postprocessing`` block for a chosen setting (the second tier only
+    when it has one)."""
+    block: dict[str, Any] = {
+        "min_component_px": chosen.min_component_px,
+        "min_peak": chosen.min_peak,
+        "flip_tta": chosen.flip_tta,
+    }
+    if chosen.small_peak > 0:
+        block |= {"small_component_px": chosen.small_px, "small_peak": chosen.small_peak}
+    return block
+
+
 def tune_pooled(
     folds: Sequence[Path],
     data: Path,
     min_clean: float = 0.0,
     oof_files: Sequence[Path] | None = None,
+    two_tier: bool = False,
 ) -> tuple[Setting, dict[str, Any]]:
-    """Choose the post-processing on the folds' pooled out-of-fold maps.
+    """Choose the post-processing on the folds' pooled out-of-fold maps (with
+    `two_tier`, among two-tier rules too).
 
     Returns:
         (the setting chosen on all pooled maps, metrics: the cross-fitted score, the
         frontier without and with TTA, counts).
     """
-    _, fold_ids, plain, tta, studies = _pooled(folds, data, oof_files)
+    _, fold_ids, plain, tta, studies = pooled_maps(folds, data, oof_files)
     labels = [s.label for s in studies]
     is_patient = [s.is_patient for s in studies]
     tp = oof_tuning.ComponentTables(plain, labels, is_patient)
     tt = oof_tuning.ComponentTables(tta, labels, is_patient)
     # One fold: cross-fit on alternating halves instead.
     groups = fold_ids if len(set(fold_ids)) > 1 else [i % 2 for i in range(len(fold_ids))]
-    plain_grid, tta_grid = oof_tuning.grid(tp, False), oof_tuning.grid(tt, True)
+    plain_grid = oof_tuning.grid(tp, False, two_tier=two_tier)
+    tta_grid = oof_tuning.grid(tt, True, two_tier=two_tier)
     chosen = oof_tuning.choose(plain_grid + tta_grid, min_clean)
     metrics = {
         "n_patients": int(sum(is_patient)),
         "n_controls": int(len(is_patient) - sum(is_patient)),
         "folds": sorted(set(fold_ids)),
         "min_clean": min_clean,
+        "two_tier": two_tier,
         "chosen": asdict(chosen),
-        "crossfit": oof_tuning.crossfit(tp, tt, groups, min_clean),
+        "crossfit": oof_tuning.crossfit(tp, tt, groups, min_clean, two_tier),
         "frontier": [asdict(s) for s in oof_tuning.frontier(plain_grid)],
         "frontier_tta": [asdict(s) for s in oof_tuning.frontier(tta_grid)],
     }
     return chosen, metrics
 
 
-def build_ensemble(folds: Sequence[Path], data: Path, parent: Path, min_clean: float = 0.0) -> Path:
+def build_ensemble(
+    folds: Sequence[Path],
+    data: Path,
+    parent: Path,
+    min_clean: float = 0.0,
+    two_tier: bool = False,
+) -> Path:
     """Write the ensemble of `folds` (all of one architecture and input scale) with the
     post-processing chosen on their pooled out-of-fold maps.
 
@@ -155,7 +178,7 @@ def build_ensemble(folds: Sequence[Path], data: Path, parent: Path, min_clean: f
     fold_numbers = [int(m.training["fold"]) for m in manifests]
     if len(set(fold_numbers)) != len(fold_numbers):
         raise ValueError(f"a fold appears twice: {fold_numbers}")
-    chosen, metrics = tune_pooled(folds, data, min_clean)
+    chosen, metrics = tune_pooled(folds, data, min_clean, two_tier=two_tier)
     networks = [load_members(f)[1][0] for f in folds]
     manifest = Manifest(
         version="pending",
@@ -163,11 +186,7 @@ def build_ensemble(folds: Sequence[Path], data: Path, parent: Path, min_clean: f
         architecture=dict(first.architecture),
         preprocessing=dict(first.preprocessing),
         threshold=chosen.threshold,
-        postprocessing={
-            "min_component_px": chosen.min_component_px,
-            "min_peak": chosen.min_peak,
-            "flip_tta": chosen.flip_tta,
-        },
+        postprocessing=postprocessing_of(chosen),
         training={
             "members": [
                 {
@@ -186,7 +205,12 @@ def build_ensemble(folds: Sequence[Path], data: Path, parent: Path, min_clean: f
 
 
 def retune(
-    artifact: Path, data: Path, parent: Path, min_clean: float = 0.0, oof: Path | None = None
+    artifact: Path,
+    data: Path,
+    parent: Path,
+    min_clean: float = 0.0,
+    oof: Path | None = None,
+    two_tier: bool = False,
 ) -> Path:
     """A new version of a single-network artifact: the same weights, with threshold,
     minimum size, peak rule and flip TTA chosen on its out-of-fold maps (`oof`, default
@@ -200,14 +224,10 @@ def retune(
     manifest, networks = load_members(artifact)
     if manifest.members:
         raise ValueError(f"{artifact} is an ensemble: choose its post-processing when building")
-    chosen, metrics = tune_pooled([artifact], data, min_clean, [oof] if oof else None)
+    chosen, metrics = tune_pooled([artifact], data, min_clean, [oof] if oof else None, two_tier)
     new = copy.deepcopy(manifest)
     new.threshold = chosen.threshold
-    new.postprocessing = {
-        "min_component_px": chosen.min_component_px,
-        "min_peak": chosen.min_peak,
-        "flip_tta": chosen.flip_tta,
-    }
+    new.postprocessing = postprocessing_of(chosen)
     new.training["retuned_from"] = {
         "version": manifest.version,
         "threshold": manifest.threshold,

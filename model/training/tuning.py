@@ -28,6 +28,10 @@ class Setting:
     controls_clean_fraction: float | None
     #: The peak rule (`model/training/oof_tuning.py`); 0 means none.
     min_peak: float = 0.0
+    #: The second tier (`model.postprocessing.Rule`): small components kept when their
+    #: peak reaches `small_peak`; 0 means none.
+    small_px: int = 0
+    small_peak: float = 0.0
 
 
 def score(
@@ -71,6 +75,7 @@ def choose(settings: Sequence[Setting], dice_tolerance: float = 0.01) -> Setting
         key=lambda s: (
             -int(s.flip_tta),
             s.controls_clean_fraction or 0.0,
+            -int(s.small_peak > 0),
             -s.min_peak,
             -s.min_component_px,
             -s.threshold,

@@ -146,7 +146,7 @@ def test_ensemble_benchmark_smoke() -> None:
     from model.manifest import ARTIFACTS_DIR
 
     released = released_artifact_dir()
-    single = ARTIFACTS_DIR / "attention-unet-20261202-77e08ac5-ppa0efbc"
+    single = ARTIFACTS_DIR.parent / "superseded" / "attention-unet-20261202-77e08ac5-ppa0efbc"
     result = ensemble.run(single, released, n=2, repeat=1, device="cpu", data=inference.DATA)
     assert result["n_studies"] == 2
     rows = result["rows"]

@@ -9,7 +9,7 @@ import pytest
 
 from model.manifest import ArtifactError, read_manifest
 from model.predictor import Predictor
-from model.training.ensembling import _pooled, build_ensemble, pack_fold, tune_pooled
+from model.training.ensembling import build_ensemble, pack_fold, pooled_maps, tune_pooled
 from model.training.sampling import CropConfig
 from model.training.trainer import TrainConfig, train
 from model.training.validation import OOF_NAME, load_oof
@@ -75,7 +75,7 @@ def test_seeds_of_one_fold_count_once_with_their_maps_averaged(
         not np.array_equal(maps[0]["plain"][name], maps[1]["plain"][name])
         for name in maps[0]["plain"]
     ), "two seeds should not predict alike"
-    _, fold_ids, plain, tta, studies = _pooled(runs, tiny_data)
+    _, fold_ids, plain, tta, studies = pooled_maps(runs, tiny_data)
     assert fold_ids == [0] * len(maps[0]["plain"])  # each held-out study once
     for study, p, t in zip(studies, plain, tta, strict=True):
         name = study.name

@@ -59,9 +59,11 @@ def test_a_recovery_pass_counts_the_leases_it_recovered(
         job = jobs_repo.create_job(session, QUEUE, studies)
         ids = queued_study_ids(session, job.id)
         for study in session.scalars(select(Study).where(Study.id.in_(ids))):
-            # what a SIGKILLed worker leaves: running, past the backstop, no lease
+            # what a SIGKILLed worker leaves: running under a lease that lapsed
             study.status, study.attempts = StudyStatus.RUNNING, 1
-            study.started_at = utcnow() - timedelta(hours=3)
+            study.started_at = utcnow() - timedelta(minutes=5)
+            study.lease_owner = "dead@elsewhere:1"
+            study.lease_expires_at = utcnow() - timedelta(minutes=1)
     leases, resent = (
         _value("tumorseg_worker_leases_recovered_total"),
         _value("tumorseg_worker_studies_resent_total"),
