@@ -101,3 +101,41 @@ def test_flip_tta_must_buy_more_than_the_tolerance() -> None:
     # the clean-controls floor comes first
     low = Setting(0.3, 0, False, 0.70, 0.5)
     assert oof_tuning.choose([low, plain], min_clean=0.7) == plain
+
+
+def test_two_tier_settings_and_lesion_recall_on_hand_made_maps() -> None:
+    from model.training.comparison import paired_bootstrap
+
+    # a patient with a large lesion (seen faintly) and a small one (seen very brightly);
+    # a control with a small, moderately bright false positive
+    label = np.zeros((40, 40), bool)
+    label[2:14, 2:14] = True  # 144 px
+    label[30:38, 30:38] = True  # 64 px
+    patient = np.zeros((40, 40), np.float32)
+    patient[2:14, 2:14] = 0.65
+    patient[32:36, 32:36] = 1.0  # 16 px at the top of the uint8 scale
+    control = np.zeros((40, 40), np.float32)
+    control[10:14, 10:14] = 0.9  # 16 px
+    tables = oof_tuning.ComponentTables([patient, control], [label, np.zeros_like(label)], [True, False])
+    assert tables.n_lesions == 2
+    # one tier at 100 px keeps the large lesion only; the small bright one needs tier two
+    assert tables.lesion_recall(0.5, 100, 0.6) == (0.5, 0.0)
+    assert tables.lesion_recall(0.5, 100, 0.6, 10, 1.0) == (1.0, 0.0)
+    assert tables.lesion_recall(0.5, 10, 0.6) == (1.0, 1.0)  # and the control's FP
+    dice_two, clean_two = tables.score(0.5, 100, 0.6, None, 10, 1.0)
+    assert clean_two == 1.0
+    assert dice_two == pytest.approx(2 * (144 + 16) / (144 + 16 + 208))
+    settings = oof_tuning.grid(tables, False, two_tier=True)
+    assert any(s.small_peak == 1.0 and s.small_px == 10 for s in settings)
+    assert all(s.small_peak == 0 or s.small_peak > max(s.min_peak, s.threshold) for s in settings)
+    best = oof_tuning.choose(settings, min_clean=1.0)
+    assert best.controls_clean_fraction == 1.0
+    assert best.dice == pytest.approx(dice_two)
+    # the paired comparison of two arms' per-study results
+    out = paired_bootstrap(np.array([0.5, 0.6]), np.array([0.7, 0.6]), np.ones(3), np.ones(3), 200)
+    assert out["delta_dice"] == pytest.approx(0.1)
+    assert out["patients_better"] == 1
+    assert out["patients_worse"] == 0
+    lo, hi = out["delta_dice_ci95"]
+    assert 0.0 <= lo <= 0.1 <= hi <= 0.2
+    assert out["delta_clean"] == 0.0

@@ -79,3 +79,33 @@ def test_components_are_labelled_once_and_say_what_the_rule_keeps() -> None:
     # without a peak rule a manifest's min_peak of 0 is no rule at all
     assert Rule.of(0.4, {"min_component_px": 3, "min_peak": 0.0}) == Rule(0.4, 3, None)
     assert Rule(0.5, 0, 0.5).min_peak is None
+
+
+def test_the_two_tier_rule_keeps_large_moderate_and_small_very_bright_components() -> None:
+    from model.postprocessing import Rule, components, levels
+
+    prob = np.zeros((40, 40))
+    prob[1:13, 1:13] = 0.7  # 144 px, peak 0.7: large with a moderate peak: kept
+    prob[20:23, 20:23] = 0.6  # 9 px, peak 0.995: small with a very high peak: kept
+    prob[21, 21] = 0.995
+    prob[30:33, 30:33] = 0.9  # 9 px, peak 0.9: small and only bright: dropped
+    prob[1:11, 25:35] = 0.55  # 100 px, peak 0.55: large but too faint: dropped
+    rule = Rule(0.5, 120, 0.6, small_component_px=5, small_peak=0.99)
+    assert rule.cuts == (0.6, 0.99)
+    lv = levels(prob, rule)
+    assert lv[21, 21] == 3
+    assert lv[2, 2] == 2
+    assert lv[31, 31] == 2
+    assert lv[5, 30] == 1
+    mask = components(lv, rule).mask()
+    assert mask[1:13, 1:13].all()
+    assert mask[20:23, 20:23].all()
+    assert not mask[30:33, 30:33].any()
+    assert not mask[1:11, 25:35].any()
+    assert mask.sum() == 144 + 9
+    # without the second tier the small bright one goes too
+    one_tier = Rule(0.5, 120, 0.6)
+    assert components(levels(prob, one_tier), one_tier).mask().sum() == 144
+    # a manifest's block reads back to the same rule
+    block = {"min_component_px": 120, "min_peak": 0.6, "small_component_px": 5, "small_peak": 0.99}
+    assert Rule.of(0.5, block) == rule
