@@ -116,7 +116,9 @@ def test_two_tier_settings_and_lesion_recall_on_hand_made_maps() -> None:
     patient[32:36, 32:36] = 1.0  # 16 px at the top of the uint8 scale
     control = np.zeros((40, 40), np.float32)
     control[10:14, 10:14] = 0.9  # 16 px
-    tables = oof_tuning.ComponentTables([patient, control], [label, np.zeros_like(label)], [True, False])
+    tables = oof_tuning.ComponentTables(
+        [patient, control], [label, np.zeros_like(label)], [True, False]
+    )
     assert tables.n_lesions == 2
     # one tier at 100 px keeps the large lesion only; the small bright one needs tier two
     assert tables.lesion_recall(0.5, 100, 0.6) == (0.5, 0.0)
