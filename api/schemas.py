@@ -69,7 +69,10 @@ class StudyOut(BaseModel):
     position: int
     filename: str
     label_filename: str | None
-    status: str = Field(description="queued|running|succeeded|failed|cancelled")
+    status: str = Field(
+        description="queued|running|succeeded|failed|cancelled|rejected (rejected: the input "
+        "check found no whole-body MIP-PET; `error` says why)"
+    )
     error: str | None
     attempts: int = Field(description="Deliveries that claimed it (capped by max_deliveries).")
     requeues: int = Field(

@@ -18,6 +18,7 @@ from db.models import (
     BIOMARKER_FIELDS,
     LESION_FIELDS,
     METRIC_FIELDS,
+    UNFINISHED_STUDY,
     Job,
     Lesion,
     Result,
@@ -101,8 +102,7 @@ def study_view(
 def job_summary(job: Job, counts: dict[StudyStatus, int]) -> schemas.JobSummary:
     """The job schema without studies or aggregates."""
     total = sum(counts.values())
-    finished = sum(counts[s] for s in (StudyStatus.SUCCEEDED, StudyStatus.FAILED,
-                                       StudyStatus.CANCELLED))  # fmt: skip
+    finished = total - sum(counts[s] for s in UNFINISHED_STUDY)
     untrained = job.model_trained is False
     return schemas.JobSummary(
         id=job.id,

@@ -140,6 +140,8 @@ def _flags(status: StudyStatus, lesions: int | None) -> list[str]:
         flags.append("unfinished")
     elif status is StudyStatus.CANCELLED:
         flags.append("cancelled")
+    elif status is StudyStatus.REJECTED:
+        flags.append("rejected")
     if lesions:
         flags.append("lesions")
     return flags

@@ -126,6 +126,12 @@ class Settings(BaseSettings):
     max_deliveries: int = Field(
         3, ge=1, le=20, description="Deliveries of one study before it is failed for good."
     )
+    input_check: bool = Field(
+        True,
+        description="Refuse (status rejected, with the reason) a study that does not look "
+        "like a whole-body MIP-PET in the DM i AI rendering before the network sees it "
+        "(model/quality.py); false segments whatever comes.",
+    )
     predict_timeout: float = Field(
         60.0, gt=0, description="Seconds POST /predict waits for the worker (then 504)."
     )

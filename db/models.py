@@ -65,6 +65,8 @@ class JobStatus(enum.StrEnum):
     PARTIALLY_FAILED = "partially_failed"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    #: Not segmented: the input check found no whole-body MIP-PET (``model/quality.py``).
+    REJECTED = "rejected"
 
 
 class StudyStatus(enum.StrEnum):
@@ -75,6 +77,8 @@ class StudyStatus(enum.StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    #: Not segmented: the input check found no whole-body MIP-PET (``model/quality.py``).
+    REJECTED = "rejected"
 
 
 UNFINISHED_STUDY = (StudyStatus.QUEUED, StudyStatus.RUNNING)

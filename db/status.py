@@ -16,7 +16,7 @@ they are announced (``core/dispatch.py``).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -87,19 +87,20 @@ def counts_for_jobs(session: Session, job_ids: Sequence[int]) -> dict[int, dict[
 def job_status(counts: Mapping[StudyStatus, int], current: JobStatus) -> JobStatus:
     """A job's status from its study counts.
 
-    A finished job says what its studies gave: succeeded (or partially failed) whenever
-    one succeeded, cancelled counts or not (the counts say how many); cancelled only when
-    nothing succeeded and something was cancelled.
+    A finished job says what its studies gave: succeeded (or partially failed, counting
+    rejected studies as failed) whenever one succeeded, cancelled counts or not (the
+    counts say how many); cancelled only when nothing succeeded and something was
+    cancelled.
     """
     if sum(counts[s] for s in UNFINISHED_STUDY):
         started = counts[StudyStatus.RUNNING] or current is JobStatus.RUNNING
         return JobStatus.RUNNING if started else JobStatus.QUEUED
+    failed = counts[StudyStatus.FAILED] + counts[StudyStatus.REJECTED]
     if counts[StudyStatus.SUCCEEDED]:
-        failed = counts[StudyStatus.FAILED]
         return JobStatus.PARTIALLY_FAILED if failed else JobStatus.SUCCEEDED
     if counts[StudyStatus.CANCELLED]:
         return JobStatus.CANCELLED
-    if counts[StudyStatus.FAILED]:
+    if failed:
         return JobStatus.FAILED
     return JobStatus.SUCCEEDED
 
@@ -211,17 +212,24 @@ class Finish:
     failed: list[int] = field(default_factory=list)
     #: No longer running (deleted, or finished elsewhere): left as they are.
     skipped: list[int] = field(default_factory=list)
+    #: Refused by the input check (``model/quality.py``), with the reason.
+    rejected: list[int] = field(default_factory=list)
 
 
 def finish(
-    session: Session, errors: Mapping[int, str | None], job_ids: Sequence[int] | None = None
+    session: Session,
+    errors: Mapping[int, str | None],
+    job_ids: Sequence[int] | None = None,
+    rejected: Collection[int] = (),
 ) -> Finish:
-    """End running studies: succeeded where ``errors[id]`` is None, else failed with it.
+    """End running studies: succeeded where ``errors[id]`` is None, else failed with it
+    (rejected with it when the id is in ``rejected``).
 
     Args:
         session: The unit of work.
         errors: Study id -> None (succeeded) or the reason it failed.
         job_ids: Their jobs, when the caller knows them (a claim told it).
+        rejected: The studies the input check refused; their reason is in ``errors``.
     """
     if job_ids is None:
         job_ids = studies_repo.job_ids_of(session, list(errors))
@@ -236,6 +244,9 @@ def finish(
         elif error is None:
             _end(study, StudyStatus.SUCCEEDED, None, now)
             out.succeeded.append(study_id)
+        elif study_id in rejected:
+            _end(study, StudyStatus.REJECTED, error, now)
+            out.rejected.append(study_id)
         else:
             _end(study, StudyStatus.FAILED, error, now)
             out.failed.append(study_id)

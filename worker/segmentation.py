@@ -83,6 +83,8 @@ class Outcome:
 
     study_id: int
     error: str | None = None
+    #: The input check refused the study (`error` says why).
+    rejected: bool = False
     values: dict[str, Any] = field(default_factory=dict)
     lesions: list[dict[str, Any]] = field(default_factory=list)
 
@@ -95,6 +97,8 @@ class ChunkReport:
     succeeded: list[int] = field(default_factory=list)
     failed: list[int] = field(default_factory=list)
     skipped: list[int] = field(default_factory=list)
+    #: Studies the input check refused (`model/quality.py`).
+    rejected: list[int] = field(default_factory=list)
     #: Studies cancelled (or taken back) while the chunk ran, left out of its batches.
     dropped: list[int] = field(default_factory=list)
     seconds: float = 0.0
@@ -113,6 +117,7 @@ class ChunkReport:
             "succeeded": self.succeeded,
             "failed": self.failed,
             "skipped": self.skipped,
+            "rejected": self.rejected,
             "dropped": self.dropped,
             "seconds": round(self.seconds, 3),
             "phases": {k: round(v, 3) for k, v in self.phases.items()},
@@ -291,9 +296,9 @@ class SegmentationService:
             started = time.perf_counter()
             pending: list[Outcome] = []
             good: list[Decoded] = []
-            for item, decoded in zip(claimed, pool.map(self._decode, claimed), strict=True):
-                if isinstance(decoded, str):
-                    pending.append(Outcome(item.id, error=decoded))
+            for decoded in pool.map(self._decode, claimed):
+                if isinstance(decoded, Outcome):
+                    pending.append(decoded)
                 else:
                     good.append(decoded)
             report.add("decode", time.perf_counter() - started)
@@ -338,7 +343,12 @@ class SegmentationService:
         among `waiting` that are still this worker's."""
         started = time.perf_counter()
         with self._unit_of_work() as session:
-            done = status.finish(session, {o.study_id: o.error for o in outcomes}, job_ids)
+            done = status.finish(
+                session,
+                {o.study_id: o.error for o in outcomes},
+                job_ids,
+                rejected={o.study_id for o in outcomes if o.rejected},
+            )
             succeeded = set(done.succeeded)
             studies_repo.store_results(
                 session,
@@ -348,12 +358,15 @@ class SegmentationService:
             still = status.still_running(session, sorted(waiting), owner)
         report.succeeded += done.succeeded
         report.failed += done.failed
+        report.rejected += done.rejected
         report.skipped += done.skipped  # cancelled, deleted or finished elsewhere
         report.add("store", time.perf_counter() - started)
         return still
 
-    def _decode(self, item: ClaimedStudy) -> Decoded | str:
-        """The study's image and label arrays, or the reason they are unusable."""
+    def _decode(self, item: ClaimedStudy) -> Decoded | Outcome:
+        """The study's image and label arrays, or the outcome of an unusable study: failed
+        (not a usable PNG) or rejected (not a whole-body MIP-PET: `model/quality.py`)."""
+        from model import quality
         from model.png import ImageLimits, InvalidImage
         from model.preprocessing import decode_image, decode_mask
 
@@ -363,13 +376,17 @@ class SegmentationService:
         try:
             image = decode_image(item.input_png, limits)
         except InvalidImage as exc:
-            return f"{item.filename}: {exc}"
+            return Outcome(item.id, error=f"{item.filename}: {exc}")
+        if self.settings.input_check:
+            reason = quality.check(image)
+            if reason is not None:
+                return Outcome(item.id, error=f"{item.filename}: {reason}", rejected=True)
         if item.label_png is None:
             return Decoded(item, image, None)
         try:
             return Decoded(item, image, decode_mask(item.label_png, expected_shape=image.shape))
         except InvalidImage as exc:
-            return f"label of {item.filename}: {exc}"
+            return Outcome(item.id, error=f"label of {item.filename}: {exc}")
 
     @staticmethod
     def _predict(

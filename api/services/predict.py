@@ -131,7 +131,7 @@ def _outcome(session: Session, job_id: int, study_id: int) -> Prediction | None:
     try:
         study = studies_repo.get_study(session, study_id)
         state = study.status if study is not None else StudyStatus.FAILED
-        if state in (StudyStatus.FAILED, StudyStatus.CANCELLED):
+        if state in (StudyStatus.FAILED, StudyStatus.CANCELLED, StudyStatus.REJECTED):
             raise ServiceError(422, study.error if study and study.error else "study failed")
         result = studies_repo.latest_result(session, study_id, with_bytes=True)
         if state is not StudyStatus.SUCCEEDED or result is None:

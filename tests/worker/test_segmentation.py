@@ -419,3 +419,27 @@ def test_a_chunk_runs_a_fixed_number_of_statements_whatever_its_size(
     two, four = statements(2), statements(4)  # one batch each (batch size 4)
     assert two == four, "no statement per study"
     assert four <= 30, four
+
+
+def test_a_study_that_is_no_mip_pet_is_rejected_with_the_reason_and_not_segmented(
+    settings: Settings, predictor_cache: PredictorCache
+) -> None:
+    label = np.zeros((300, 400), np.uint8)
+    label[100:140, 180:230] = 255  # a label mask submitted as a study
+    studies = [*_labelled(1), jobs_repo.NewStudy("segmentation_000.png", png_bytes(label))]
+    job_id, ids = _make_job(settings.sqlalchemy_url, studies)
+    report = SegmentationService(settings, predictor_cache).run_chunk(ids)
+    assert report.rejected == [ids[1]]
+    assert report.succeeded == [ids[0]]
+    assert _result_count(settings.sqlalchemy_url, [ids[1]]) == 0
+    with session_scope(settings.sqlalchemy_url) as session:
+        job = jobs_repo.get_job(session, job_id)
+        assert job is not None
+        assert job.status is JobStatus.PARTIALLY_FAILED
+        rejected = job.studies[1]
+        assert rejected.status is StudyStatus.REJECTED
+        assert "segmentation_000.png: not a MIP-PET image" in (rejected.error or "")
+    # the check is a setting: off, the same file is segmented
+    _, again = _make_job(settings.sqlalchemy_url, studies[1:])
+    unchecked = settings.model_copy(update={"input_check": False})
+    assert SegmentationService(unchecked, predictor_cache).run_chunk(again).succeeded == again
