@@ -13,7 +13,7 @@ COPY core ./core
 COPY db ./db
 COPY model ./model
 COPY worker ./worker
-RUN pip install -c constraints.txt .
+RUN pip install -c constraints.txt '.[openvino]'
 
 RUN useradd --create-home tumorseg
 USER tumorseg

@@ -141,6 +141,12 @@ class Settings(BaseSettings):
         "unset means the released artifact bundled under model/artifacts/.",
     )
     device: str = Field("auto", description="Inference device: auto, cpu, cuda, cuda:N.")
+    runtime: Literal["auto", "torch", "openvino"] = Field(
+        "auto",
+        description="Where the networks run: auto (OpenVINO on a CPU where it is installed, "
+        "the faster there; torch on CUDA), torch, or openvino (CPU only; converted members "
+        "are cached under var_dir/openvino).",
+    )
     model_members: int = Field(
         0,
         ge=0,

@@ -21,10 +21,11 @@ import torch
 
 from model.artifact import load_members
 from model.bucketing import Batch, make_batches
-from model.ensemble import mean_probabilities
+from model.ensemble import LogitsFn, mean_probabilities
 from model.network import stride_multiple
 from model.postprocessing import Rule, components
 from model.preprocessing import resample_tensor, scaled_size
+from model.runtime import openvino_members, resolve_runtime
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +85,7 @@ class Inference:
         flip_tta: Average with the left-right mirrored pass.
         batch_size: Images per forward pass.
         autocast_dtype: bf16 or fp16 autocast; None runs fp32.
+        runtime: "torch", or "openvino" (the CPU only: `model/runtime.py`).
     """
 
     device: torch.device
@@ -92,6 +94,7 @@ class Inference:
     flip_tta: bool = False
     batch_size: int = 1
     autocast_dtype: torch.dtype | None = None
+    runtime: str = "torch"
 
 
 @dataclass(frozen=True)
@@ -136,7 +139,7 @@ def forward(
 
 
 def probability_maps(
-    networks: Sequence[torch.nn.Module],
+    members: Sequence[LogitsFn],
     inference: Inference,
     images: Sequence[np.ndarray],
     batch: Batch,
@@ -154,8 +157,6 @@ def probability_maps(
         for j, i in enumerate(batch.indices):
             h, w = shapes[i]
             x[j, 0, :h, :w] = resample_tensor(fulls[j], (h, w))
-        dtype = inference.autocast_dtype
-        members = [partial(forward, net, autocast_dtype=dtype) for net in networks]
         prob = mean_probabilities(members, x, inference.flip_tta)
         return [
             resample_tensor(prob[j, 0, : shapes[i][0], : shapes[i][1]], images[i].shape[:2])
@@ -217,6 +218,9 @@ class Predictor:
         rule: The post-processing the levels are computed for.
         version: The artifact's version.
         trained: False for the placeholder artifact.
+        keys: The members' weights hashes, which name their OpenVINO conversions in
+            `cache_dir` (the openvino runtime).
+        cache_dir: Where converted members are kept; None converts at every load.
     """
 
     def __init__(
@@ -226,6 +230,8 @@ class Predictor:
         rule: Rule,
         version: str = "unversioned",
         trained: bool = False,
+        keys: Sequence[str | None] | None = None,
+        cache_dir: Path | None = None,
     ) -> None:
         if not networks:
             raise ValueError("a predictor needs at least one network")
@@ -233,8 +239,24 @@ class Predictor:
         self.rule = rule
         self.version = version
         self.trained = trained
+        self._keys, self._cache_dir = keys, cache_dir
         #: The member networks, the first one first.
         self.networks: list[torch.nn.Module] = [prepare(n, inference.device) for n in networks]
+        #: Each member's forward pass in the runtime.
+        self.members: list[LogitsFn]
+        if inference.runtime == "openvino":
+            self.members = list(
+                openvino_members(
+                    self.networks,
+                    keys or [None] * len(self.networks),
+                    cache_dir,
+                    bf16=inference.autocast_dtype == torch.bfloat16,
+                    threads=torch.get_num_threads(),
+                )
+            )
+        else:
+            dtype = inference.autocast_dtype
+            self.members = [partial(forward, net, autocast_dtype=dtype) for net in self.networks]
 
     @classmethod
     def from_artifact(
@@ -244,6 +266,8 @@ class Predictor:
         batch_size: int = 0,
         precision: str = "auto",
         members: int = 0,
+        runtime: str = "torch",
+        cache_dir: Path | None = None,
     ) -> Predictor:
         """Load an artifact (None = the released one) and build a ready predictor.
 
@@ -254,9 +278,13 @@ class Predictor:
             precision: 'auto' (bf16 where native, else fp32), 'bf16', 'fp16' or 'fp32'.
             members: Run at most this many of an ensemble's members, the first ones
                 (1 = the `fast` setting for CPU-only sites); 0 = all.
+            runtime: 'torch', 'openvino' or 'auto' (OpenVINO on a CPU where it is
+                installed, else torch: `model/runtime.py`); the service's setting is
+                `TUMORSEG_RUNTIME`.
+            cache_dir: Where OpenVINO conversions are kept (None: converted every load).
 
         Raises:
-            ValueError: A negative `members`.
+            ValueError: A negative `members`, or a runtime that cannot run here.
             model.manifest.ArtifactError: The artifact is missing or corrupt.
         """
         manifest, networks = load_members(Path(path) if path is not None else None, members)
@@ -269,9 +297,19 @@ class Predictor:
             flip_tta=bool(manifest.postprocessing.get("flip_tta", False)),
             batch_size=resolve_batch_size(batch_size, dev, dtype),
             autocast_dtype=dtype,
+            runtime=resolve_runtime(runtime, dev),
         )
         rule = Rule.of(manifest.threshold, manifest.postprocessing)
-        return cls(networks, inference, rule, manifest.version, bool(manifest.trained))
+        keys = [str(m["sha256"]) for m in manifest.members] or [manifest.weights_sha256]
+        return cls(
+            networks,
+            inference,
+            rule,
+            manifest.version,
+            bool(manifest.trained),
+            keys[: len(networks)],
+            cache_dir,
+        )
 
     def with_settings(self, rule: Rule | None = None, **inference: object) -> Predictor:
         """The same networks under another rule or other inference settings."""
@@ -281,6 +319,8 @@ class Predictor:
             rule or self.rule,
             self.version,
             self.trained,
+            self._keys,
+            self._cache_dir,
         )
 
     @property
@@ -309,7 +349,7 @@ class Predictor:
                 b = replace(b, indices=tuple(i for i in b.indices if not skip(i)))
                 if not b.indices:
                     continue
-            yield b, probability_maps(self.networks, self.inference, images, b, shapes)
+            yield b, probability_maps(self.members, self.inference, images, b, shapes)
 
     def probabilities(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
         """float32 tumor probability maps in [0, 1], one per image, each its size."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from core.current_model import CurrentModel
@@ -29,6 +30,8 @@ class PredictorCache:
         batch_size: int,
         threads: int = 0,
         members: int = 0,
+        runtime: str = "torch",
+        cache_dir: Path | None = None,
     ) -> None:
         """Remember how to load; nothing is loaded until the first `get`.
 
@@ -37,11 +40,14 @@ class PredictorCache:
             batch_size: Images per forward pass; 0 = the measured best for the device.
             threads: torch threads for this process; 0 leaves torch's default.
             members: An ensemble's members to run (0 = all, 1 = fast).
+            runtime: 'auto', 'torch' or 'openvino' (`model/runtime.py`).
+            cache_dir: Where OpenVINO keeps converted members.
         """
         self._device = device
         self._batch_size = batch_size
         self._threads = threads
         self._members = members
+        self._runtime, self._cache_dir = runtime, cache_dir
         self._lock = threading.Lock()
         self._pid: int | None = None
         self._model: CurrentModel | None = None
@@ -71,14 +77,17 @@ class PredictorCache:
                     device=self._device,
                     batch_size=self._batch_size,
                     members=self._members,
+                    runtime=self._runtime,
+                    cache_dir=self._cache_dir,
                 )
                 self._model, self._pid = model, os.getpid()
                 logger.info(
-                    "loaded model %s (trained=%s, %d members, batch %d) from %s; was %s",
+                    "loaded model %s (trained=%s, %d members, batch %d, %s) from %s; was %s",
                     self._predictor.version,
                     self._predictor.trained,
                     self._predictor.n_members,
                     self._predictor.inference.batch_size,
+                    self._predictor.inference.runtime,
                     model.path,
                     old,
                 )

@@ -179,6 +179,8 @@ class SegmentationService:
             settings.batch_size,
             settings.torch_threads_per_process,
             settings.model_members,
+            settings.runtime,
+            settings.var_dir / "openvino",
         )
 
     @cached_property

@@ -13,6 +13,7 @@ import pytest
 from model.metrics import dice
 from model.predictor import Predictor
 from model.preprocessing import decode_image, decode_mask
+from model.runtime import openvino_installed
 from tests.model.make_golden import GOLDEN, SAMPLES
 
 
@@ -55,3 +56,28 @@ def test_batched_and_single_masks_agree_on_real_studies(released: Predictor) -> 
     # below the body moves a few boundary pixels (measured: 0.989 on patient_001).
     assert min(scores) > 0.98
     assert sum(scores) / len(scores) > 0.99
+
+
+@pytest.mark.skipif(not openvino_installed(), reason="OpenVINO is not installed")
+@pytest.mark.parametrize("precision", ["fp32", "auto"])
+def test_openvino_masks_agree_with_fp32_torch_on_the_golden_studies(
+    precision: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    names = json.loads((GOLDEN / "golden.json").read_text())["studies"]
+    images = [decode_image((SAMPLES / f"{n}.png").read_bytes()) for n in names]
+    torch_fp32 = Predictor.from_artifact(None, device="cpu", batch_size=1, precision="fp32")
+    cache = tmp_path_factory.getbasetemp() / "openvino-cache"
+    ov = Predictor.from_artifact(
+        None, device="cpu", batch_size=1, precision=precision, runtime="openvino",
+        cache_dir=cache,
+    )  # fmt: skip
+    assert ov.inference.runtime == "openvino"
+    assert ov.n_members == torch_fp32.n_members
+    scores = [
+        dice(a, b)
+        for a, b in zip(ov.masks(images), torch_fp32.masks(images), strict=True)
+        if a.any() or b.any()
+    ]
+    assert scores, "the golden studies hold tumor"
+    assert min(scores) >= 0.99, scores  # the agreement docs/BENCHMARKS.md states
+    assert list(cache.glob("*.xml")), "the conversions are cached for the next load"
