@@ -107,7 +107,7 @@ def _convert(network: torch.nn.Module) -> Any:
     # tracing warns of every shape check it freezes; the converted model is checked
     # against torch's maps instead (tests/model/test_runtime.py, test_golden.py)
     with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.simplefilter("ignore", torch.jit._trace.TracerWarning)
         decoder = TorchScriptPythonDecoder(network, example_input=(torch.zeros(1, 1, 64, 64),))
     frontend = FrontEndManager().load_by_framework("pytorch")
     model = frontend.convert(frontend.load(decoder))
