@@ -9,7 +9,8 @@ Steps: *plan* (walk the roots, hash, compare with the database; ask each PACS fo
 new PET series, ``archive/pacs_scan.py``), then *submit* (render volumes and series to
 MIP PNGs, store the job in one transaction) and, after the commit, send the chunks. If
 the broker refuses them the studies stay queued and the recovery pass sends them
-(``core/dispatch.py``), as for every producer.
+(``core/dispatch.py``), as for every producer. A real scan ends with a PACS outbox pass
+(``archive/pacs_export.py``): the PACS studies that succeeded since get their exports.
 """
 
 from __future__ import annotations
@@ -310,7 +311,18 @@ def scan_archive(
         if report.planned:
             _submit(settings, report, dispatcher)
     _log(report)
+    _outbox(settings, dispatcher)
     return report
+
+
+def _outbox(settings: Settings, dispatcher: Dispatcher) -> None:
+    """The scan side of the PACS export: finished PACS studies get their exports."""
+    from archive.pacs_export import outbox_pass  # lazy: highdicom only where exporting
+
+    try:
+        outbox_pass(settings, dispatcher)
+    except Exception as exc:  # the next pass (beat's, or the next scan's) catches up
+        logger.warning("PACS outbox pass after the scan failed: %s: %s", type(exc).__name__, exc)
 
 
 def _log(report: ScanReport) -> None:

@@ -54,6 +54,17 @@ REAP_TASK = "tumorseg.reap"
 #: Key in ``Session.info``: (queue, study ids) to send once the unit of work commits.
 _PENDING_SENDS = "tumorseg.pending_sends"
 
+# -- PACS export (docs/ARCHIVE.md) ------------------------------------------------------
+#: Send one study's results back to its PACS (``worker/pacs_export.py``); args: the
+#: outbox row id.
+PACS_EXPORT_TASK = "tumorseg.pacs_export"
+#: One outbox pass (``archive/pacs_export.py``): finished PACS studies become exports,
+#: and due exports are sent (beat, every ``pacs_outbox_interval``).
+PACS_OUTBOX_TASK = "tumorseg.pacs_outbox"
+#: Key in ``Session.info``: (task name, args, queue) to send once the unit of work commits.
+_PENDING_TASKS = "tumorseg.pending_tasks"
+# -- end of PACS export -----------------------------------------------------------------
+
 
 def celery_config(settings: Settings, url: str) -> dict[str, Any]:
     """The Celery configuration of every process, producers and workers alike.
@@ -98,6 +109,9 @@ def celery_config(settings: Settings, url: str) -> dict[str, Any]:
         "task_routes": {
             SEGMENT_TASK: {"queue": settings.interactive_queue},
             ARCHIVE_SCAN_TASK: {"queue": settings.nightly_queue},
+            # PACS export: seconds of network I/O each, like the recovery pass
+            PACS_EXPORT_TASK: {"queue": settings.interactive_queue},
+            PACS_OUTBOX_TASK: {"queue": settings.interactive_queue},
         },
         # the scan is acknowledged on receipt (a lost scan is simply tomorrow's) and may
         # run longer than a chunk; its Redis lock expires with the same limit
@@ -149,6 +163,15 @@ def beat_config(settings: Settings) -> dict[str, Any]:
                     "expires": float(settings.reap_interval),
                 },
             },
+            # PACS export: new exports for finished PACS studies, and retries of due ones
+            "pacs-outbox": {
+                "task": PACS_OUTBOX_TASK,
+                "schedule": float(settings.pacs_outbox_interval),
+                "options": {
+                    "queue": settings.interactive_queue,
+                    "expires": float(settings.pacs_outbox_interval),
+                },
+            },
         },
         "beat_schedule_filename": str(settings.var_dir / "celerybeat-schedule"),
     }
@@ -171,6 +194,15 @@ def send_after_commit(session: Session, study_ids: Sequence[int], queue: str) ->
     """Send these studies to ``queue`` once the session's unit of work has committed."""
     if study_ids:
         session.info.setdefault(_PENDING_SENDS, []).append((queue, list(study_ids)))
+
+
+# -- PACS export -----------------------------------------------------------------------
+def task_after_commit(session: Session, name: str, args: Sequence[Any], queue: str) -> None:
+    """Send the task ``name`` (ids only in ``args``) once the unit of work has committed."""
+    session.info.setdefault(_PENDING_TASKS, []).append((name, list(args), queue))
+
+
+# -- end of PACS export -----------------------------------------------------------------
 
 
 def finished_channel(job_id: int) -> str:
@@ -227,6 +259,25 @@ class Dispatcher:
             )
         return sent
 
+    # -- PACS export ---------------------------------------------------------------
+    def send_by_name(self, name: str, args: Sequence[Any], queue: str) -> bool:
+        """Send one task by name now; a broker that refuses is logged, not raised (the
+        PACS outbox sends it again when it comes due).
+
+        Returns:
+            Whether it was sent.
+        """
+        try:
+            self.app.send_task(name, args=list(args), queue=queue)
+        except Exception as exc:  # kombu raises many types for a missing broker
+            logger.warning(
+                "broker unavailable (%s: %s): %s%s not sent", type(exc).__name__, exc, name, args
+            )
+            return False
+        return True
+
+    # -- end of PACS export --------------------------------------------------------
+
     def queue_depth(self, queue: str) -> int:
         """Tasks waiting in ``queue`` (raises ``redis.RedisError`` when Redis is away)."""
         return int(self.redis.llen(queue))
@@ -245,8 +296,11 @@ class Dispatcher:
         session.commit()
         sends: list[tuple[str, list[int]]] = session.info.pop(_PENDING_SENDS, [])
         finished: set[int] = session.info.pop(FINISHED_JOBS, set())
+        tasks: list[tuple[str, list[Any], str]] = session.info.pop(_PENDING_TASKS, [])  # PACS
         for queue, study_ids in sends:
             self.send(study_ids, queue)
+        for name, args, queue in tasks:  # PACS export
+            self.send_by_name(name, args, queue)
         if finished:
             self.announce_finished(sorted(finished))
 
@@ -255,6 +309,7 @@ class Dispatcher:
         """Roll the unit of work back and forget what it would have sent."""
         session.info.pop(_PENDING_SENDS, None)
         session.info.pop(FINISHED_JOBS, None)
+        session.info.pop(_PENDING_TASKS, None)  # PACS export
         session.rollback()
 
     @contextmanager
