@@ -200,10 +200,9 @@ class WorkerProcess:
     log: Path
 
 
-@pytest.fixture(scope="session")
-def worker(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerProcess]:
-    """A real ``tumorseg worker`` subprocess for the session's backend."""
-    log_path = tmp_path_factory.mktemp("worker") / "worker.log"
+@contextmanager
+def running_worker(settings: Settings, log_path: Path) -> Iterator[WorkerProcess]:
+    """A real ``tumorseg worker`` subprocess on ``settings`` until the block ends."""
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "cli", "worker", "--concurrency", "1"],
@@ -230,3 +229,10 @@ def worker(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iter
                 except subprocess.TimeoutExpired:
                     os.killpg(proc.pid, signal.SIGKILL)
                     proc.wait()
+
+
+@pytest.fixture(scope="session")
+def worker(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerProcess]:
+    """A real ``tumorseg worker`` subprocess for the session's backend."""
+    with running_worker(settings, tmp_path_factory.mktemp("worker") / "worker.log") as process:
+        yield process
