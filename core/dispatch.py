@@ -135,7 +135,8 @@ def _queue(name: str) -> Queue:
 
 
 def beat_config(settings: Settings) -> dict[str, Any]:
-    """What beat sends, and when: the nightly archive scan and the recovery pass.
+    """What beat sends, and when: the nightly archive scan, the recovery pass and, when a
+    PACS takes exports, the PACS outbox pass.
 
     The crontab ``archive_cron`` is read in ``archive_timezone`` (the machine's local
     zone when unset). Two beats may run: the scan task takes a Redis lock, so they never
@@ -163,18 +164,29 @@ def beat_config(settings: Settings) -> dict[str, Any]:
                     "expires": float(settings.reap_interval),
                 },
             },
-            # PACS export: new exports for finished PACS studies, and retries of due ones
-            "pacs-outbox": {
-                "task": PACS_OUTBOX_TASK,
-                "schedule": float(settings.pacs_outbox_interval),
-                "options": {
-                    "queue": settings.interactive_queue,
-                    "expires": float(settings.pacs_outbox_interval),
-                },
-            },
+            **_pacs_outbox_entry(settings),  # PACS export
         },
         "beat_schedule_filename": str(settings.var_dir / "celerybeat-schedule"),
     }
+
+
+# -- PACS export -----------------------------------------------------------------------
+def _pacs_outbox_entry(settings: Settings) -> dict[str, Any]:
+    """Beat's outbox pass (new exports for finished PACS studies, retries of due ones),
+    when some PACS endpoint takes exports."""
+    if not any(endpoint.export for endpoint in settings.pacs_endpoints):
+        return {}
+    interval = float(settings.pacs_outbox_interval)
+    return {
+        "pacs-outbox": {
+            "task": PACS_OUTBOX_TASK,
+            "schedule": interval,
+            "options": {"queue": settings.interactive_queue, "expires": interval},
+        }
+    }
+
+
+# -- end of PACS export -----------------------------------------------------------------
 
 
 def celery_app(settings: Settings, include: Sequence[str] = ()) -> Celery:
