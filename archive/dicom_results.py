@@ -6,9 +6,10 @@
 * ``seg``: binary DICOM SEG on that Secondary Capture, one segment "Neoplasm"
   (SNOMED CT 108369006, category 49755003 Morphologically abnormal structure), with
   the model in SegmentationAlgorithmIdentificationSequence.
-* ``sr``: Comprehensive 3D SR, TID 1500 measurement report: the study's tumor area,
-  lesion count, sDmax and SUVmax (TID 1501), and one planar ROI per lesion (TID 1410,
-  its box on the Secondary Capture) with its area, SUVmax and SUVmean.
+* ``sr``: Comprehensive 3D SR, TID 1500 measurement report (``archive/dicom_sr.py``):
+  the study's tumor area, lesion count, sDmax and SUVmax (TID 1501), and one planar ROI
+  per lesion (TID 1410, its box on the Secondary Capture) with its area, SUVmax and
+  SUVmean.
 * ``overlay``: RGB Secondary Capture of the MIP with the tumor tinted, for viewers
   that do not draw a SEG.
 
@@ -31,7 +32,8 @@ import highdicom as hd
 import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
-from pydicom.sr.coding import Code
+
+from archive.dicom_sr import MANUFACTURER, NEOPLASM, NOT_FOR_DIAGNOSTIC_USE, measurement_report
 
 SC = "sc"
 SEG = "seg"
@@ -40,8 +42,6 @@ OVERLAY = "overlay"
 #: The kinds in sending order: the SEG and the SR reference the Secondary Capture.
 KINDS = (SC, SEG, SR, OVERLAY)
 SERIES_NUMBERS = {SC: 9901, SEG: 9902, SR: 9903, OVERLAY: 9904}
-MANUFACTURER = "tumorseg"
-NOT_FOR_DIAGNOSTIC_USE = "NOT FOR DIAGNOSTIC USE"
 _DESCRIPTIONS = {
     SC: "tumorseg MIP",
     SEG: "tumorseg tumor SEG",
@@ -49,13 +49,7 @@ _DESCRIPTIONS = {
     OVERLAY: "tumorseg MIP overlay",
 }
 
-NEOPLASM = codes.SCT.Neoplasm
 ABNORMAL_STRUCTURE = codes.SCT.MorphologicallyAbnormalStructure
-SUVBW = Code("126401", "DCM", "SUVbw")
-SUVBW_UNIT = codes.UCUM.StandardizedUptakeValueBodyWeight
-PIXELS = Code("{pixels}", "UCUM", "pixels")
-LESIONS = Code("{lesions}", "UCUM", "lesions")
-PET_WHOLE_BODY = codes.LN.PETWholeBody
 _TINT = np.array([220.0, 30.0, 30.0])
 _TINT_ALPHA = 0.5
 
@@ -196,7 +190,15 @@ def build_objects(
     if SEG in kinds:
         built[SEG] = _segmentation(source, provenance, findings, sc)
     if SR in kinds:
-        built[SR] = _report(source, provenance, findings, sc)
+        version = provenance.model_version
+        built[SR] = measurement_report(
+            sc,
+            findings,
+            provenance,
+            uid=lambda level: _uid(source, version, SR, level),
+            device_uid=output_uid(MANUFACTURER, "device", version, SR, "device"),
+            attributes=_common(source, provenance, SR),
+        )
     if OVERLAY in kinds:
         rgb = overlay_rgb(findings.mip, findings.mask)
         built[OVERLAY] = _secondary_capture(source, provenance, findings, OVERLAY, rgb, "RGB")
@@ -334,125 +336,3 @@ def _segmentation(
     # General Image module, type 2C without a frame of reference: the SC's orientation
     seg.PatientOrientation = sc.PatientOrientation
     return seg
-
-
-def _report(
-    source: SourceSeries, provenance: Provenance, findings: Findings, sc: Dataset
-) -> Dataset:
-    version = provenance.model_version
-    algorithm = hd.sr.AlgorithmIdentification(
-        name="tumorseg",
-        version=version,
-        parameters=[f"artifact_sha256={provenance.artifact_sha256}"],
-    )
-    observer = hd.sr.ObserverContext(
-        observer_type=codes.DCM.Device,
-        observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
-            uid=output_uid("tumorseg", "device", version, SR, "device"),
-            name=MANUFACTURER,
-            manufacturer_name=MANUFACTURER,
-            model_name=version[:64],
-        ),
-    )
-    groups: list[
-        hd.sr.MeasurementsAndQualitativeEvaluations
-        | hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations
-    ] = [
-        hd.sr.MeasurementsAndQualitativeEvaluations(
-            tracking_identifier=hd.sr.TrackingIdentifier(
-                uid=_uid(source, version, SR, "study-tracking"), identifier="Whole-body tumor"
-            ),
-            finding_type=NEOPLASM,
-            algorithm_id=algorithm,
-            measurements=_study_measurements(findings),
-            source_images=[hd.sr.SourceImageForMeasurementGroup.from_source_image(sc)],
-        )
-    ]
-    for lesion in findings.lesions:
-        groups.append(_lesion_group(source, version, lesion, sc, algorithm))
-    report = hd.sr.MeasurementReport(
-        observation_context=hd.sr.ObservationContext(observer_device_context=observer),
-        procedure_reported=PET_WHOLE_BODY,
-        imaging_measurements=groups,
-    )
-    common = _common(source, provenance, SR)
-    return hd.sr.Comprehensive3DSR(
-        evidence=[sc],
-        content=report,
-        **common,  # type: ignore[arg-type]
-    )
-
-
-def _study_measurements(findings: Findings) -> list[hd.sr.Measurement]:
-    if findings.tumor_area_cm2 is not None:
-        area = hd.sr.Measurement(
-            name=codes.SCT.Area, value=findings.tumor_area_cm2, unit=codes.UCUM.SquareCentimeter
-        )
-    else:
-        area = hd.sr.Measurement(name=codes.SCT.Area, value=findings.tumor_area_px, unit=PIXELS)
-    measurements = [
-        area,
-        hd.sr.Measurement(
-            name=codes.SCT.NumberOfLesions, value=findings.lesion_count, unit=LESIONS
-        ),
-    ]
-    if findings.sdmax_cm is not None:  # sDmax: the largest distance between two lesions
-        measurements.append(
-            hd.sr.Measurement(
-                name=codes.DCM.Distance,
-                value=findings.sdmax_cm,
-                unit=codes.UCUM.Centimeter,
-                derivation=codes.SCT.Maximum,
-            )
-        )
-    if findings.suv_max is not None:
-        measurements.append(_suv(findings.suv_max, codes.SCT.Maximum))
-    return measurements
-
-
-def _suv(value: float, derivation: Code) -> hd.sr.Measurement:
-    return hd.sr.Measurement(
-        name=SUVBW,
-        value=value,
-        unit=SUVBW_UNIT,
-        derivation=derivation,
-        method=codes.DCM.SUVBodyWeightCalculationMethod,
-    )
-
-
-def _lesion_group(
-    source: SourceSeries,
-    version: str,
-    lesion: LesionFinding,
-    sc: Dataset,
-    algorithm: hd.sr.AlgorithmIdentification,
-) -> hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations:
-    row0, col0, row1, col1 = lesion.bbox
-    box = np.array(
-        [[col0, row0], [col1, row0], [col1, row1], [col0, row1], [col0, row0]], dtype=np.float64
-    )
-    region = hd.sr.ImageRegion(
-        graphic_type=hd.sr.GraphicTypeValues.POLYLINE,
-        graphic_data=box,
-        source_image=hd.sr.SourceImageForRegion.from_source_image(sc),
-    )
-    if lesion.area_mm2 is not None:
-        area = hd.sr.Measurement(
-            name=codes.SCT.Area, value=lesion.area_mm2 / 100.0, unit=codes.UCUM.SquareCentimeter
-        )
-    else:
-        area = hd.sr.Measurement(name=codes.SCT.Area, value=lesion.area_px, unit=PIXELS)
-    measurements = [area]
-    if lesion.suv_max is not None and lesion.suv_mean is not None:
-        measurements.append(_suv(lesion.suv_max, codes.SCT.Maximum))
-        measurements.append(_suv(lesion.suv_mean, codes.SCT.Mean))
-    return hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
-        tracking_identifier=hd.sr.TrackingIdentifier(
-            uid=_uid(source, version, SR, f"lesion-{lesion.number}"),
-            identifier=f"Lesion {lesion.number}",
-        ),
-        referenced_region=region,
-        finding_type=NEOPLASM,
-        algorithm_id=algorithm,
-        measurements=measurements,
-    )

@@ -17,8 +17,9 @@ from datetime import date, datetime, timedelta
 from sqlalchemy.orm import Session
 
 from archive.dicomweb import DicomwebArchive
-from archive.pacs_source import PacsScan, PacsSeries, render_series, scan_endpoint
+from archive.pacs_source import DICOMWEB, PacsScan, PacsSeries, render_series, scan_endpoint
 from archive.rendering import RenderedStudy, RenderError, RenderOptions
+from archive.scan_report import Planned, ScanReport
 from archive.sources import Problem
 from archive.suv import encode_quant_mip
 from config.settings import PacsEndpoint, Settings
@@ -151,3 +152,24 @@ def problems_of(scans: Sequence[PacsScan]) -> tuple[list[Problem], list[Problem]
     problems = [p for scan in scans for p in scan.problems]
     skipped = [p for scan in scans for p in scan.skipped]
     return problems, skipped, sum(scan.already_done for scan in scans)
+
+
+def plan_pacs(
+    session: Session,
+    settings: Settings,
+    endpoints: Sequence[PacsEndpoint],
+    since: datetime | None,
+    report: ScanReport,
+) -> None:
+    """Add the endpoints' new series to the scan's plan, their problems, the series left
+    out and those done before to its report."""
+    scans = plan_endpoints(session, settings, endpoints, since)
+    problems, skipped, done = problems_of(scans)
+    report.problems.extend(problems)
+    report.skipped.extend(skipped)
+    report.already_done += done
+    for scan in scans:
+        for series in scan.series:
+            report.planned.append(
+                Planned(DICOMWEB, series.root, series.path, series.identity, "new", pacs=series)
+            )

@@ -17,10 +17,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -28,8 +26,9 @@ from sqlalchemy.orm import Session
 from archive import pacs_scan, sources
 from archive.dicomweb import PacsError
 from archive.lock import SCAN_LOCK_KEY, redis_lock
-from archive.pacs_source import DICOMWEB, PacsSeries
+from archive.pacs_source import DICOMWEB
 from archive.rendering import RenderError, RenderOptions, probe_study, render_study
+from archive.scan_report import Planned, ScanError, ScanReport
 from archive.sources import Candidate, Problem
 from config.settings import PacsEndpoint, Settings
 from core.broker import broker_url, redis_py_url
@@ -47,65 +46,8 @@ logger = logging.getLogger(__name__)
 
 #: A study's PNG and its pixel spacing in mm (rows, columns), None when unknown.
 RenderedInput = tuple[bytes, tuple[float, float] | None]
-_SKIP_IN_DICT = ("files", "pacs")
 
-
-class ScanError(RuntimeError):
-    """A scan that cannot run as asked (bad --root, no model); nothing was submitted."""
-
-
-@dataclass
-class Planned:
-    """A study the scan submits (or would submit, in a dry run)."""
-
-    kind: str
-    root: str
-    path: str
-    content_hash: str
-    reason: str  # "new" or "reprocess <old version>"
-    files: tuple[Path, ...] = ()
-    source_study_id: int | None = None  # re-processing: the study whose input is reused
-    pacs: PacsSeries | None = None  # a series of a PACS (kind ``dicomweb``)
-
-
-@dataclass
-class ScanReport:
-    """What a scan found and did."""
-
-    dry_run: bool
-    model_version: str | None = None
-    planned: list[Planned] = field(default_factory=list)
-    problems: list[Problem] = field(default_factory=list)
-    #: PACS series left out by rule (not original, not attenuation corrected, still
-    #: arriving), with the reason; problems are what is broken.
-    skipped: list[Problem] = field(default_factory=list)
-    already_done: int = 0
-    job_id: int | None = None
-    submitted: int = 0
-    locked: bool = False  # another scan held the lock: this one did nothing
-    started_at: datetime | None = None  # when the files were listed
-
-    def as_dict(self) -> dict[str, Any]:
-        """JSON-friendly form (the task's return value)."""
-        planned = [
-            {
-                **{k: v for k, v in asdict(p).items() if k not in _SKIP_IN_DICT},
-                "suv": p.pacs.suv.note if p.pacs else None,
-            }
-            for p in self.planned
-        ]
-        return {
-            "dry_run": self.dry_run,
-            "model_version": self.model_version,
-            "planned": planned,
-            "problems": [asdict(p) for p in self.problems],
-            "skipped": [asdict(p) for p in self.skipped],
-            "already_done": self.already_done,
-            "job_id": self.job_id,
-            "submitted": self.submitted,
-            "locked": self.locked,
-            "started_at": self.started_at.isoformat() if self.started_at else None,
-        }
+__all__ = ["Planned", "ScanError", "ScanReport", "plan_scan", "scan_archive", "select_roots"]
 
 
 def select_roots(
@@ -164,7 +106,7 @@ def plan_scan(
         version = report.model_version = current_model(session, settings).version
     except ArtifactError as exc:
         raise ScanError(f"no current model to scan for: {exc}") from exc
-    _plan_pacs(session, settings, endpoints, since, report)
+    pacs_scan.plan_pacs(session, settings, endpoints, since, report)
     candidates, problems = sources.discover(roots, since, folders) if roots else ([], [])
     report.problems.extend(problems)
     # a file at a path already submitted and not modified since: same content, no re-read
@@ -217,25 +159,6 @@ def plan_scan(
                     )
                 )
     return report
-
-
-def _plan_pacs(
-    session: Session,
-    settings: Settings,
-    endpoints: Sequence[PacsEndpoint],
-    since: datetime | None,
-    report: ScanReport,
-) -> None:
-    scans = pacs_scan.plan_endpoints(session, settings, endpoints, since)
-    problems, skipped, done = pacs_scan.problems_of(scans)
-    report.problems.extend(problems)
-    report.skipped.extend(skipped)
-    report.already_done += done
-    for scan in scans:
-        for series in scan.series:
-            report.planned.append(
-                Planned(DICOMWEB, series.root, series.path, series.identity, "new", pacs=series)
-            )
 
 
 def _sources(
