@@ -138,7 +138,8 @@ def queue_exports(
             report.added.append(added)
     hold = now + timedelta(seconds=settings.task_time_limit + 60)
     only = report.added if study_ids is not None else None
-    report.sent = pacs_repo.claim_due(session, now, hold, only=only)
+    # an endpoint whose export was turned off keeps its rows, unsent, until it is on again
+    report.sent = pacs_repo.claim_due(session, now, hold, list(endpoints), only=only)
     for export_id in report.sent:
         task_after_commit(session, PACS_EXPORT_TASK, [export_id], settings.interactive_queue)
     return report
@@ -204,7 +205,12 @@ def export_one(
                 report.stored.append(item["kind"])
         finally:
             archive.close()
-    except (PacsError, KeyError, ExportDataError, ValueError) as exc:
+    except (PacsError, KeyError, ExportDataError) as exc:
+        report.error = f"{type(exc).__name__}: {exc}"
+        _failed(settings, export_id, report)
+        return report
+    except Exception as exc:  # e.g. highdicom refusing a value: kept on the row, retried
+        logger.exception("PACS export %d: the objects could not be built or sent", export_id)
         report.error = f"{type(exc).__name__}: {exc}"
         _failed(settings, export_id, report)
         return report

@@ -9,10 +9,11 @@ Beside the folder source (``archive/sources.py``). For one endpoint:
    again: the identity is the archive entry's content hash, so "never twice" is the
    database's unique constraint, as for files.
 3. WADO-RS metadata of the others (headers only), checked: PET Image Storage,
-   ``ImageType`` ORIGINAL, ``CorrectedImage`` with ATTN (else *skipped*, with the
-   reason); complete, i.e. as many instances as ``NumberOfSlices`` (0054,0081) (fewer:
-   *skipped* as still arriving, taken by a later scan); the geometry every slice needs,
-   one size for all (else a *problem*: malformed, never rendered). The SUV factor comes
+   ``ImageType`` ORIGINAL, static (not ``SeriesType`` DYNAMIC or GATED),
+   ``CorrectedImage`` with ATTN (else *skipped*, with the reason); complete, i.e. as many
+   instances as ``NumberOfSlices`` (0054,0081) (fewer: *skipped* as still arriving,
+   taken by a later scan); the geometry every slice needs, one size for all (else a
+   *problem*: malformed, never rendered). The SUV factor comes
    from the same headers (``archive/suv.py``).
 
 Retrieving the instances and rendering them happen at submission
@@ -232,6 +233,12 @@ def check_series(
     if not image_type or image_type[0] != "ORIGINAL":
         shown = "\\".join(image_type) or "missing"
         raise Skipped(f"ImageType {shown}: not an ORIGINAL series")
+    series_type = [str(v).upper() for v in _multi(first, "SeriesType")]
+    if series_type and series_type[0] in ("DYNAMIC", "GATED"):
+        raise Skipped(f"SeriesType {series_type[0]}: only static series are taken")
+    time_slices = getattr(first, "NumberOfTimeSlices", None)
+    if time_slices is not None and str(time_slices).strip().isdigit() and int(time_slices) > 1:
+        raise Skipped(f"NumberOfTimeSlices {int(time_slices)}: only static series are taken")
     corrected = [str(v).upper() for v in _multi(first, "CorrectedImage")]
     if "ATTN" not in corrected:
         shown = "\\".join(corrected) or "missing"

@@ -121,6 +121,7 @@ def claim_due(
     session: Session,
     now: datetime,
     hold_until: datetime,
+    endpoints: Sequence[str],
     only: Sequence[int] | None = None,
     limit: int = 500,
 ) -> list[int]:
@@ -132,6 +133,7 @@ def claim_due(
         session: The unit of work.
         now: The current time.
         hold_until: The taken rows' next attempt, should their task be lost.
+        endpoints: Take only the rows of these endpoints (those that export).
         only: Take only among these rows (None: any).
         limit: Take at most this many.
 
@@ -139,7 +141,9 @@ def claim_due(
         The ids taken.
     """
     due = select(PacsExport.id).where(
-        PacsExport.state == PacsExportState.PENDING, PacsExport.next_attempt_at <= now
+        PacsExport.state == PacsExportState.PENDING,
+        PacsExport.next_attempt_at <= now,
+        PacsExport.endpoint.in_(list(endpoints)),
     )
     if only is not None:
         due = due.where(PacsExport.id.in_(list(only)))

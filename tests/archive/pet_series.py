@@ -39,6 +39,7 @@ class PetTags:
     decay_correction: str = "START"
     corrected_image: tuple[str, ...] = ("ATTN", "DECY")
     image_type: tuple[str, ...] = ("ORIGINAL", "PRIMARY")
+    series_type: tuple[str, ...] = ("WHOLE BODY", "IMAGE")
     number_of_slices: int | None = -1  # -1: the slices made; None: left out
 
 
@@ -96,6 +97,7 @@ def pet_series(
         ds.SeriesNumber, ds.InstanceNumber = 3, k + 1
         ds.ImageType = list(tags.image_type)
         ds.CorrectedImage = list(tags.corrected_image)
+        ds.SeriesType = list(tags.series_type)
         ds.Units, ds.DecayCorrection = tags.units, tags.decay_correction
         if n_slices is not None:
             ds.NumberOfSlices = n_slices

@@ -24,7 +24,7 @@ from archive.pacs_export import outbox_pass
 from archive.scan import scan_archive
 from archive.suv import decode_quant_mip, lesion_suv
 from config.settings import Settings
-from core.dispatch import Dispatcher
+from core.dispatch import PACS_OUTBOX_TASK, Dispatcher
 from db.models import PacsExport, PacsExportState, Study
 from db.repositories import pacs as pacs_repo
 from db.session import session_scope
@@ -88,7 +88,8 @@ def test_a_pet_series_comes_back_as_sc_seg_and_sr_once(
         assert study["status"] == "succeeded", study["error"]
         study_id = study["id"]
 
-        assert outbox_pass(pacs_settings, dispatcher).sent  # the worker takes the export
+        # what beat sends: the worker's outbox pass, then its export task
+        assert dispatcher.send_by_name(PACS_OUTBOX_TASK, [], pacs_settings.interactive_queue)
         _wait(
             lambda: [e.state for e in _exports(pacs_settings, study_id)] == [PacsExportState.SENT],
             "the results were not sent back",

@@ -51,7 +51,8 @@ def test_a_complete_pet_series_is_submitted_once_with_its_suv_factor(
     study = good[0].StudyInstanceUID
     not_ac = pet_series(pet_volume(seed=2), with_tags(corrected_image=("DECY",)), study)
     derived = pet_series(pet_volume(seed=3), with_tags(image_type=("DERIVED", "SECONDARY")), study)
-    for series in (good, not_ac, derived):
+    dynamic = pet_series(pet_volume(seed=11), with_tags(series_type=("DYNAMIC", "IMAGE")), study)
+    for series in (good, not_ac, derived, dynamic):
         stow(orthanc.dicomweb_url, series)
 
     first = scan_archive(pacs_settings, dispatcher=dispatcher, source="test-pacs")
@@ -66,6 +67,9 @@ def test_a_complete_pet_series_is_submitted_once_with_its_suv_factor(
     ]
     assert _reasons(first.skipped, derived[0].SeriesInstanceUID) == [
         "ImageType DERIVED\\SECONDARY: not an ORIGINAL series"
+    ]
+    assert _reasons(first.skipped, dynamic[0].SeriesInstanceUID) == [
+        "SeriesType DYNAMIC: only static series are taken"
     ]
     assert first.problems == []
     assert _queued(pacs_settings) == 1
