@@ -28,6 +28,7 @@ from core.dispatch import PACS_OUTBOX_TASK, Dispatcher
 from db.models import PacsExport, PacsExportState, Study
 from db.repositories import pacs as pacs_repo
 from db.session import session_scope
+from model.manifest import read_manifest, released_artifact_dir
 from tests.archive.conftest import SPOT_VALUE, pet_volume
 from tests.archive.orthanc import Orthanc
 from tests.archive.pet_series import SUV_FACTOR, pet_series, stow
@@ -142,6 +143,14 @@ def test_a_pet_series_comes_back_as_sc_seg_and_sr_once(
         values = decode_quant_mip(pacs.quant_mip, pacs.quant_mip_slope)
         lesion_count, factor = result.lesions, pacs.suv_factor
     assert factor is not None
+    released = read_manifest(released_artifact_dir())
+    assert released.version == job["model_version"]
+    for ds in (sc, seg_ds, sr_ds):  # the model version and the artifact's SHA-256
+        ours = [e for e in ds.ContributingEquipmentSequence if e.Manufacturer == "tumorseg"]
+        assert (ours[-1].ManufacturerModelName, ours[-1].DeviceSerialNumber) == (
+            released.version,
+            released.weights_sha256,
+        )
     assert list(sc.ImageType)[:2] == ["DERIVED", "SECONDARY"]
     assert len(sc.SourceImageSequence) == 120
     assert np.array_equal(sc.pixel_array, mip)  # the MIP the model saw
