@@ -61,6 +61,43 @@ class LesionOut(BaseModel):
     peak_probability: float | None = Field(description="The model's highest probability in it.")
 
 
+class PacsObjectOut(BaseModel):
+    """One DICOM object of an export, with its UIDs (the same at every attempt)."""
+
+    kind: str = Field(description="sc (the MIP), seg, sr (measurements) or overlay")
+    series_instance_uid: str
+    sop_instance_uid: str
+    stored: bool = Field(description="The PACS has stored it.")
+
+
+class PacsExportOut(BaseModel):
+    """The results of one model version sent back (or to be sent) to the study's PACS."""
+
+    model_version: str
+    state: str = Field(description="pending|sent")
+    attempts: int = Field(description="Failed attempts so far.")
+    last_error: str | None
+    next_attempt_at: datetime | None = Field(description="While pending.")
+    sent_at: datetime | None
+    objects: list[PacsObjectOut]
+
+
+class PacsOriginOut(BaseModel):
+    """Where a study from a PACS came from, its SUV factor and what was sent back."""
+
+    endpoint: str
+    study_instance_uid: str
+    series_instance_uid: str
+    identity: str = Field(description="SHA-256 of the series UID and its sorted instance UIDs.")
+    instances: int
+    units: str | None = Field(description="The series' Units (0054,1001).")
+    suv_factor: float | None = Field(
+        description="Body-weight SUV per unit of the series' values; null: no SUV."
+    )
+    suv_note: str = Field(description="How the SUV factor was computed, or why there is none.")
+    exports: list[PacsExportOut]
+
+
 class StudyOut(BaseModel):
     """One study of a job."""
 
@@ -86,6 +123,11 @@ class StudyOut(BaseModel):
     biomarkers: StudyBiomarkers | None
     lesions: list[LesionOut] | None = Field(
         default=None, description="In GET /v1/studies/{id} only; null in job views."
+    )
+    pacs: PacsOriginOut | None = Field(
+        default=None,
+        description="In GET /v1/studies/{id} only: the PACS a study came from and what was "
+        "sent back; null for other studies and in job views.",
     )
     mask_url: str | None
     overlay_url: str | None

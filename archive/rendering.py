@@ -103,10 +103,16 @@ def intensity_to_gray(image: np.ndarray, options: RenderOptions) -> np.ndarray:
 
 @dataclass(frozen=True)
 class RenderedStudy:
-    """A rendered study: its MIP PNG and the pixel size of that PNG in mm."""
+    """A rendered study: its MIP PNG and the pixel size of that PNG in mm.
+
+    ``mip`` is the unclipped MIP at the PNG's size in the volume's units (float32), the
+    values the gray levels were drawn from: lesion SUVs are read from it
+    (``archive/suv.py``).
+    """
 
     png: bytes
     spacing_mm: tuple[float, float]  # rows (head to feet), columns (right to left)
+    mip: np.ndarray | None = None
 
 
 def render_volume(
@@ -133,6 +139,22 @@ def render_volume_and_spacing(
 ) -> tuple[np.ndarray, tuple[float, float]]:
     """`render_volume`'s image with its pixel size in mm (rows, columns): the imaged
     extent over the rendered size, from the voxel sizes."""
+    gray, spacing, _ = render_mip(data, affine, options)
+    return gray, spacing
+
+
+def render_mip(
+    data: np.ndarray, affine: np.ndarray, options: RenderOptions | None = None
+) -> tuple[np.ndarray, tuple[float, float], np.ndarray]:
+    """`render_volume_and_spacing`, and the unclipped MIP the gray levels come from.
+
+    Returns:
+        The uint8 image, its pixel size in mm (rows, columns), and the MIP resized to
+        the image's size (float32, the volume's units).
+
+    Raises:
+        RenderError: Not a single 3D volume, too big, or empty.
+    """
     options = options or RenderOptions()
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
@@ -149,7 +171,8 @@ def render_volume_and_spacing(
         (options.width, height), Image.Resampling.BILINEAR
     )
     spacing = (rows * sz / height, cols * sx / options.width)
-    return intensity_to_gray(np.asarray(resized), options), spacing
+    values = np.asarray(resized, dtype=np.float32)
+    return intensity_to_gray(values, options), spacing, values
 
 
 def encode_png(gray: np.ndarray) -> bytes:
@@ -194,6 +217,18 @@ def load_dicom_series(files: Sequence[Path]) -> tuple[np.ndarray, np.ndarray]:
             datasets.append(pydicom.dcmread(str(path)))
         except (InvalidDicomError, OSError, ValueError) as exc:
             raise RenderError(f"{path.name} is not a readable DICOM file: {exc}") from exc
+    return volume_from_datasets(datasets)
+
+
+def volume_from_datasets(datasets: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
+    """The volume and RAS+ affine of one PET series' instances (pydicom datasets with
+    pixel data), as :func:`load_dicom_series` reads them from files.
+
+    Raises:
+        RenderError: Not PET, several series, or inconsistent or malformed slices.
+    """
+    if not datasets:
+        raise RenderError("the series has no instances")
     modalities = {str(getattr(ds, "Modality", "?")) for ds in datasets}
     if modalities != {"PT"}:
         raise RenderError(f"not a PET series: modality {', '.join(sorted(modalities))}")
@@ -289,5 +324,17 @@ def render_study(kind: str, files: Sequence[Path], options: RenderOptions) -> Re
         data, affine = load_dicom_series(files)
     else:
         raise RenderError(f"cannot render a study of kind {kind!r}")
-    gray, spacing = render_volume_and_spacing(data, affine, options)
-    return RenderedStudy(encode_png(gray), spacing)
+    gray, spacing, mip = render_mip(data, affine, options)
+    return RenderedStudy(encode_png(gray), spacing, mip)
+
+
+def render_datasets(datasets: Sequence[Any], options: RenderOptions) -> RenderedStudy:
+    """Render one PET series given as pydicom datasets (e.g. retrieved over DICOMweb)
+    exactly as a folder's DICOM series: :func:`volume_from_datasets`, then the MIP.
+
+    Raises:
+        RenderError: The series cannot be rendered.
+    """
+    data, affine = volume_from_datasets(datasets)
+    gray, spacing, mip = render_mip(data, affine, options)
+    return RenderedStudy(encode_png(gray), spacing, mip)

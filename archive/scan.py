@@ -5,35 +5,39 @@ known by its content hash; the database refuses a second entry of the same hash 
 the same model version (``uq_archive_entries_hash_model``), so "never twice" holds even
 if two scans race. Real scans also take a Redis lock, so two beats do not even try.
 
-Steps: *plan* (walk the roots, hash, compare with the database), then *submit* (render
-volumes and series to MIP PNGs, store the job in one transaction) and, after the
-commit, send the chunks. If the broker refuses them the studies stay queued and the
-recovery pass sends them (``core/dispatch.py``), as for every producer.
+Steps: *plan* (walk the roots, hash, compare with the database; ask each PACS for its
+new PET series, ``archive/pacs_scan.py``), then *submit* (render volumes and series to
+MIP PNGs, store the job in one transaction) and, after the commit, send the chunks. If
+the broker refuses them the studies stay queued and the recovery pass sends them
+(``core/dispatch.py``), as for every producer. A real scan ends with a PACS outbox pass
+(``archive/pacs_export.py``): the PACS studies that succeeded since get their exports.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from archive import sources
+from archive import pacs_scan, sources
+from archive.dicomweb import PacsError
 from archive.lock import SCAN_LOCK_KEY, redis_lock
+from archive.pacs_source import DICOMWEB
 from archive.rendering import RenderError, RenderOptions, probe_study, render_study
+from archive.scan_report import Planned, ScanError, ScanReport
 from archive.sources import Candidate, Problem
-from config.settings import Settings
+from config.settings import PacsEndpoint, Settings
 from core.broker import broker_url, redis_py_url
 from core.current_model import current_model
 from core.dispatch import Dispatcher, send_after_commit
 from db.models import JobSource, utcnow
 from db.repositories import archive as archive_repo
 from db.repositories import jobs as jobs_repo
+from db.repositories import pacs as pacs_repo
 from db.session import session_scope
 from model.manifest import ArtifactError
 from model.png import ImageLimits, InvalidImage, validate_png
@@ -43,52 +47,7 @@ logger = logging.getLogger(__name__)
 #: A study's PNG and its pixel spacing in mm (rows, columns), None when unknown.
 RenderedInput = tuple[bytes, tuple[float, float] | None]
 
-
-class ScanError(RuntimeError):
-    """A scan that cannot run as asked (bad --root, no model); nothing was submitted."""
-
-
-@dataclass
-class Planned:
-    """A study the scan submits (or would submit, in a dry run)."""
-
-    kind: str
-    root: str
-    path: str
-    content_hash: str
-    reason: str  # "new" or "reprocess <old version>"
-    files: tuple[Path, ...] = ()
-    source_study_id: int | None = None  # re-processing: the study whose input is reused
-
-
-@dataclass
-class ScanReport:
-    """What a scan found and did."""
-
-    dry_run: bool
-    model_version: str | None = None
-    planned: list[Planned] = field(default_factory=list)
-    problems: list[Problem] = field(default_factory=list)
-    already_done: int = 0
-    job_id: int | None = None
-    submitted: int = 0
-    locked: bool = False  # another scan held the lock: this one did nothing
-    started_at: datetime | None = None  # when the files were listed
-
-    def as_dict(self) -> dict[str, Any]:
-        """JSON-friendly form (the task's return value)."""
-        planned = [{k: v for k, v in asdict(p).items() if k != "files"} for p in self.planned]
-        return {
-            "dry_run": self.dry_run,
-            "model_version": self.model_version,
-            "planned": planned,
-            "problems": [asdict(p) for p in self.problems],
-            "already_done": self.already_done,
-            "job_id": self.job_id,
-            "submitted": self.submitted,
-            "locked": self.locked,
-            "started_at": self.started_at.isoformat() if self.started_at else None,
-        }
+__all__ = ["Planned", "ScanError", "ScanReport", "plan_scan", "scan_archive", "select_roots"]
 
 
 def select_roots(
@@ -124,6 +83,7 @@ def plan_scan(
     reprocess_model: str | None = None,
     report: ScanReport | None = None,
     folders: Sequence[Path] | None = None,
+    endpoints: Sequence[PacsEndpoint] = (),
 ) -> ScanReport:
     """Find what to submit: new content, and with ``reprocess_model`` its old results.
 
@@ -135,6 +95,7 @@ def plan_scan(
         reprocess_model: Re-queue archive studies whose result is of this version.
         report: The report to fill (a new dry-run report when None).
         folders: Walk only these folders inside ``roots`` (None: the whole roots).
+        endpoints: PACS endpoints to ask for new PET series.
 
     Returns:
         The report with ``planned``, ``problems`` and ``already_done`` filled in.
@@ -145,7 +106,8 @@ def plan_scan(
         version = report.model_version = current_model(session, settings).version
     except ArtifactError as exc:
         raise ScanError(f"no current model to scan for: {exc}") from exc
-    candidates, problems = sources.discover(roots, since, folders)
+    pacs_scan.plan_pacs(session, settings, endpoints, since, report)
+    candidates, problems = sources.discover(roots, since, folders) if roots else ([], [])
     report.problems.extend(problems)
     # a file at a path already submitted and not modified since: same content, no re-read
     submitted = archive_repo.submitted_paths(session, sorted({str(c.root) for c in candidates}))
@@ -166,7 +128,7 @@ def plan_scan(
             continue
         hashed[digest] = candidate
     known = archive_repo.known_hashes(session, list(hashed))
-    report.already_done = len(known) + unchanged
+    report.already_done += len(known) + unchanged
     for digest, candidate in hashed.items():
         if digest not in known:
             report.planned.append(
@@ -181,6 +143,8 @@ def plan_scan(
             )
     if reprocess_model:
         old = archive_repo.reprocessable(session, reprocess_model)
+        planned = {p.content_hash for p in report.planned}
+        old = [row for row in old if row.content_hash not in planned]
         done = archive_repo.hashes_done(session, [r.content_hash for r in old], version)
         for row in old:
             if row.content_hash not in done:
@@ -197,6 +161,30 @@ def plan_scan(
     return report
 
 
+def _sources(
+    settings: Settings, roots: Sequence[Path] | None, source: str | None
+) -> tuple[list[Path], list[Path] | None, list[Problem], list[PacsEndpoint]]:
+    """The folders and the PACS endpoints a scan looks at.
+
+    Raises:
+        ScanError: Nothing is configured, or ``roots`` or ``source`` name what is not.
+    """
+    if roots and source:
+        raise ScanError("--root and --source exclude each other")
+    try:
+        endpoints = pacs_scan.choose_endpoints(settings, source) if not roots else []
+    except pacs_scan.SourceError as exc:
+        raise ScanError(str(exc)) from exc
+    if source is not None or (endpoints and not settings.archive_root_paths):
+        return [], None, [], endpoints
+    if not settings.archive_root_paths and not endpoints:
+        raise ScanError(
+            "no archive configured: set TUMORSEG_ARCHIVE_ROOTS or TUMORSEG_PACS_ENDPOINTS"
+        )
+    chosen, folders, problems = select_roots(settings, roots)
+    return chosen, folders, problems, endpoints
+
+
 def scan_archive(
     settings: Settings,
     *,
@@ -205,29 +193,33 @@ def scan_archive(
     dry_run: bool = False,
     reprocess_model: str | None = None,
     dispatcher: Dispatcher | None = None,
+    source: str | None = None,
 ) -> ScanReport:
     """Scan the archive and submit what is new as one nightly job.
 
     Args:
-        settings: Service settings (``archive_roots`` and rendering options).
-        roots: Scan only these folders (each inside a configured root).
-        since: Only files modified at or after this time count as new.
+        settings: Service settings (``archive_roots``, ``pacs_endpoints`` and rendering
+            options).
+        roots: Scan only these folders (each inside a configured root), no PACS.
+        since: Only files modified at or after this time count as new; for a PACS, the
+            first StudyDate of the window.
         dry_run: Plan only: no lock, headers checked but nothing rendered, stored or
             sent.
         reprocess_model: Also re-queue studies whose result is of this older version.
         dispatcher: Sends the job's chunks after its commit; required unless ``dry_run``.
+        source: Scan only the PACS endpoint of this name, no folders.
 
     Returns:
         The report; ``locked`` when another scan was running (nothing done).
 
     Raises:
-        ScanError: Bad roots, or no current model.
+        ScanError: Bad roots or source, or no current model.
     """
-    chosen, folders, root_problems = select_roots(settings, roots)
+    chosen, folders, root_problems, endpoints = _sources(settings, roots, source)
     report = ScanReport(dry_run=dry_run, problems=list(root_problems))
     if dry_run:
         with session_scope(settings.sqlalchemy_url) as session:
-            plan_scan(session, settings, chosen, since, reprocess_model, report, folders)
+            plan_scan(session, settings, chosen, since, reprocess_model, report, folders, endpoints)
         _probe(settings, report)
         return report
     if dispatcher is None:
@@ -238,11 +230,22 @@ def scan_archive(
             report.locked = True
             return report
         with session_scope(settings.sqlalchemy_url) as session:
-            plan_scan(session, settings, chosen, since, reprocess_model, report, folders)
+            plan_scan(session, settings, chosen, since, reprocess_model, report, folders, endpoints)
         if report.planned:
             _submit(settings, report, dispatcher)
     _log(report)
+    _outbox(settings, dispatcher)
     return report
+
+
+def _outbox(settings: Settings, dispatcher: Dispatcher) -> None:
+    """The scan side of the PACS export: finished PACS studies get their exports."""
+    from archive.pacs_export import outbox_pass  # lazy: highdicom only where exporting
+
+    try:
+        outbox_pass(settings, dispatcher)
+    except Exception as exc:  # the next pass (beat's, or the next scan's) catches up
+        logger.warning("PACS outbox pass after the scan failed: %s: %s", type(exc).__name__, exc)
 
 
 def _log(report: ScanReport) -> None:
@@ -256,6 +259,8 @@ def _log(report: ScanReport) -> None:
     )
     for problem in report.problems:
         logger.warning("archive scan skipped %s: %s", problem.path, problem.reason)
+    for skipped in report.skipped:
+        logger.info("archive scan left out %s: %s", skipped.path, skipped.reason)
 
 
 def _probe(settings: Settings, report: ScanReport) -> None:
@@ -263,7 +268,7 @@ def _probe(settings: Settings, report: ScanReport) -> None:
     kept = []
     for item in report.planned:
         try:
-            if item.source_study_id is None:
+            if item.source_study_id is None and item.kind != DICOMWEB:  # PACS: headers checked
                 root = Path(item.root)
                 if item.kind == sources.PNG:
                     _check_png(sources.read_confined(item.files[0], root), item.path, settings)
@@ -276,8 +281,18 @@ def _probe(settings: Settings, report: ScanReport) -> None:
     report.planned = kept
 
 
-def _render(item: Planned, settings: Settings) -> RenderedInput:
-    """A new study's PNG with its pixel spacing (rendered volumes know it; PNGs do not)."""
+def _render(
+    item: Planned,
+    renderer: pacs_scan.SeriesRenderer,
+    origins: dict[str, pacs_scan.RenderedSeries],
+    settings: Settings,
+) -> RenderedInput:
+    """A new study's PNG with its pixel spacing (rendered volumes know it; PNGs do not);
+    a PACS series' rendering is kept in ``origins`` by its content hash."""
+    if item.pacs is not None:
+        done = renderer.render(item.pacs)
+        origins[item.content_hash] = done
+        return done.rendered.png, done.rendered.spacing_mm
     root = Path(item.root)
     if item.kind == sources.PNG:
         data = sources.read_confined(item.files[0], root)
@@ -285,12 +300,7 @@ def _render(item: Planned, settings: Settings) -> RenderedInput:
         return data, None
     for path in item.files:
         sources.confine(path, root)
-    options = RenderOptions(
-        clip_percentile=settings.archive_clip_percentile,
-        suv_max=settings.archive_suv_max,
-        max_height=settings.max_image_side,
-    )
-    rendered = render_study(item.kind, item.files, options)
+    rendered = render_study(item.kind, item.files, renderer.options)
     return rendered.png, rendered.spacing_mm
 
 
@@ -303,16 +313,24 @@ def _check_png(data: bytes, path: str, settings: Settings) -> None:
 
 
 def _submit(settings: Settings, report: ScanReport, dispatcher: Dispatcher) -> None:
-    """Render the new studies (before any transaction: a volume takes seconds), then store
-    the job, its studies and their archive entries in one unit of work, and send it."""
+    """Render the new studies (before any transaction: a volume takes seconds, a PACS
+    series is fetched first), then store the job, its studies, their archive entries and
+    PACS origins in one unit of work, and send it."""
+    options = RenderOptions(
+        clip_percentile=settings.archive_clip_percentile,
+        suv_max=settings.archive_suv_max,
+        max_height=settings.max_image_side,
+    )
+    renderer = pacs_scan.SeriesRenderer(settings, options)  # folders' volumes use its options
+    origins: dict[str, pacs_scan.RenderedSeries] = {}
     renders: list[tuple[Planned, RenderedInput | None]] = []
     for item in report.planned:
         if item.source_study_id is not None:  # re-processing: its input is stored
             renders.append((item, None))
             continue
         try:
-            renders.append((item, _render(item, settings)))
-        except (RenderError, OSError, sources.ConfinementError) as exc:
+            renders.append((item, _render(item, renderer, origins, settings)))
+        except (RenderError, OSError, sources.ConfinementError, PacsError) as exc:
             report.problems.append(Problem(f"{item.root}/{item.path}", str(exc)))
     try:
         with session_scope(settings.sqlalchemy_url, dispatcher.after_commit) as session:
@@ -347,6 +365,10 @@ def _submit(settings: Settings, report: ScanReport, dispatcher: Dispatcher) -> N
                     item.path,
                     seen_at=report.started_at,
                 )
+                if item.content_hash in origins:
+                    pacs_scan.record_origin(session, study.id, origins[item.content_hash])
+                elif item.kind == DICOMWEB and item.source_study_id is not None:
+                    pacs_repo.copy_pacs_study(session, item.source_study_id, study.id)
             session.flush()  # the unique constraint speaks now, not at the commit
             ids = [study.id for study in job.studies]
             send_after_commit(session, ids, settings.nightly_queue)
@@ -356,3 +378,5 @@ def _submit(settings: Settings, report: ScanReport, dispatcher: Dispatcher) -> N
             Problem("*", f"another scan submitted the same studies first: {exc.orig}")
         )
         report.planned, report.job_id, report.submitted = [], None, 0
+    finally:
+        renderer.close()

@@ -7,15 +7,66 @@ instead of half-way through a job.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from datetime import tzinfo
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal, Self
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class PacsEndpoint(BaseModel):
+    """One DICOMweb service (a PACS) that archive scans poll for new PET studies.
+
+    An item of ``TUMORSEG_PACS_ENDPOINTS`` (a JSON list); see ``docs/ARCHIVE.md``.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(
+        pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$",
+        description="Short name (`tumorseg archive scan --source NAME`), lower case.",
+    )
+    url: str = Field(
+        pattern=r"^https?://", description="DICOMweb root, e.g. http://pacs:8042/dicom-web."
+    )
+    auth: Literal["none", "basic", "bearer"] = "none"
+    username: str | None = None
+    password: SecretStr | None = None
+    token: SecretStr | None = Field(None, description="Bearer token (auth `bearer`).")
+    verify_tls: bool = Field(True, description="Check the server's certificate (https).")
+    ca_bundle: Path | None = Field(None, description="CA certificates to check it against.")
+    timeout: float = Field(30.0, gt=0, le=600, description="Seconds per HTTP request.")
+    export: bool = Field(False, description="Send the results back to this PACS as DICOM.")
+    export_overlay: bool = Field(
+        True, description="With `export`, also an RGB overlay Secondary Capture."
+    )
+
+    @model_validator(mode="after")
+    def _credentials_match_auth(self) -> Self:
+        if self.auth == "basic" and not (self.username and self.password):
+            raise ValueError(f"PACS endpoint {self.name}: auth basic needs username and password")
+        if self.auth == "bearer" and not self.token:
+            raise ValueError(f"PACS endpoint {self.name}: auth bearer needs a token")
+        if self.ca_bundle is not None and not self.ca_bundle.exists():
+            raise ValueError(f"PACS endpoint {self.name}: ca_bundle {self.ca_bundle} is missing")
+        return self
+
+    @property
+    def loopback(self) -> bool:
+        """Whether the URL names this machine (plain HTTP is then acceptable)."""
+        host = urlsplit(self.url).hostname or ""
+        if host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            return False
 
 
 class Settings(BaseSettings):
@@ -79,6 +130,31 @@ class Settings(BaseSettings):
         4 * 3600,
         ge=60,
         description="Hard time limit of one archive scan task (and of its Redis lock), seconds.",
+    )
+    pacs_endpoints: list[PacsEndpoint] = Field(
+        default_factory=list,
+        description="DICOMweb archives (PACS) that scans poll, a JSON list of {name, url, "
+        "auth: none|basic|bearer, username, password, token, verify_tls, ca_bundle, timeout, "
+        "export, export_overlay}; docs/ARCHIVE.md. Empty: none.",
+    )
+    pacs_lookback_days: int = Field(
+        7,
+        ge=1,
+        le=3650,
+        description="A PACS scan asks for PET studies whose StudyDate lies in the last N days "
+        "(today included); --since sets the start instead.",
+    )
+    pacs_export_retry_seconds: int = Field(
+        60,
+        ge=1,
+        description="First wait before an export to a PACS that failed is tried again; it "
+        "doubles per failure up to an hour, and an export is never given up.",
+    )
+    pacs_outbox_interval: int = Field(
+        60,
+        ge=5,
+        description="Seconds between beat's PACS outbox passes: results of finished PACS "
+        "studies become exports, and exports that are due are sent.",
     )
     chunk_size: int = Field(
         32,
@@ -281,6 +357,7 @@ class Settings(BaseSettings):
         if self.interactive_queue == self.nightly_queue:
             raise ValueError("the interactive and nightly queues must have different names")
         self._check_archive()
+        self._check_pacs()
         self._check_ui_secret()
         for url in (self.database_url, self.redis_url):
             if url is not None and not url.strip():
@@ -306,6 +383,36 @@ class Settings(BaseSettings):
             )
         if secret is not None and (len(secret) < 32 or len(set(secret)) < 8):
             raise ValueError("TUMORSEG_UI_SECRET must be at least 32 varied characters")
+
+    def pacs_endpoint(self, name: str) -> PacsEndpoint:
+        """The configured PACS endpoint called ``name``.
+
+        Raises:
+            KeyError: No endpoint has that name.
+        """
+        for endpoint in self.pacs_endpoints:
+            if endpoint.name == name:
+                return endpoint
+        known = ", ".join(e.name for e in self.pacs_endpoints) or "none"
+        raise KeyError(f"no PACS endpoint named {name!r} (configured: {known})")
+
+    def _check_pacs(self) -> None:
+        names = [e.name for e in self.pacs_endpoints]
+        if len(set(names)) != len(names):
+            raise ValueError("TUMORSEG_PACS_ENDPOINTS: names must be unique")
+        if self.environment != "production":
+            return
+        for endpoint in self.pacs_endpoints:
+            if not endpoint.verify_tls:
+                raise ValueError(
+                    f"PACS endpoint {endpoint.name}: verify_tls false is refused in production"
+                )
+            plain = endpoint.url.startswith("http://") and not endpoint.loopback
+            if plain and endpoint.auth != "none":
+                raise ValueError(
+                    f"PACS endpoint {endpoint.name}: credentials over plain http to another "
+                    "host are refused in production; use https"
+                )
 
     def _check_archive(self) -> None:
         from celery.schedules import crontab  # lazy: only validation needs it

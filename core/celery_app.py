@@ -23,6 +23,12 @@ SEGMENT_TASK = "tumorseg.segment_chunk"
 ARCHIVE_SCAN_TASK = "tumorseg.archive_scan"
 #: One recovery pass (``worker/reaper.py``; beat, every ``reap_interval``).
 REAP_TASK = "tumorseg.reap"
+#: Send one study's results back to its PACS (``worker/pacs_export.py``); args: the
+#: outbox row id.
+PACS_EXPORT_TASK = "tumorseg.pacs_export"
+#: One outbox pass (``archive/pacs_export.py``): finished PACS studies become exports,
+#: and due exports are sent (beat, every ``pacs_outbox_interval``).
+PACS_OUTBOX_TASK = "tumorseg.pacs_outbox"
 
 
 def celery_config(settings: Settings, url: str) -> dict[str, Any]:
@@ -68,6 +74,9 @@ def celery_config(settings: Settings, url: str) -> dict[str, Any]:
         "task_routes": {
             SEGMENT_TASK: {"queue": settings.interactive_queue},
             ARCHIVE_SCAN_TASK: {"queue": settings.nightly_queue},
+            # PACS export: seconds of network I/O each, like the recovery pass
+            PACS_EXPORT_TASK: {"queue": settings.interactive_queue},
+            PACS_OUTBOX_TASK: {"queue": settings.interactive_queue},
         },
         # the scan is acknowledged on receipt (a lost scan is simply tomorrow's) and may
         # run longer than a chunk; its Redis lock expires with the same limit
@@ -91,7 +100,8 @@ def _queue(name: str) -> Queue:
 
 
 def beat_config(settings: Settings) -> dict[str, Any]:
-    """What beat sends, and when: the nightly archive scan and the recovery pass.
+    """What beat sends, and when: the nightly archive scan, the recovery pass and, when a
+    PACS takes exports, the PACS outbox pass.
 
     The crontab ``archive_cron`` is read in ``archive_timezone`` (the machine's local
     zone when unset). Two beats may run: the scan task takes a Redis lock, so they never
@@ -119,8 +129,24 @@ def beat_config(settings: Settings) -> dict[str, Any]:
                     "expires": float(settings.reap_interval),
                 },
             },
+            **_pacs_outbox_entry(settings),
         },
         "beat_schedule_filename": str(settings.var_dir / "celerybeat-schedule"),
+    }
+
+
+def _pacs_outbox_entry(settings: Settings) -> dict[str, Any]:
+    """Beat's outbox pass (new exports for finished PACS studies, retries of due ones),
+    when some PACS endpoint takes exports."""
+    if not any(endpoint.export for endpoint in settings.pacs_endpoints):
+        return {}
+    interval = float(settings.pacs_outbox_interval)
+    return {
+        "pacs-outbox": {
+            "task": PACS_OUTBOX_TASK,
+            "schedule": interval,
+            "options": {"queue": settings.interactive_queue, "expires": interval},
+        }
     }
 
 

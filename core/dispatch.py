@@ -39,12 +39,20 @@ logger = logging.getLogger(__name__)
 
 #: What ``db.session.after_commit`` hands on for studies to send: (queue, study ids).
 SEND = "send"
+#: ... for one task sent by name: (task name, args: ids only, queue).
+SEND_TASK = "send_task"
 
 
 def send_after_commit(session: Session, study_ids: Sequence[int], queue: str) -> None:
     """Send these studies to ``queue`` once the session's unit of work has committed."""
     if study_ids:
         after_commit(session, SEND, (queue, list(study_ids)))
+
+
+def task_after_commit(session: Session, name: str, args: Sequence[Any], queue: str) -> None:
+    """Send the task ``name`` (ids only in ``args``; the PACS exports) once the session's
+    unit of work has committed."""
+    after_commit(session, SEND_TASK, (name, list(args), queue))
 
 
 class Dispatcher:
@@ -93,6 +101,22 @@ class Dispatcher:
             )
         return sent
 
+    def send_by_name(self, name: str, args: Sequence[Any], queue: str) -> bool:
+        """Send one task by name now; a broker that refuses is logged, not raised (the
+        PACS outbox sends it again when it comes due).
+
+        Returns:
+            Whether it was sent.
+        """
+        try:
+            self.app.send_task(name, args=list(args), queue=queue)
+        except Exception as exc:  # kombu raises many types for a missing broker
+            logger.warning(
+                "broker unavailable (%s: %s): %s%s not sent", type(exc).__name__, exc, name, args
+            )
+            return False
+        return True
+
     def queue_depth(self, queue: str) -> int:
         """Tasks waiting in ``queue`` (raises ``redis.RedisError`` when Redis is away)."""
         return int(self._redis.llen(queue))
@@ -103,12 +127,15 @@ class Dispatcher:
 
     def after_commit(self, pending: Sequence[tuple[str, Any]]) -> None:
         """Take a committed unit of work's hand-ons (``db.session.session_scope``'s
-        ``on_commit``): send its studies, then announce the jobs it finished."""
+        ``on_commit``): send its studies and tasks, then announce the jobs it finished."""
         finished: set[int] = set()
         for kind, payload in pending:
             if kind == SEND:
                 queue, study_ids = payload
                 self.send(study_ids, queue)
+            elif kind == SEND_TASK:
+                name, args, queue = payload
+                self.send_by_name(name, args, queue)
             elif kind == JOB_FINISHED:
                 finished.add(int(payload))
             else:

@@ -308,6 +308,76 @@ class ArchiveEntry(Base):
     study: Mapped[Study] = relationship()
 
 
+class PacsStudy(Base):
+    """Where a study that came from a PACS (DICOMweb) came from, and its SUV factor.
+
+    ``identity`` is the SHA-256 of the series' identity (its SeriesInstanceUID and its
+    sorted SOPInstanceUIDs, ``archive/pacs_source.py``); it is also the study's archive
+    entry's content hash. ``suv_factor`` turns the series' values (``units``) into
+    body-weight SUV; None when the tags do not allow it, with the reason in ``suv_note``.
+    ``quant_mip`` is the unclipped MIP at the rendered PNG's size in the series' units
+    (16-bit PNG; value × ``quant_mip_slope``), so lesions get SUVmax and SUVmean
+    (``archive/suv.py``).
+    """
+
+    __tablename__ = "pacs_studies"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"), unique=True)
+    endpoint: Mapped[str] = mapped_column(String(32))
+    study_instance_uid: Mapped[str] = mapped_column(String(64))
+    series_instance_uid: Mapped[str] = mapped_column(String(64))
+    identity: Mapped[str] = mapped_column(String(64), index=True)
+    sop_class_uid: Mapped[str] = mapped_column(String(64))
+    sop_instance_uids: Mapped[list[str]] = mapped_column(JSON)
+    #: Patient and study attributes (DICOM keywords) the objects sent back repeat.
+    patient: Mapped[dict[str, Any]] = mapped_column(JSON)
+    units: Mapped[str | None] = mapped_column(String(16))
+    suv_factor: Mapped[float | None] = mapped_column(Float)
+    suv_note: Mapped[str] = mapped_column(Text)
+    quant_mip: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)
+    quant_mip_slope: Mapped[float | None] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class PacsExportState(enum.StrEnum):
+    """Where an export to a PACS stands."""
+
+    PENDING = "pending"  # to be sent (again) at ``next_attempt_at``
+    SENT = "sent"  # every object was stored
+
+
+class PacsExport(Base):
+    """The outbox: one study's results of one model version to send back to its PACS.
+
+    ``objects`` lists the DICOM objects with their (deterministic) UIDs and whether the
+    PACS has stored each, so a retry sends only what is missing and never a second copy.
+    A row is due while ``pending`` and ``next_attempt_at`` has passed; the pass that
+    sends it moves ``next_attempt_at`` ahead first, so a lost task only delays it.
+    """
+
+    __tablename__ = "pacs_exports"
+    __table_args__ = (
+        UniqueConstraint("study_id", "model_version", name="uq_pacs_exports_study_model"),
+        Index("ix_pacs_exports_state_due", "state", "next_attempt_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"))
+    model_version: Mapped[str] = mapped_column(String(128))
+    endpoint: Mapped[str] = mapped_column(String(32))
+    state: Mapped[PacsExportState] = mapped_column(
+        _enum(PacsExportState, "pacs_export_state"), default=PacsExportState.PENDING
+    )
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    #: [{"kind", "series_instance_uid", "sop_instance_uid", "stored"}], in sending order.
+    objects: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
 #: Metric columns of ``Result``, in the order reports show them.
 METRIC_FIELDS: tuple[str, ...] = (
     "tumor_pixels",

@@ -10,6 +10,7 @@ Environment (tests only):
 from __future__ import annotations
 
 import io
+import json
 import os
 import signal
 import subprocess
@@ -25,6 +26,7 @@ import numpy as np
 import pytest
 import redis
 from PIL import Image
+from pydantic import SecretStr
 from sqlalchemy import Engine, create_engine, select, text
 from sqlalchemy.orm import Session
 
@@ -181,12 +183,20 @@ def settings(db_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFacto
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
-    """The settings as TUMORSEG_* variables for a subprocess (nothing else inherited)."""
+    """The settings as TUMORSEG_* variables for a subprocess (nothing else inherited);
+    lists (the PACS endpoints) as JSON, their secrets revealed."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("TUMORSEG_")}
     for name, value in settings.model_dump(exclude_none=True).items():
-        env[f"TUMORSEG_{name.upper()}"] = str(value)
+        text = json.dumps(value, default=_json_value) if isinstance(value, list) else str(value)
+        env[f"TUMORSEG_{name.upper()}"] = text
     env["OMP_NUM_THREADS"] = "1"  # two cores: leave one for the API and the tests
     return env
+
+
+def _json_value(value: object) -> str:
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    return str(value)  # paths
 
 
 # -- worker ------------------------------------------------------------------------
@@ -198,10 +208,9 @@ class WorkerProcess:
     log: Path
 
 
-@pytest.fixture(scope="session")
-def worker(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerProcess]:
-    """A real ``tumorseg worker`` subprocess for the session's backend."""
-    log_path = tmp_path_factory.mktemp("worker") / "worker.log"
+@contextmanager
+def running_worker(settings: Settings, log_path: Path) -> Iterator[WorkerProcess]:
+    """A real ``tumorseg worker`` subprocess on ``settings`` until the block ends."""
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "cli", "worker", "--concurrency", "1"],
@@ -228,3 +237,10 @@ def worker(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iter
                 except subprocess.TimeoutExpired:
                     os.killpg(proc.pid, signal.SIGKILL)
                     proc.wait()
+
+
+@pytest.fixture(scope="session")
+def worker(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerProcess]:
+    """A real ``tumorseg worker`` subprocess for the session's backend."""
+    with running_worker(settings, tmp_path_factory.mktemp("worker") / "worker.log") as process:
+        yield process

@@ -100,9 +100,11 @@ def test_worker_parent_process_loads_no_torch_before_fork() -> None:
         "import sys\n"
         "from config.settings import Settings\n"
         "from core.celery_app import celery_app\n"
-        "app = celery_app(Settings(redis_url='redis://127.0.0.1:6379/15'), ['worker.tasks'])\n"
+        "modules = ['worker.tasks', 'worker.pacs_export']\n"
+        "app = celery_app(Settings(redis_url='redis://127.0.0.1:6379/15'), modules)\n"
         "app.loader.import_default_modules()\n"
         "assert 'tumorseg.segment_chunk' in app.tasks\n"
+        "assert 'tumorseg.pacs_export' in app.tasks\n"
         "print('torch' in sys.modules)\n"
     )
     out = subprocess.run(

@@ -54,9 +54,20 @@ def test_make_and_the_image_install_with_the_constraints() -> None:
         line.split(maxsplit=1)[1] for line in dockerfile.splitlines() if line.startswith("COPY ")
     )
     assert "constraints.txt" in copied
-    assert "RUN pip install -c constraints.txt ." in dockerfile
+    # with OpenVINO: a CPU-only worker of the image runs the faster runtime (model/runtime.py)
+    assert "RUN pip install -c constraints.txt '.[openvino]'" in dockerfile
     # Every package that pyproject.toml installs is copied into the image.
     packages = _pyproject()["tool"]["setuptools"]["packages"]["find"]["include"]
     for pattern in packages:
         package = pattern.rstrip("*")
         assert f"COPY {package} ./{package}" in dockerfile, package
+
+
+def test_the_package_and_the_image_ship_only_the_released_artifact() -> None:
+    released = (ROOT / "model" / "artifacts" / "RELEASED").read_text().strip()
+    shipped = {p.name for p in (ROOT / "model" / "artifacts").iterdir() if p.is_dir()}
+    assert shipped == {released}, "superseded artifacts live in model/superseded"
+    data = _pyproject()["tool"]["setuptools"]["package-data"]["model"]
+    assert all(p.startswith("artifacts/") for p in data), data
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    assert {"model/folds", "model/superseded"} <= set(ignored), "no member file twice"

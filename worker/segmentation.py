@@ -357,6 +357,10 @@ class SegmentationService:
                 [o.values for o in outcomes if o.study_id in succeeded],
                 [row for o in outcomes if o.study_id in succeeded for row in o.lesions],
             )
+            if done.succeeded and any(e.export for e in self.settings.pacs_endpoints):
+                from archive.pacs_export import queue_exports  # PACS studies' results back
+
+                queue_exports(session, self.settings, study_ids=done.succeeded)
             still = status.still_running(session, sorted(waiting), owner)
         report.succeeded += done.succeeded
         report.failed += done.failed

@@ -11,7 +11,8 @@ from api.services.auth import Principal
 from api.services.errors import ServiceError
 from api.services.overlay import render_comparison, render_overlay
 from api.views import study_view
-from db.models import Study, StudyStatus
+from db.models import PacsExportState, Study, StudyStatus
+from db.repositories import pacs as pacs_repo
 from db.repositories import studies as studies_repo
 
 
@@ -28,7 +29,39 @@ def study_out(session: Session, study_id: int, principal: Principal) -> schemas.
     study = get_study_or_404(session, study_id, principal)
     result = studies_repo.latest_result(session, study_id)
     lesions = studies_repo.lesions_of(session, study_id, result.model_version) if result else []
-    return study_view(study, result, lesions)
+    view = study_view(study, result, lesions)
+    view.pacs = pacs_origin(session, study_id)
+    return view
+
+
+def pacs_origin(session: Session, study_id: int) -> schemas.PacsOriginOut | None:
+    """Where a study from a PACS came from and what was sent back; None for others."""
+    origin = pacs_repo.pacs_study(session, study_id)
+    if origin is None:
+        return None
+    exports = [
+        schemas.PacsExportOut(
+            model_version=e.model_version,
+            state=e.state.value,
+            attempts=e.attempts,
+            last_error=e.last_error,
+            next_attempt_at=e.next_attempt_at if e.state is PacsExportState.PENDING else None,
+            sent_at=e.sent_at,
+            objects=[schemas.PacsObjectOut.model_validate(o) for o in e.objects],
+        )
+        for e in pacs_repo.exports_of(session, study_id)
+    ]
+    return schemas.PacsOriginOut(
+        endpoint=origin.endpoint,
+        study_instance_uid=origin.study_instance_uid,
+        series_instance_uid=origin.series_instance_uid,
+        identity=origin.identity,
+        instances=len(origin.sop_instance_uids),
+        units=origin.units,
+        suv_factor=origin.suv_factor,
+        suv_note=origin.suv_note,
+        exports=exports,
+    )
 
 
 def image(

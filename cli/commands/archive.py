@@ -1,7 +1,8 @@
 """``tumorseg archive scan|report``: hospital-archive processing by hand.
 
 ``scan`` submits the archive studies that the current model has not segmented (the
-nightly beat runs the same scan); ``report`` prints a night's studies with metrics.
+nightly beat runs the same scan: the folders and every PACS; ``--source NAME`` one PACS
+only); ``report`` prints a night's studies with metrics.
 """
 
 from __future__ import annotations
@@ -31,10 +32,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="scan only this folder (inside a configured root); repeatable",
     )
     scan.add_argument(
+        "--source",
+        metavar="NAME",
+        default=None,
+        help="scan only the PACS endpoint NAME (TUMORSEG_PACS_ENDPOINTS), no folders",
+    )
+    scan.add_argument(
         "--since",
         type=_day_or_time,
         default=None,
-        help="only files modified at or after this ISO date/time (local time when naive)",
+        help="only files modified at or after this ISO date/time (local time when naive); "
+        "for a PACS, studies from this date on",
     )
     scan.add_argument(
         "--dry-run", action="store_true", help="print what would be submitted; submit nothing"
@@ -79,6 +87,7 @@ def _scan(args: argparse.Namespace) -> int:
             dry_run=args.dry_run,
             reprocess_model=args.reprocess_model,
             dispatcher=dispatcher,
+            source=args.source,
         )
     except ScanError as exc:
         print(f"tumorseg archive scan: {exc}", file=sys.stderr)
@@ -95,6 +104,11 @@ def _scan(args: argparse.Namespace) -> int:
     for item in report.planned:
         print(f"  {item.kind:<5}  {item.content_hash[:12]}  {item.reason:<8}  {item.path}")
     print(f"already submitted before: {report.already_done}")
+    for item in report.planned:
+        if item.pacs is not None:
+            print(f"  {item.path}: {item.pacs.suv.note}")
+    for left_out in report.skipped:
+        print(f"left out {left_out.path}: {left_out.reason}")
     for problem in report.problems:
         print(f"skipped {problem.path}: {problem.reason}", file=sys.stderr)
     return 0

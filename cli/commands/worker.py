@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     upgrade_to_head(settings.sqlalchemy_url)
     # order matters: with queue_order_strategy=priority the first queue is served first
     queues = args.queues or f"{settings.interactive_queue},{settings.nightly_queue}"
-    app = celery_app(settings, include=["worker.tasks"])
+    app = celery_app(settings, include=["worker.tasks", "worker.pacs_export"])
     install(app, settings)  # recovery at start-up and every reap_interval seconds
     app.worker_main(
         [

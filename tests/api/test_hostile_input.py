@@ -226,8 +226,11 @@ CASES = [
 
 @pytest.fixture(scope="module")
 def service(api_settings: Settings) -> SegmentationService:
-    """The worker's chunk logic with the API's limits, run in this process."""
-    return SegmentationService(api_settings, PredictorCache(device="cpu", batch_size=4, members=1))
+    """The worker's chunk logic with the API's limits, run in this process; without the
+    input check: the corpus is the decoder's cases (64-px gradients, a bilevel image), not
+    MIPs, and the check's own cases are tests/model/test_quality.py's."""
+    unchecked = api_settings.model_copy(update={"input_check": False})
+    return SegmentationService(unchecked, PredictorCache(device="cpu", batch_size=4, members=1))
 
 
 def test_the_corpus_has_at_least_30_cases() -> None:

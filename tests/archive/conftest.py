@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from config.settings import Settings
+from config.settings import PacsEndpoint, Settings
 from core.dispatch import Dispatcher
+from tests.archive.orthanc import Orthanc, skip_without_orthanc
 from tests.conftest import png_bytes
 
 #: Volume size (RAS+: x towards the patient's right, y anterior, z superior) and voxels.
@@ -137,3 +138,26 @@ def dispatcher(archive_settings: Settings) -> Iterator[Dispatcher]:
     dispatcher = Dispatcher(archive_settings)
     yield dispatcher
     dispatcher.close()
+
+
+@pytest.fixture
+def orthanc(tmp_path: Path) -> Iterator[Orthanc]:
+    """A fresh Orthanc with DICOMweb for one test (skipped where it is not installed)."""
+    skip_without_orthanc()
+    server = Orthanc(tmp_path / "orthanc")
+    server.start()
+    yield server
+    server.stop(graceful=False)
+
+
+@pytest.fixture
+def pacs_settings(archive_settings: Settings, orthanc: Orthanc) -> Settings:
+    """The archive settings with ``orthanc`` as the PACS ``test-pacs`` (export on), and an
+    interactive queue of their own, so no worker of the session takes their exports."""
+    endpoint = PacsEndpoint(name="test-pacs", url=orthanc.dicomweb_url, export=True)
+    return archive_settings.model_copy(
+        update={
+            "pacs_endpoints": [endpoint],
+            "interactive_queue": f"tumorseg.test.pacs.{secrets.token_hex(4)}",
+        }
+    )
