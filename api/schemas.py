@@ -113,6 +113,10 @@ class JobSummary(BaseModel):
     """A job without its studies."""
 
     id: int
+    name: str | None = Field(
+        default=None,
+        description="What the submitter called the job; 'predict' for POST /predict jobs.",
+    )
     status: str = Field(description="queued|running|succeeded|partially_failed|failed|cancelled")
     total: int
     counts: dict[str, int] = Field(description="Number of studies in each study status.")

@@ -40,6 +40,10 @@ def create_job(
         str | None,
         Form(description="Pixel size of every study in mm: 'S', or 'ROWS,COLUMNS'; optional"),
     ] = None,
+    name: Annotated[
+        str | None,
+        Form(max_length=service.JOB_NAME_LENGTH, description="What to call the job; optional"),
+    ] = None,
 ) -> JobOut:
     """Submit PNG studies (and optional label masks) as one segmentation job."""
     admission.admit(principal.key_id, settings.interactive_queue)
@@ -51,6 +55,7 @@ def create_job(
         _read(labels, limit),
         tenant=principal.tenant,
         spacing_mm=service.parse_spacing(spacing_mm),
+        name=name,
     )
     response.headers["Location"] = f"/v1/jobs/{job.id}"
     return service.job_view(session, job)

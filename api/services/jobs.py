@@ -19,6 +19,7 @@ from db import status
 from db.models import (
     BIOMARKER_FIELDS,
     DEFAULT_TENANT,
+    JOB_NAME_LENGTH,
     LESION_FIELDS,
     METRIC_FIELDS,
     Job,
@@ -57,17 +58,20 @@ def submit_job(
     tenant: str = DEFAULT_TENANT,
     source: JobSource = JobSource.API,
     spacing_mm: tuple[float, float] | None = None,
+    name: str | None = None,
 ) -> Job:
     """Validate uploads, store the job with its studies, and send them after the commit.
 
     A single study that is not a usable PNG refuses the request (4xx). In a job of
     several studies, a bad one is stored as failed with the reason and the rest run.
     File names are reduced to a safe base name (no directories, no control characters).
+    ``name`` is stored as :func:`job_name` returns it.
 
     Raises:
         ServiceError: No files, too many, a file over the size limit, unmatched labels,
             or a one-study job whose image is unusable.
     """
+    name = job_name(name)
     if not files:
         raise ServiceError(400, "no files: send one or more PNG studies in the field 'files'")
     if len(files) > settings.max_studies_per_job:
@@ -103,12 +107,29 @@ def submit_job(
             )
         )
     job = jobs_repo.create_job(
-        session, queue or settings.interactive_queue, new_studies, tenant, source=source
+        session, queue or settings.interactive_queue, new_studies, tenant, source=source, name=name
     )
     ids = jobs_repo.queued_study_ids(session, job.id)
     send_after_commit(session, ids, job.queue)
     logger.info("job %d: %d studies, %d queued", job.id, len(files), len(ids))
     return job
+
+
+def job_name(text: str | None) -> str | None:
+    """A job's name as stored: without control characters and surrounding blanks; None
+    when nothing is left.
+
+    Raises:
+        ServiceError: 422 for a name over ``JOB_NAME_LENGTH`` characters.
+    """
+    if text is None:
+        return None
+    name = "".join(ch for ch in text if ch.isprintable()).strip()
+    if len(name) > JOB_NAME_LENGTH:
+        raise ServiceError(
+            422, f"name is {len(name)} characters long; give at most {JOB_NAME_LENGTH}"
+        )
+    return name or None
 
 
 #: Largest pixel size accepted, mm (whole-body PET pixels are 2 to 6 mm).
@@ -256,6 +277,7 @@ def job_summary(job: Job, counts: dict[StudyStatus, int]) -> schemas.JobSummary:
     untrained = job.model_trained is False
     return schemas.JobSummary(
         id=job.id,
+        name=job.name,
         status=job.status.value,
         total=total,
         counts={s.value: n for s, n in counts.items()},

@@ -34,6 +34,9 @@ from db.repositories import studies as studies_repo
 
 logger = logging.getLogger(__name__)
 
+#: The name of every job that ``POST /predict`` submits.
+PREDICT_JOB_NAME = "predict"
+
 
 @dataclass(frozen=True)
 class Prediction:
@@ -114,6 +117,7 @@ def _submit(
         queue=settings.interactive_queue,
         tenant=principal.tenant,
         source=JobSource.PREDICT,
+        name=PREDICT_JOB_NAME,
     )
     job_id, study_id = job.id, job.studies[0].id
     dispatcher.commit(session)

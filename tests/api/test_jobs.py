@@ -228,3 +228,24 @@ def test_tables_of_a_queued_job_list_its_studies_without_results(client: TestCli
     assert list(lesions.columns) == list(LESION_COLUMNS)
     assert lesions.empty
     assert client.get("/v1/jobs/999999/results.csv").status_code == 404
+
+
+def test_a_job_keeps_its_name_and_lists_show_it(client: TestClient) -> None:
+    named = client.post(
+        "/v1/jobs", files=_files(("a.png", SAMPLE)), data={"name": "  ward 3,\tMarch \x00 "}
+    )
+    assert named.status_code == 202, named.text
+    job = named.json()
+    assert job["name"] == "ward 3,March"  # control characters and outer blanks dropped
+    assert client.get(f"/v1/jobs/{job['id']}").json()["name"] == "ward 3,March"
+    unnamed = client.post("/v1/jobs", files=_files(("b.png", SAMPLE))).json()
+    assert unnamed["name"] is None
+    listed = {j["id"]: j["name"] for j in client.get("/v1/jobs").json()["items"]}
+    assert listed[job["id"]] == "ward 3,March"
+    assert listed[unnamed["id"]] is None
+
+
+def test_a_name_over_the_limit_is_refused_naming_it(client: TestClient) -> None:
+    response = client.post("/v1/jobs", files=_files(("a.png", SAMPLE)), data={"name": "x" * 121})
+    assert response.status_code == 422
+    assert "120" in response.text

@@ -19,6 +19,7 @@ from PIL import Image
 from api.app import create_app
 from api.services.overlay import FALSE_POSITIVE_RGB, HIT_RGB, MISS_RGB
 from config.settings import Settings
+from db import status
 from db.models import Study, StudyStatus
 from db.repositories import api_keys as keys_repo
 from db.repositories import studies as studies_repo
@@ -419,3 +420,85 @@ def test_job_page_links_its_tables_and_the_ui_serves_them(
     ]
     _sign_in(browser, create_api_key(api_settings.sqlalchemy_url, "ui-csv", tenant="csv-other"))
     assert browser.get(f"/ui/jobs/{job_id}/results.csv").status_code == 404
+
+
+def test_the_root_redirects_to_the_viewer(browser: TestClient) -> None:
+    response = browser.get("/", follow_redirects=False)
+    assert response.status_code in (301, 302, 303, 307, 308)
+    assert response.headers["location"] == "/ui"
+
+
+@pytest.mark.parametrize(
+    ("path", "status"),
+    [
+        ("/ui/jobs/2147483000", 404),
+        ("/ui/studies/2147483000", 404),
+        ("/ui/studies/2147483000/input.png", 404),
+        ("/ui/jobs/0", 422),
+        ("/ui/jobs/abc", 422),
+        ("/ui/no/such/page", 404),
+    ],
+)
+def test_a_missing_job_or_study_in_the_viewer_is_an_html_page(
+    browser: TestClient, api_settings: Settings, path: str, status: int
+) -> None:
+    _sign_in(browser, create_api_key(api_settings.sqlalchemy_url, "ui-missing"))
+    response = browser.get(path)
+    assert response.status_code == status
+    assert response.headers["content-type"].startswith("text/html")
+    assert 'id="error-page"' in response.text
+    assert 'href="/ui"' in response.text  # the way back
+    assert response.headers["x-frame-options"] == "DENY"
+    # the JSON that the pages poll stays JSON
+    polled = browser.get("/ui/api/jobs/2147483000")
+    assert polled.status_code == 404
+    assert polled.json()["detail"] == "job 2147483000 not found"
+
+
+def test_pages_show_statuses_as_words_and_the_job_name(
+    browser: TestClient, api_settings: Settings
+) -> None:
+    key = create_api_key(api_settings.sqlalchemy_url, "ui-words", tenant="words")
+    files = [
+        ("files", ("good.png", SAMPLE, "image/png")),
+        ("files", ("broken.png", b"not a png", "image/png")),
+    ]
+    job = browser.post("/v1/jobs", files=files, data={"name": "ward 3"}, headers=bearer(key))
+    good, broken = job.json()["studies"]
+    assert broken["status"] == "failed"
+    mask, _ = _masks()
+    _succeed(api_settings.sqlalchemy_url, good["id"], mask)
+    with session_scope(api_settings.sqlalchemy_url) as session:
+        status.refresh_jobs(session, [job.json()["id"]])
+    _sign_in(browser, key)
+    page = browser.get(f"/ui/jobs/{job.json()['id']}").text
+    heading = re.search(r"<h1>(.*?)</h1>", page, re.S)
+    assert heading
+    assert 'data-status="partially_failed">partially failed</span>' in heading.group(1)
+    assert "ward 3" in heading.group(1)
+    assert '<option value="succeeded">succeeded</option>' in page
+    listed = browser.get("/ui/api/jobs").json()["items"]
+    assert [(j["name"], j["status"]) for j in listed][0] == ("ward 3", "partially_failed")
+
+
+def test_the_upload_form_takes_a_name_and_a_pixel_spacing(
+    browser: TestClient, api_settings: Settings
+) -> None:
+    key = create_api_key(api_settings.sqlalchemy_url, "ui-named", tenant="named")
+    _sign_in(browser, key)
+    page = browser.get("/ui").text
+    assert 'name="name"' in page
+    assert 'name="spacing_mm"' in page
+    files = [("files", ("p.png", SAMPLE, "image/png"))]
+    form = {"csrf": _csrf(page), "name": "lab run", "spacing_mm": "4,3.5"}
+    response = browser.post("/ui/jobs", data=form, files=files, follow_redirects=False)
+    assert response.status_code == 303, response.text
+    job = browser.get(response.headers["location"].replace("/ui/", "/v1/"), headers=bearer(key))
+    assert job.json()["name"] == "lab run"
+    assert job.json()["studies"][0]["spacing_mm"] == [4.0, 3.5]
+    bad = browser.post(
+        "/ui/jobs", data={**form, "spacing_mm": "wide"}, files=files, follow_redirects=False
+    )
+    assert bad.status_code == 422
+    assert "ROWS,COLUMNS" in bad.text
+    assert 'id="upload-form"' in bad.text  # the form again, with the reason

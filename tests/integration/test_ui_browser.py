@@ -188,18 +188,13 @@ def test_sign_in_upload_watch_the_job_and_view_a_study(
     pairs = patient_files(3)
     driver.find_element(By.ID, "files").send_keys("\n".join(str(img) for img, _ in pairs))
     driver.find_element(By.ID, "labels").send_keys("\n".join(str(lab) for _, lab in pairs))
+    driver.find_element(By.ID, "job-name").send_keys("browser upload")
     driver.find_element(By.ID, "submit-job").click()
     wait.until(ec.url_matches(r"/ui/jobs/\d+$"))
+    assert driver.find_element(By.ID, "job-name").text == "browser upload"
 
-    # the page polls the job: wait for its own status text, not for the API
-    finished = WebDriverWait(driver, 240).until(
-        lambda d: (
-            d.find_element(By.ID, "job-status").text
-            in {"succeeded", "partially_failed", "failed", "cancelled"}
-        ),
-        message=f"job did not finish on the page:\n{worker.log.read_text()[-3000:]}",
-    )
-    assert finished
+    # the page polls the job: wait for its own status, not for the API
+    _wait_finished(driver, worker)
     assert driver.find_element(By.ID, "job-status").text == "succeeded"
     assert driver.find_element(By.ID, "job-progress-text").text == "100 %"
     headers = driver.find_elements(By.CSS_SELECTOR, "#studies thead th")
@@ -236,6 +231,7 @@ def test_sign_in_upload_watch_the_job_and_view_a_study(
         ec.presence_of_element_located((By.CSS_SELECTOR, f"#jobs tr[data-job-id='{job_id}']"))
     )
     assert "succeeded" in listed.text
+    assert "browser upload" in listed.text  # the job's name
     assert "100 %" in listed.text
     bar = listed.find_element(By.TAG_NAME, "progress")
     assert float(bar.get_attribute("value") or 0) == 1.0
@@ -255,6 +251,60 @@ def test_sign_in_upload_watch_the_job_and_view_a_study(
     driver.find_element(By.ID, "mask-toggle").click()
     assert canvas.is_displayed()
     _lesions_and_comparison(driver, live_url, key, job_id)
+    _failures_in_words(driver, live_url, key, worker)
+
+
+def _wait_finished(driver: webdriver.Chrome, worker: WorkerProcess) -> None:
+    """Wait until the job page shows its job finished."""
+    WebDriverWait(driver, 240).until(
+        lambda d: (
+            d.find_element(By.ID, "job-status").get_attribute("data-status")
+            in {"succeeded", "partially_failed", "failed", "cancelled"}
+        ),
+        message=f"job did not finish on the page:\n{worker.log.read_text()[-3000:]}",
+    )
+
+
+def _failures_in_words(
+    driver: webdriver.Chrome, live_url: str, key: str, worker: WorkerProcess
+) -> None:
+    """A job with a study that is not an image: the job page says "partially failed" in
+    words, and the failed study's row shows why it failed."""
+    ((image, _),) = patient_files(1)
+    files = [
+        ("files", (image.name, image.read_bytes(), "image/png")),
+        ("files", ("scan.png", b"this is not a PNG", "image/png")),
+    ]
+    response = httpx.post(
+        f"{live_url}/v1/jobs", files=files, data={"name": "mixed"}, headers=bearer(key)
+    )
+    assert response.status_code == 202, response.text
+    job_id = response.json()["id"]
+    driver.get(f"{live_url}/ui/jobs/{job_id}")
+    _wait_finished(driver, worker)
+    status = driver.find_element(By.ID, "job-status")
+    assert status.get_attribute("data-status") == "partially_failed"
+    assert status.text == "partially failed"
+    counts = driver.find_element(By.ID, "job-counts").text
+    assert "_" not in counts
+    assert "1 failed" in counts
+    cells = {
+        r.find_elements(By.TAG_NAME, "td")[1].text: r.find_elements(By.TAG_NAME, "td")[2]
+        for r in _rows(driver)
+    }
+    failed = cells["scan.png"]
+    reason = failed.find_element(By.CSS_SELECTOR, ".reason")
+    assert reason.is_displayed()
+    assert "PNG" in reason.text  # the reason the intake gave, in the table itself
+    assert failed.text.startswith("failed")
+    assert cells[image.name].text == "succeeded"
+    driver.get(f"{live_url}/ui")
+    listed = WebDriverWait(driver, 30).until(
+        ec.presence_of_element_located((By.CSS_SELECTOR, f"#jobs tr[data-job-id='{job_id}']"))
+    )
+    assert "mixed" in listed.text
+    assert "partially failed" in listed.text
+    assert "partially_failed" not in listed.text
 
 
 def _lesions_and_comparison(driver: webdriver.Chrome, live_url: str, key: str, job_id: str) -> None:
