@@ -66,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _scan(args: argparse.Namespace) -> int:
     from archive.scan import ScanError, scan_archive
+    from cli.tables import format_table
     from config.settings import get_settings
     from core.dispatch import Dispatcher
 
@@ -92,8 +93,10 @@ def _scan(args: argparse.Namespace) -> int:
     verb = "would submit" if report.dry_run else "submitted"
     job = f" as job {report.job_id}" if report.job_id is not None else ""
     print(f"{verb} {len(report.planned)} studies{job} for model {report.model_version}")
-    for item in report.planned:
-        print(f"  {item.kind:<5}  {item.content_hash[:12]}  {item.reason:<8}  {item.path}")
+    if report.planned:
+        rows = [(i.kind, i.content_hash[:12], i.reason, i.path) for i in report.planned]
+        table = format_table(("kind", "content hash", "reason", "path"), rows)
+        print("\n".join(f"  {line}" for line in table.splitlines()))
     print(f"already submitted before: {report.already_done}")
     for problem in report.problems:
         print(f"skipped {problem.path}: {problem.reason}", file=sys.stderr)

@@ -47,8 +47,9 @@ def test_dry_run_prints_count_and_list_and_submits_nothing(
     assert main(["archive", "scan", "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("would submit 2 studies for model ")
-    listed = [line.split()[-1] for line in out.splitlines() if line.startswith("  ")]
-    assert listed == ["a.png", "b.png"]
+    listed = [line.split() for line in out.splitlines() if line.startswith("  ")]
+    assert listed[0] == ["kind", "content", "hash", "reason", "path"]  # a table with headers
+    assert [row[-1] for row in listed[1:]] == ["a.png", "b.png"]
     queued = redis.Redis.from_url(archive_settings.redis_url or "").llen(
         archive_settings.nightly_queue
     )

@@ -78,8 +78,9 @@ def test_register_promote_list(tiny_artifact: Path, tmp_path: Path) -> None:  # 
     assert f"registered {version}" in reg.stdout, reg.stderr
     assert tumorseg("model", "promote", "no-such-version", env=env).returncode == 2
     assert tumorseg("model", "promote", version, env=env).returncode == 0
-    listing = tumorseg("model", "list", env=env).stdout
-    assert f"* {version}" in listing
+    header, *rows = tumorseg("model", "list", env=env).stdout.splitlines()
+    assert header.split() == ["promoted", "version", "trained", "dice", "path"]
+    assert [row.split()[:2] for row in rows] == [["*", version]]
 
 
 def test_register_refuses_a_corrupt_artifact(tiny_artifact: Path, tmp_path: Path) -> None:  # noqa: F811
