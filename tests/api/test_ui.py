@@ -20,10 +20,9 @@ from api.app import create_app
 from api.services.overlay import FALSE_POSITIVE_RGB, HIT_RGB, MISS_RGB
 from config.settings import Settings
 from db import status
-from db.models import Study, StudyStatus
 from db.repositories import api_keys as keys_repo
-from db.repositories import studies as studies_repo
 from db.session import session_scope
+from tests.api.stored_results import HEIGHT, WIDTH, masks, png, succeed
 from tests.conftest import SAMPLE_IMGS, bearer, create_api_key
 
 SAMPLE = (SAMPLE_IMGS / "patient_000.png").read_bytes()
@@ -206,108 +205,20 @@ def test_upload_form_creates_a_job_through_the_job_service(
     assert 'class="error"' in bad.text
 
 
-# -- a succeeded study, stored as a worker stores it --------------------------------
-HEIGHT, WIDTH = Image.open(io.BytesIO(SAMPLE)).size[::-1]
-VERSION = "viewer-test-v1"
-
-
-def _png(arr: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(arr).save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def _masks() -> tuple[np.ndarray, np.ndarray]:
-    """Two predicted lesions, one overlapping the label (hits and false positives), and a
-    label lesion the mask misses."""
-    mask = np.zeros((HEIGHT, WIDTH), np.uint8)
-    mask[100:110, 100:120] = 255  # lesion 1: columns 100-109 false positives, 110-119 hits
-    mask[300:306, 200:204] = 255  # lesion 2: false positive
-    label = np.zeros((HEIGHT, WIDTH), np.uint8)
-    label[100:110, 110:130] = 255  # columns 120-129 missed
-    return mask, label
-
-
-def _lesion(study_id: int, number: int, box: tuple[int, int, int, int]) -> dict[str, Any]:
-    r0, c0, r1, c1 = box
-    return {
-        "study_id": study_id,
-        "model_version": VERSION,
-        "number": number,
-        "area_px": (r1 - r0) * (c1 - c0),
-        "area_mm2": None,
-        "centroid_row": (r0 + r1 - 1) / 2,
-        "centroid_col": (c0 + c1 - 1) / 2,
-        "bbox_row0": r0,
-        "bbox_col0": c0,
-        "bbox_row1": r1,
-        "bbox_col1": c1,
-        "relative_height": 0.25 * number,
-        "peak_uptake": 0.9,
-        "mean_uptake": 0.5,
-        "peak_probability": 0.8,
-    }
-
-
-def _succeed(db_url: str, study_id: int, mask: np.ndarray) -> None:
-    with session_scope(db_url) as session:
-        study = session.get(Study, study_id)
-        assert study is not None
-        study.status = StudyStatus.SUCCEEDED
-        studies_repo.upsert_results(
-            session,
-            [
-                {
-                    "study_id": study_id,
-                    "model_version": VERSION,
-                    "mask_png": _png(mask),
-                    "height": HEIGHT,
-                    "width": WIDTH,
-                    "tumor_pixels": 224,
-                    "tumor_fraction": 0.01,
-                    "lesions": 2,
-                    "largest_lesion_px": 200,
-                    "uptake_mean": 0.5,
-                    "uptake_max": 0.9,
-                    "dice": 0.4,
-                    "precision": 0.45,
-                    "recall": 0.5,
-                    "inference_seconds": 0.1,
-                    "tumor_area_cm2": None,
-                    "sdmax_px": 223.6,
-                    "sdmax_cm": None,
-                    "sdmax_per_height": 0.5,
-                    "body_height_px": 447,
-                    "body_width_px": 300,
-                    "body_height_cm": None,
-                    "body_width_cm": None,
-                }
-            ],
-        )
-        studies_repo.replace_lesions(
-            session,
-            [(study_id, VERSION)],
-            [
-                _lesion(study_id, 1, (100, 100, 110, 120)),
-                _lesion(study_id, 2, (300, 200, 306, 204)),
-            ],
-        )
-
-
 @pytest.fixture(scope="module")
 def finished(browser: TestClient, api_settings: Settings) -> dict[str, Any]:
     """A job of a labelled and an unlabelled study, both succeeded, and its key."""
     key = create_api_key(api_settings.sqlalchemy_url, "ui-viewer", tenant="viewer")
-    mask, label = _masks()
+    mask, label = masks()
     files = [
         ("files", ("p1.png", SAMPLE, "image/png")),
         ("files", ("p2.png", SAMPLE, "image/png")),
-        ("labels", ("p1.png", _png(label), "image/png")),
+        ("labels", ("p1.png", png(label), "image/png")),
     ]
     job = browser.post("/v1/jobs", files=files, headers=bearer(key)).json()
     labelled, unlabelled = (s["id"] for s in job["studies"])
     for study_id in (labelled, unlabelled):
-        _succeed(api_settings.sqlalchemy_url, study_id, mask)
+        succeed(api_settings.sqlalchemy_url, study_id, mask)
     return {"key": key, "job": job["id"], "labelled": labelled, "unlabelled": unlabelled}
 
 
@@ -466,8 +377,8 @@ def test_pages_show_statuses_as_words_and_the_job_name(
     job = browser.post("/v1/jobs", files=files, data={"name": "ward 3"}, headers=bearer(key))
     good, broken = job.json()["studies"]
     assert broken["status"] == "failed"
-    mask, _ = _masks()
-    _succeed(api_settings.sqlalchemy_url, good["id"], mask)
+    mask, _ = masks()
+    succeed(api_settings.sqlalchemy_url, good["id"], mask)
     with session_scope(api_settings.sqlalchemy_url) as session:
         status.refresh_jobs(session, [job.json()["id"]])
     _sign_in(browser, key)
