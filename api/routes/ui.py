@@ -17,14 +17,14 @@ from api.deps import (
     UiSecretDep,
     UiSessionDep,
 )
-from api.schemas import MAX_ID, JobOut, JobPage
+from api.schemas import MAX_ID, JobOut, JobPage, in_range
 from api.services import ui as service
 from api.services import ui_session as web
 from api.services.errors import ServiceError
 
 router = APIRouter(prefix="/ui", include_in_schema=False)
-JobId = Annotated[int, Path(ge=1, le=MAX_ID)]
-StudyId = Annotated[int, Path(ge=1, le=MAX_ID)]
+JobId = Annotated[int, Path(ge=1, le=MAX_ID), in_range(1, MAX_ID)]
+StudyId = Annotated[int, Path(ge=1, le=MAX_ID), in_range(1, MAX_ID)]
 _API_DIR = FsPath(__file__).resolve().parents[1]
 STATIC_DIR = _API_DIR / "static"
 templates = Jinja2Templates(directory=_API_DIR / "templates")

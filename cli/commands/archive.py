@@ -111,8 +111,12 @@ def _report(args: argparse.Namespace) -> int:
     settings = get_settings()
     zone = settings.archive_tzinfo
     day = args.date or datetime.now(zone).date()
-    with session_scope(settings.sqlalchemy_url) as session:
-        report = nightly_report(session, day, zone)
+    try:
+        with session_scope(settings.sqlalchemy_url) as session:
+            report = nightly_report(session, day, zone)
+    except ValueError as exc:
+        print(f"tumorseg archive report: {exc}", file=sys.stderr)
+        return 2
     print(to_json(report) if args.format == "json" else to_csv(report), end="")
     if args.format == "json":
         print()

@@ -141,3 +141,10 @@ def _finish(settings: Settings, ids: dict[str, int], version: str) -> None:
         failed = studies_repo.get_study(session, ids["failed.png"])
         assert failed is not None
         failed.status, failed.error = StudyStatus.FAILED, "gave up: the worker died"
+
+
+def test_report_of_a_day_out_of_range_is_refused_naming_the_range(
+    cli_env: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["archive", "report", "--date", "0001-01-01"]) == 2
+    assert "outside 1970-01-01 to 9999-12-30" in capsys.readouterr().err
