@@ -10,17 +10,19 @@ import pytest
 from model.manifest import ArtifactError, read_manifest
 from model.predictor import Predictor
 from model.training.ensembling import _pooled, build_ensemble, pack_fold, tune_pooled
+from model.training.sampling import CropConfig
 from model.training.trainer import TrainConfig, train
 from model.training.validation import OOF_NAME, load_oof
+from tests.model.conftest import TINY_ARCH
 from tests.model.test_training_smoke import tiny_data  # noqa: F401  (fixture)
-from tests.model.test_whole_image_recipe import TINY_DEEP
 
 
 def _fold(data: Path, out: Path, fold: int, seed: int = 3) -> Path:
     cfg = TrainConfig(
         data=data, out=out, epochs=1, steps_per_epoch=2, batch_size=2, warmup_steps=1,
         folds=2, fold=fold, seed=seed, split_seed=3, precision="fp32", device="cpu",
-        architecture=dict(TINY_DEEP), sampler="whole", loss="dice-bce", ema_decay=0.9,
+        architecture=dict(TINY_ARCH), crop=CropConfig(height=64, width=64), loss="dice-bce",
+        ema_decay=0.9,
     )  # fmt: skip
     return train(cfg)
 
