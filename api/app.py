@@ -24,6 +24,7 @@ from api.services.errors import ServiceError
 from api.services.limits import Admission
 from api.services.ui_session import LoginRequired, ui_secret
 from config.settings import Settings, get_settings
+from core.broker import release_broker
 from core.dispatch import Dispatcher
 from db.migrate import upgrade_to_head
 
@@ -60,6 +61,7 @@ def create_app(settings: Settings | None = None, public_url: str | None = None) 
         finally:
             api_metrics.unwatch_queues()
             dispatcher.close()
+            release_broker(settings)  # the embedded Redis ends with its last user
 
     app = FastAPI(
         title="tumorseg",

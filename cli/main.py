@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "cancel": ("cli.commands.cancel", "cancel the studies of a job that have not started"),
     "export": ("cli.commands.export", "write a job's masks, overlays and CSV tables to a folder"),
     "demo": ("cli.commands.demo", "run the whole service locally on the bundled samples"),
+    "stop": ("cli.commands.stop", "stop the embedded Redis of TUMORSEG_VAR_DIR"),
     "db": ("cli.commands.db", "database maintenance (db upgrade)"),
     "ping": ("cli.commands.ping", "health probe of the API or a worker (for containers)"),
     "train": ("cli.commands.train", "train a model and write a new artifact version"),
