@@ -55,7 +55,12 @@ def test_dry_run_prints_count_and_list_and_submits_nothing(
     )
     assert queued == 0
     assert main(["archive", "scan"]) == 0  # the real scan finds the same two
-    assert capsys.readouterr().out.startswith("submitted 2 studies as job ")
+    out = capsys.readouterr().out
+    assert out.startswith("submitted 2 studies as job ")
+    with session_scope(archive_settings.sqlalchemy_url) as session:
+        job = jobs_repo.get_job(session, int(out.split()[5]))
+        assert job is not None
+        assert job.name == "archive scan"  # how job lists name it
     assert main(["archive", "scan", "--root", "/"]) == 2  # outside the archive
     assert "not inside a configured archive root" in capsys.readouterr().err
 
