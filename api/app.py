@@ -77,7 +77,7 @@ def create_app(settings: Settings | None = None, public_url: str | None = None) 
     @app.exception_handler(ServiceError)
     async def _service_error(request: Request, exc: ServiceError) -> Response:
         if ui.is_page(request):
-            return ui.error_page(request, exc.status_code, exc.detail)
+            return ui.error_page(request, exc.status_code, exc.detail, exc.headers)
         return JSONResponse(
             {"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers
         )

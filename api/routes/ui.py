@@ -62,14 +62,19 @@ def is_page(request: Request) -> bool:
     return (path == "/ui" or path.startswith("/ui/")) and not path.startswith("/ui/api/")
 
 
-def error_page(request: Request, status_code: int, detail: str) -> HTMLResponse:
-    """The viewer's error page: what went wrong, and the way back to the jobs."""
+def error_page(
+    request: Request, status_code: int, detail: str, headers: dict[str, str] | None = None
+) -> HTMLResponse:
+    """The viewer's error page: what went wrong, and the way back to the jobs (with the
+    error's own headers, such as ``Retry-After``)."""
     try:
         title = HTTPStatus(status_code).phrase
     except ValueError:
         title = "Error"
     context = {"ui": None, "status_code": status_code, "title": title, "detail": detail}
-    return _page(request, "error.html", context, status_code)
+    response = _page(request, "error.html", context, status_code)
+    response.headers.update(headers or {})
+    return response
 
 
 def _login_page(
