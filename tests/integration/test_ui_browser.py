@@ -60,6 +60,9 @@ NATURAL_SIZE = (
 #: Window sizes the study page's layers are checked at: a laptop, two desktop screens and a
 #: portrait monitor (where a stretched mask layer was 2.2 times as tall as the image).
 WINDOW_SIZES = [(1366, 900), (1920, 1200), (2560, 1440), (1080, 1920)]
+#: Browser zoom at a window size: the page laid out in a viewport 1/zoom as wide and tall,
+#: drawn with zoom device pixels per CSS pixel.
+ZOOMS = [((1920, 1200), 1.5), ((1080, 1920), 1.25)]
 #: The box in which an <img> or <canvas> paints its pixels, in CSS px of the viewport:
 #: its content box, reduced by `object-fit` to the part its natural size fills.
 _DRAWN = """
@@ -348,6 +351,24 @@ def _lesions_and_comparison(driver: webdriver.Chrome, live_url: str, key: str, j
         driver.set_window_size(width, height)
         problems += _layer_off_image(driver, "mask-layer", (width, height))
         problems += _box_off_mask(driver, lesions[number], size, (width, height))
+    for (width, height), zoom in ZOOMS:  # and zoomed in
+        driver.set_window_size(width, height)
+        inner = driver.execute_script("return [innerWidth, innerHeight];")
+        driver.execute_cdp_cmd(
+            "Emulation.setDeviceMetricsOverride",
+            {
+                "width": round(inner[0] / zoom),
+                "height": round(inner[1] / zoom),
+                "deviceScaleFactor": zoom,
+                "mobile": False,
+            },
+        )
+        window = (width, height)
+        problems += [f"{p} at {zoom:.0%}" for p in _layer_off_image(driver, "mask-layer", window)]
+        problems += [
+            f"{p} at {zoom:.0%}" for p in _box_off_mask(driver, lesions[number], size, window)
+        ]
+        driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
     driver.set_window_size(1280, 1000)
     assert not problems, "\n".join(problems)
     _assert_boxed(driver, box, lesions[number]["bbox"], size)
