@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import (
+    BaseModel,
+    Field,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
+)
+from pydantic_core import PydanticCustomError
 
 
 class StudyMetrics(BaseModel):
@@ -158,6 +165,10 @@ class JobSummary(BaseModel):
     """A job without its studies."""
 
     id: int
+    name: str | None = Field(
+        default=None,
+        description="What the submitter called the job; 'predict' for POST /predict jobs.",
+    )
     status: str = Field(description="queued|running|succeeded|partially_failed|failed|cancelled")
     total: int
     counts: dict[str, int] = Field(description="Number of studies in each study status.")
@@ -221,9 +232,95 @@ class ErrorOut(BaseModel):
 MAX_ID = 2**31 - 1
 
 
+def in_range(low: int | date, high: int | date) -> WrapValidator:
+    """A validator that refuses a value outside ``low``..``high`` (both included) with a
+    message naming the whole range (pydantic's own ``ge``/``le`` name only the end that
+    was crossed). Put it after the ``Query``/``Path`` that carries the same bounds for the
+    OpenAPI document.
+
+    Args:
+        low: The least value allowed.
+        high: The greatest value allowed.
+    """
+
+    def out_of_range() -> PydanticCustomError:
+        return PydanticCustomError(
+            "out_of_range",
+            "Input should be from {low} to {high}",
+            {"low": str(low), "high": str(high)},
+        )
+
+    def check(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        try:
+            out = handler(value)
+        except ValidationError as exc:
+            if any(e["type"] in _BOUND_ERRORS for e in exc.errors()):
+                raise out_of_range() from None
+            raise
+        if out is not None and not low <= out <= high:
+            raise out_of_range()
+        return out
+
+    return WrapValidator(check)
+
+
+_BOUND_ERRORS = {"greater_than", "greater_than_equal", "less_than", "less_than_equal"}
+
+
 def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses`` for these error status codes, all with :class:`ErrorOut`."""
     return {code: {"model": ErrorOut} for code in codes}
+
+
+def openapi_link(
+    path: str, method: str, parameter: str, value: str, description: str
+) -> dict[str, Any]:
+    """An OpenAPI link from an answer to the operation at ``path``.
+
+    Args:
+        path: The target's path template, as the OpenAPI document lists it.
+        method: The target's method, lower case.
+        parameter: The target's path parameter that the link fills.
+        value: A runtime expression for it, e.g. ``$response.body#/id``.
+        description: What the target gives.
+    """
+    pointer = path.replace("~", "~0").replace("/", "~1")
+    return {
+        "operationRef": f"#/paths/{pointer}/{method}",
+        "parameters": {parameter: value},
+        "description": description,
+    }
+
+
+#: Where a submitted job's answer leads: its status, cancellation and tables, and its
+#: first study with that study's images (OpenAPI links, which clients and fuzzers follow).
+JOB_LINKS = {
+    "GetJob": openapi_link("/v1/jobs/{job_id}", "get", "job_id", "$response.body#/id", "The job."),
+    "CancelJob": openapi_link(
+        "/v1/jobs/{job_id}", "delete", "job_id", "$response.body#/id", "Cancel the job."
+    ),
+    "GetResultsCsv": openapi_link(
+        "/v1/jobs/{job_id}/results.csv", "get", "job_id", "$response.body#/id", "Per study."
+    ),
+    "GetLesionsCsv": openapi_link(
+        "/v1/jobs/{job_id}/lesions.csv", "get", "job_id", "$response.body#/id", "Per lesion."
+    ),
+    **{
+        f"GetFirstStudy{name}": openapi_link(
+            f"/v1/studies/{{study_id}}{suffix}",
+            "get",
+            "study_id",
+            "$response.body#/studies/0/id",
+            f"The first study{suffix and ': ' + suffix[1:]}.",
+        )
+        for name, suffix in (
+            ("", ""),
+            ("Mask", "/mask.png"),
+            ("Overlay", "/overlay.png"),
+            ("Comparison", "/comparison.png"),
+        )
+    },
+}
 
 
 class NightlyStudy(BaseModel):

@@ -106,6 +106,7 @@ def job_summary(job: Job, counts: dict[StudyStatus, int]) -> schemas.JobSummary:
     untrained = job.model_trained is False
     return schemas.JobSummary(
         id=job.id,
+        name=job.name,
         status=job.status.value,
         total=total,
         counts={s.value: n for s, n in counts.items()},

@@ -21,6 +21,11 @@ from db.models import UNFINISHED_STUDY, StudyStatus
 from db.repositories import archive as archive_repo
 from db.repositories import studies as studies_repo
 
+#: The days a report can be made for: from the Unix epoch (no archive job is older) to the
+#: last whose end, the next midnight, Python's dates still hold in any time zone.
+FIRST_DAY = date(1970, 1, 1)
+LAST_DAY = date(9999, 12, 30)
+
 #: Columns of the CSV form, in order.
 COLUMNS: tuple[str, ...] = (
     "study_id",
@@ -157,7 +162,12 @@ def nightly_report(session: Session, day: date, zone: tzinfo | None) -> NightlyR
 
     Returns:
         The report; rows in submission order.
+
+    Raises:
+        ValueError: ``day`` is outside ``FIRST_DAY``..``LAST_DAY``.
     """
+    if not FIRST_DAY <= day <= LAST_DAY:
+        raise ValueError(f"date {day} is outside {FIRST_DAY} to {LAST_DAY}")
     start, end = day_bounds(day, zone)
     rows = archive_repo.night_rows(session, start, end)
     results = studies_repo.latest_results(session, [study.id for _, study, _ in rows])

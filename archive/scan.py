@@ -44,6 +44,9 @@ from model.png import ImageLimits, InvalidImage, validate_png
 
 logger = logging.getLogger(__name__)
 
+#: The name of the jobs a scan submits.
+JOB_NAME = "archive scan"
+
 #: A study's PNG and its pixel spacing in mm (rows, columns), None when unknown.
 RenderedInput = tuple[bytes, tuple[float, float] | None]
 
@@ -352,7 +355,7 @@ def _submit(settings: Settings, report: ScanReport, dispatcher: Dispatcher) -> N
                 for item, (png, spacing) in rendered
             ]
             job = jobs_repo.create_job(
-                session, settings.nightly_queue, new, source=JobSource.ARCHIVE
+                session, settings.nightly_queue, new, source=JobSource.ARCHIVE, name=JOB_NAME
             )
             for study, item in zip(job.studies, report.planned, strict=True):
                 archive_repo.add_entry(

@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 
 from api.services.labels import LabelMatchError, match_labels
+from cli.tables import format_table
 
 IMAGE_SUFFIXES = {".png"}
 FINISHED = {"succeeded", "partially_failed", "failed", "cancelled"}
@@ -65,20 +66,63 @@ def _raise_for(response: httpx.Response) -> None:
 
 
 def submit(
-    url: str, images: Sequence[Path], labels: Sequence[Path], key: str | None = None
+    url: str,
+    images: Sequence[Path],
+    labels: Sequence[Path],
+    key: str | None = None,
+    name: str | None = None,
+    spacing: str | None = None,
 ) -> dict[str, Any]:
-    """POST the studies (and labels) as one job with API key ``key``; returns the job JSON."""
+    """POST the studies (and labels) as one job with API key ``key``; returns the job JSON.
+
+    Args:
+        url: The API's base URL.
+        images: The studies.
+        labels: Their labels (matched by the API by name or number).
+        key: The API key.
+        name: What to call the job.
+        spacing: The studies' pixel size in mm, ``S`` or ``ROWS,COLUMNS`` (the API checks it).
+    """
     files = [("files", (p.name, p.read_bytes(), "image/png")) for p in images]
     files += [("labels", (p.name, p.read_bytes(), "image/png")) for p in labels]
+    form = {k: v for k, v in (("name", name), ("spacing_mm", spacing)) if v is not None}
     try:
         response = httpx.post(
-            f"{url.rstrip('/')}/v1/jobs", files=files, headers=auth_headers(key), timeout=120
+            f"{url.rstrip('/')}/v1/jobs",
+            files=files,
+            data=form,
+            headers=auth_headers(key),
+            timeout=120,
         )
     except httpx.HTTPError as exc:
         raise ClientError(f"cannot reach the API at {url}: {exc}") from exc
     _raise_for(response)
     job: dict[str, Any] = response.json()
     return job
+
+
+def list_jobs(url: str, key: str | None = None, limit: int = 20, offset: int = 0) -> dict[str, Any]:
+    """GET one page of the jobs the key may see, newest first."""
+    return _json("GET", url, "/v1/jobs", key, params={"limit": limit, "offset": offset})
+
+
+def cancel(url: str, job_id: int, key: str | None = None) -> dict[str, Any]:
+    """DELETE a job: its studies that have not started are cancelled; returns the job."""
+    return _json("DELETE", url, f"/v1/jobs/{job_id}", key)
+
+
+def _json(
+    method: str, url: str, path: str, key: str | None, params: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    try:
+        response = httpx.request(
+            method, f"{url.rstrip('/')}{path}", params=params, headers=auth_headers(key), timeout=30
+        )
+    except httpx.HTTPError as exc:
+        raise ClientError(f"cannot reach the API at {url}: {exc}") from exc
+    _raise_for(response)
+    body: dict[str, Any] = response.json()
+    return body
 
 
 def get_job(url: str, job_id: int, key: str | None = None, studies: bool = True) -> dict[str, Any]:
@@ -165,8 +209,9 @@ def _fmt(value: Any, spec: str = "") -> str:
 
 
 def job_table(job: dict[str, Any]) -> str:
-    """A plain-text table of the job's studies and its totals."""
-    rows = [("study", "file", "status", "tumor px", "lesions", "dice", "error")]
+    """A plain-text table of the job's studies (a failed study's whole reason in its last
+    column) and its totals."""
+    rows = []
     for s in job["studies"]:
         m = s.get("metrics") or {}
         rows.append(
@@ -177,25 +222,47 @@ def job_table(job: dict[str, Any]) -> str:
                 _fmt(m.get("tumor_pixels")),
                 _fmt(m.get("lesions")),
                 _fmt(m.get("dice"), ".3f"),
-                (s.get("error") or "")[:60],
+                s.get("error") or "",
             )
         )
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    header = ("study", "file", "status", "tumor px", "lesions", "dice", "error")
     agg = job.get("aggregates") or {}
-    lines.append("")
-    lines.append(
-        f"job {job['id']}: {job['status']}  counts={job['counts']}  model={job['model_version']}"
-        f"  mean dice={_fmt(agg.get('mean_dice'), '.3f')} over {agg.get('labelled_studies', 0)}"
-        f" labelled  time={_fmt(job['timings'].get('total_seconds'))}s"
+    name = f" ({job['name']})" if job.get("name") else ""
+    return "\n".join(
+        [
+            format_table(header, rows),
+            "",
+            f"job {job['id']}{name}: {job['status']}  counts={job['counts']}"
+            f"  model={job['model_version']}  mean dice={_fmt(agg.get('mean_dice'), '.3f')}"
+            f" over {agg.get('labelled_studies', 0)} labelled"
+            f"  time={_fmt(job['timings'].get('total_seconds'))}s",
+        ]
     )
-    return "\n".join(lines)
+
+
+def jobs_table(page: dict[str, Any]) -> str:
+    """A plain-text table of a page of jobs (``GET /v1/jobs``), newest first."""
+    rows = [
+        (
+            str(j["id"]),
+            j.get("name") or "-",
+            j["status"],
+            f"{round(100 * j['progress'])} %",
+            str(j["total"]),
+            _fmt(j.get("model_version")),
+            j["timings"]["created_at"][:19].replace("T", " "),
+        )
+        for j in page["items"]
+    ]
+    header = ("job", "name", "status", "progress", "studies", "model", "created (UTC)")
+    return format_table(header, rows)
 
 
 def biomarker_table(job: dict[str, Any]) -> str:
     """A plain-text table of each succeeded study's MIP biomarkers (docs/BIOMARKERS.md)."""
-    rows = [("study", "file", "tumor px", "tumor cm2", "lesions", "sDmax px", "sDmax cm",
-             "sDmax/height", "body px")]  # fmt: skip
+    header = ("study", "file", "tumor px", "tumor cm2", "lesions", "sDmax px", "sDmax cm",
+              "sDmax/height", "body px")  # fmt: skip
+    rows = []
     for s in job["studies"]:
         b = s.get("biomarkers")
         if not b:
@@ -215,10 +282,7 @@ def biomarker_table(job: dict[str, Any]) -> str:
                 _fmt(body),
             )
         )
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join(
-        "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows
-    )
+    return format_table(header, rows)
 
 
 def untrained_banner(job: dict[str, Any]) -> str | None:

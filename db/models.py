@@ -92,6 +92,9 @@ class JobSource(enum.StrEnum):
     ARCHIVE = "archive"  # a hospital-archive scan (nightly or `tumorseg archive scan`)
 
 
+#: Longest job name, characters.
+JOB_NAME_LENGTH = 120
+
 #: Tenant of jobs created before API keys existed, and of keys created without one.
 DEFAULT_TENANT = "default"
 
@@ -135,6 +138,9 @@ class Job(Base):
     source: Mapped[str] = mapped_column(
         String(16), default=JobSource.API, server_default=text("'api'"), index=True
     )
+    #: What the submitter called the job (``POST /v1/jobs`` form field ``name``); "predict"
+    #: for ``POST /predict``, "archive scan" for the archive's jobs; None when not given.
+    name: Mapped[str | None] = mapped_column(String(JOB_NAME_LENGTH))
 
     studies: Mapped[list[Study]] = relationship(
         back_populates="job", order_by="Study.position", cascade="all, delete-orphan"

@@ -114,8 +114,5 @@ def held_out_by(training: Mapping[str, Any]) -> tuple[int, int, int]:
     """(split seed, folds, fold) of a training run's manifest ``training`` block: what
     `split` needs to find the studies that run held out. Runs that predate ``split_seed``
     split by their ``seed``."""
-    return (
-        int(training.get("split_seed", training["seed"])),
-        int(training["folds"]),
-        int(training["fold"]),
-    )
+    seed = training["split_seed"] if "split_seed" in training else training["seed"]
+    return int(seed), int(training["folds"]), int(training["fold"])

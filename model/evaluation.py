@@ -6,10 +6,14 @@ import csv
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from model.metrics import dice, mean_or_none, precision_recall
+
+if TYPE_CHECKING:
+    from model.dataset import StudyFile
 
 
 @dataclass
@@ -165,12 +169,28 @@ def evaluate_folder(
     Returns:
         One score per study.
     """
-    from model.dataset import find_studies, load_study, split
+    from model.dataset import find_studies, split
 
     files = find_studies(data_dir)
     if validation_of is not None:
         seed, folds, fold = validation_of
         files = split(files, seed, folds, fold)[1]
+    return evaluate_files(files, predict, chunk, progress)
+
+
+def evaluate_files(
+    files: Sequence[StudyFile],
+    predict: Callable[[list[np.ndarray]], list[np.ndarray]],
+    chunk: int = 64,
+    progress: Callable[[int], None] | None = None,
+) -> list[StudyScore]:
+    """Score a predictor on the given studies, `chunk` at a time (as `evaluate_folder`).
+
+    Returns:
+        One score per study, in the order of `files`.
+    """
+    from model.dataset import load_study
+
     scores: list[StudyScore] = []
     for start in range(0, len(files), chunk):
         studies = [load_study(f) for f in files[start : start + chunk]]

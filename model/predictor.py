@@ -323,6 +323,20 @@ class Predictor:
             self._cache_dir,
         )
 
+    def of_members(self, members: Sequence[int]) -> Predictor:
+        """The same predictor with only these members (by index), their mean as the map:
+        each study scored by the networks that held it out (`model/held_out.py`)."""
+        keys = [self._keys[k] for k in members] if self._keys is not None else None
+        return Predictor(
+            [self.networks[k] for k in members],
+            self.inference,
+            self.rule,
+            self.version,
+            self.trained,
+            keys,
+            self._cache_dir,
+        )
+
     @property
     def device(self) -> torch.device:
         return self.inference.device

@@ -8,14 +8,14 @@ from fastapi import APIRouter, File, Form, Path, Query, Response, UploadFile
 
 from api import views
 from api.deps import AdmissionDep, PrincipalDep, SessionDep, SettingsDep
-from api.schemas import MAX_ID, JobOut, JobPage, error_responses
+from api.schemas import JOB_LINKS, MAX_ID, JobOut, JobPage, error_responses, in_range
 from api.services import exports
 from api.services import jobs as service
 from api.services.jobs import Upload
 
 router = APIRouter(prefix="/jobs", tags=["jobs"], responses=error_responses(401, 422))
 
-JobId = Annotated[int, Path(ge=1, le=MAX_ID, description="Job id")]
+JobId = Annotated[int, Path(ge=1, le=MAX_ID, description="Job id"), in_range(1, MAX_ID)]
 
 
 def _read(files: list[UploadFile] | None, limit: int) -> list[Upload]:
@@ -27,7 +27,10 @@ def _read(files: list[UploadFile] | None, limit: int) -> list[Upload]:
 
 
 @router.post(
-    "", status_code=202, response_model=JobOut, responses=error_responses(400, 413, 429, 503)
+    "",
+    status_code=202,
+    response_model=JobOut,
+    responses={202: {"links": JOB_LINKS}, **error_responses(400, 413, 429, 503)},
 )
 def create_job(
     response: Response,
@@ -35,11 +38,17 @@ def create_job(
     settings: SettingsDep,
     principal: PrincipalDep,
     admission: AdmissionDep,
-    files: Annotated[list[UploadFile] | None, File(description="PNG studies")] = None,
-    labels: Annotated[list[UploadFile] | None, File(description="Optional label masks")] = None,
+    files: Annotated[list[UploadFile], File(default_factory=list, description="PNG studies")],
+    labels: Annotated[
+        list[UploadFile], File(default_factory=list, description="Optional label masks")
+    ],
     spacing_mm: Annotated[
         str | None,
         Form(description="Pixel size of every study in mm: 'S', or 'ROWS,COLUMNS'; optional"),
+    ] = None,
+    name: Annotated[
+        str | None,
+        Form(max_length=service.JOB_NAME_LENGTH, description="What to call the job; optional"),
     ] = None,
 ) -> JobOut:
     """Submit PNG studies (and optional label masks) as one segmentation job."""
@@ -52,6 +61,7 @@ def create_job(
         _read(labels, limit),
         tenant=principal.tenant,
         spacing_mm=service.parse_spacing(spacing_mm),
+        name=name,
     )
     response.headers["Location"] = f"/v1/jobs/{job.id}"
     return views.new_job_view(job)
@@ -61,8 +71,8 @@ def create_job(
 def list_jobs(
     session: SessionDep,
     principal: PrincipalDep,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
+    limit: Annotated[int, Query(ge=1, le=200), in_range(1, 200)] = 50,
+    offset: Annotated[int, Query(ge=0, le=MAX_ID), in_range(0, MAX_ID)] = 0,
 ) -> JobPage:
     """List the caller's jobs (every tenant's for an admin key), newest first."""
     return views.list_jobs(session, limit, offset, principal)

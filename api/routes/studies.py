@@ -7,12 +7,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Response
 
 from api.deps import PrincipalDep, SessionDep
-from api.schemas import MAX_ID, StudyOut, error_responses
+from api.schemas import MAX_ID, StudyOut, error_responses, in_range
 from api.services import studies as service
 
 router = APIRouter(prefix="/studies", tags=["studies"], responses=error_responses(401, 404, 422))
 
-StudyId = Annotated[int, Path(ge=1, le=MAX_ID, description="Study id")]
+StudyId = Annotated[int, Path(ge=1, le=MAX_ID, description="Study id"), in_range(1, MAX_ID)]
 
 PNG: dict[int | str, dict[str, Any]] = {
     200: {"content": {"image/png": {}}},

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from http import HTTPStatus
 from pathlib import Path as FsPath
 from typing import Annotated, Any, Literal
 
@@ -16,17 +17,18 @@ from api.deps import (
     UiSecretDep,
     UiSessionDep,
 )
-from api.schemas import MAX_ID, JobOut, JobPage
+from api.schemas import MAX_ID, JobOut, JobPage, in_range
 from api.services import ui as service
 from api.services import ui_session as web
 from api.services.errors import ServiceError
 
 router = APIRouter(prefix="/ui", include_in_schema=False)
-JobId = Annotated[int, Path(ge=1, le=MAX_ID)]
-StudyId = Annotated[int, Path(ge=1, le=MAX_ID)]
+JobId = Annotated[int, Path(ge=1, le=MAX_ID), in_range(1, MAX_ID)]
+StudyId = Annotated[int, Path(ge=1, le=MAX_ID), in_range(1, MAX_ID)]
 _API_DIR = FsPath(__file__).resolve().parents[1]
 STATIC_DIR = _API_DIR / "static"
 templates = Jinja2Templates(directory=_API_DIR / "templates")
+templates.env.filters["status_words"] = service.status_words
 
 #: Pages load scripts, styles and images from this origin only and are never framed.
 PAGE_HEADERS = {
@@ -51,6 +53,28 @@ def _cookie(response: Response, name: str, value: str, max_age: int, path: str) 
     response.set_cookie(
         name, value, max_age=max_age, path=path, httponly=True, secure=True, samesite="strict"
     )
+
+
+def is_page(request: Request) -> bool:
+    """Whether the request is for the viewer's pages (its errors answer HTML), not for the
+    JSON that the pages poll under ``/ui/api``."""
+    path = request.url.path
+    return (path == "/ui" or path.startswith("/ui/")) and not path.startswith("/ui/api/")
+
+
+def error_page(
+    request: Request, status_code: int, detail: str, headers: dict[str, str] | None = None
+) -> HTMLResponse:
+    """The viewer's error page: what went wrong, and the way back to the jobs (with the
+    error's own headers, such as ``Retry-After``)."""
+    try:
+        title = HTTPStatus(status_code).phrase
+    except ValueError:
+        title = "Error"
+    context = {"ui": None, "status_code": status_code, "title": title, "detail": detail}
+    response = _page(request, "error.html", context, status_code)
+    response.headers.update(headers or {})
+    return response
 
 
 def _login_page(
@@ -126,6 +150,8 @@ def upload(
     csrf: Annotated[str, Form(max_length=200)] = "",
     files: Annotated[list[UploadFile] | None, File()] = None,
     labels: Annotated[list[UploadFile] | None, File()] = None,
+    name: Annotated[str, Form(max_length=1000)] = "",
+    spacing_mm: Annotated[str, Form(max_length=100)] = "",
 ) -> Response:
     """Submit the upload form as a job (the service behind POST /v1/jobs)."""
     if not web.check_form_token(secret, ui.token, csrf):
@@ -139,6 +165,8 @@ def upload(
             ui.principal,
             service.read_uploads(files, limit),
             service.read_uploads(labels, limit),
+            name=name,
+            spacing_mm=spacing_mm,
         )
     except ServiceError as exc:
         page = service.jobs_page(session, ui.principal)

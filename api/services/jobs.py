@@ -16,6 +16,7 @@ from core.dispatch import send_after_commit
 from db import status
 from db.models import (
     DEFAULT_TENANT,
+    JOB_NAME_LENGTH,
     Job,
     JobSource,
     StudyStatus,
@@ -48,17 +49,20 @@ def submit_job(
     tenant: str = DEFAULT_TENANT,
     source: JobSource = JobSource.API,
     spacing_mm: tuple[float, float] | None = None,
+    name: str | None = None,
 ) -> Job:
     """Validate uploads, store the job with its studies, and send them after the commit.
 
     A single study that is not a usable PNG refuses the request (4xx). In a job of
     several studies, a bad one is stored as failed with the reason and the rest run.
     File names are reduced to a safe base name (no directories, no control characters).
+    ``name`` is stored as :func:`job_name` returns it.
 
     Raises:
         ServiceError: No files, too many, a file over the size limit, unmatched labels,
             or a one-study job whose image is unusable.
     """
+    name = job_name(name)
     if not files:
         raise ServiceError(400, "no files: send one or more PNG studies in the field 'files'")
     if len(files) > settings.max_studies_per_job:
@@ -94,12 +98,29 @@ def submit_job(
             )
         )
     job = jobs_repo.create_job(
-        session, queue or settings.interactive_queue, new_studies, tenant, source=source
+        session, queue or settings.interactive_queue, new_studies, tenant, source=source, name=name
     )
     ids = [s.id for s in job.studies if s.status is StudyStatus.QUEUED]
     send_after_commit(session, ids, job.queue)
     logger.info("job %d: %d studies, %d queued", job.id, len(files), len(ids))
     return job
+
+
+def job_name(text: str | None) -> str | None:
+    """A job's name as stored: without control characters and surrounding blanks; None
+    when nothing is left.
+
+    Raises:
+        ServiceError: 422 for a name over ``JOB_NAME_LENGTH`` characters.
+    """
+    if text is None:
+        return None
+    name = "".join(ch for ch in text if ch.isprintable()).strip()
+    if len(name) > JOB_NAME_LENGTH:
+        raise ServiceError(
+            422, f"name is {len(name)} characters long; give at most {JOB_NAME_LENGTH}"
+        )
+    return name or None
 
 
 #: Largest pixel size accepted, mm (whole-body PET pixels are 2 to 6 mm).

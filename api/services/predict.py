@@ -35,6 +35,9 @@ from db.session import commit
 
 logger = logging.getLogger(__name__)
 
+#: The name of every job that ``POST /predict`` submits.
+PREDICT_JOB_NAME = "predict"
+
 
 @dataclass(frozen=True)
 class Prediction:
@@ -115,6 +118,7 @@ def _submit(
         queue=settings.interactive_queue,
         tenant=principal.tenant,
         source=JobSource.PREDICT,
+        name=PREDICT_JOB_NAME,
     )
     job_id, study_id = job.id, job.studies[0].id
     commit(session, dispatcher.after_commit)

@@ -9,9 +9,11 @@ from sqlalchemy.orm import Session
 from api import schemas
 from api.services.auth import Principal
 from api.services.errors import ServiceError
-from archive.nightly_report import nightly_report
+from archive.nightly_report import FIRST_DAY, LAST_DAY, nightly_report
 from config.settings import Settings
 from db.models import DEFAULT_TENANT
+
+__all__ = ["FIRST_DAY", "LAST_DAY", "nightly"]
 
 
 def nightly(

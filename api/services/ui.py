@@ -74,18 +74,45 @@ def submit(
     principal: Principal,
     files: Sequence[Upload],
     labels: Sequence[Upload],
+    name: str | None = None,
+    spacing_mm: str | None = None,
 ) -> int:
     """Submit an upload form as a job, exactly like ``POST /v1/jobs``.
+
+    Args:
+        session: The request's unit of work.
+        settings: The service settings.
+        admission: The rate limit and back-pressure check of submissions.
+        principal: The signed-in key.
+        files: The studies.
+        labels: Their optional labels.
+        name: The form's job name (optional).
+        spacing_mm: The form's pixel spacing, ``S`` or ``ROWS,COLUMNS`` (optional).
 
     Returns:
         The new job's id.
 
     Raises:
-        ServiceError: Rate limit, back-pressure, or refused uploads (as the API).
+        ServiceError: Rate limit, back-pressure, or refused uploads, name or spacing (as
+            the API).
     """
     admission.admit(principal.key_id, settings.interactive_queue)
-    job = jobs_service.submit_job(session, settings, files, labels, tenant=principal.tenant)
+    job = jobs_service.submit_job(
+        session,
+        settings,
+        files,
+        labels,
+        tenant=principal.tenant,
+        spacing_mm=jobs_service.parse_spacing(spacing_mm),
+        name=name,
+    )
     return job.id
+
+
+def status_words(status: str) -> str:
+    """A job or study status as the viewer shows it: ``partially_failed`` is "partially
+    failed" (``common.js``'s ``statusWords`` does the same in the browser)."""
+    return status.replace("_", " ")
 
 
 def jobs_page(session: Session, principal: Principal, limit: int = 50) -> schemas.JobPage:

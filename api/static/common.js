@@ -48,6 +48,11 @@ window.tumorseg = {
     }
     return state;
   },
+  // A status as the pages show it: "partially_failed" is "partially failed" (the
+  // templates' status_words filter does the same on the server).
+  statusWords(status) {
+    return String(status).replaceAll("_", " ");
+  },
   finished(status) {
     return ["succeeded", "partially_failed", "failed", "cancelled"].includes(status);
   },

@@ -41,7 +41,8 @@
     const text = filterText.value.trim().toLowerCase();
     const status = filterStatus.value;
     const shown = rows.filter((r) => (!status || r.status === status)
-      && (!text || r.filename.toLowerCase().includes(text) || r.status.includes(text)));
+      && (!text || r.filename.toLowerCase().includes(text)
+          || t.statusWords(r.status).includes(text) || (r.error || "").toLowerCase().includes(text)));
     shown.sort(sort.compare);
     tbody.replaceChildren();
     for (const r of shown) {
@@ -52,8 +53,13 @@
       link.href = "/ui/studies/" + r.id;
       link.textContent = r.filename;
       t.cell(tr, "").appendChild(link);
-      const td = t.cell(tr, r.status);
-      if (r.error) { td.title = r.error; td.classList.add("error"); }
+      const td = t.cell(tr, t.statusWords(r.status), "status-cell");
+      if (r.error) {  // why it failed, in the row itself
+        const reason = document.createElement("div");
+        reason.className = "reason error";
+        reason.textContent = r.error;
+        td.appendChild(reason);
+      }
       t.cell(tr, r.lesions === null ? "—" : String(r.lesions), "num");
       t.cell(tr, r.largest === null ? "—" : String(r.largest), "num");
       t.cell(tr, withCm(r.tumor_pixels, "px", 0, r.tumor_area_cm2, "cm²"), "num");
@@ -68,12 +74,12 @@
 
   function render(job) {
     const status = document.getElementById("job-status");
-    status.textContent = job.status;
+    status.textContent = t.statusWords(job.status);
     status.dataset.status = job.status;
     document.getElementById("job-progress").value = job.progress;
     document.getElementById("job-progress-text").textContent = t.percent(job.progress);
     document.getElementById("job-counts").textContent = Object.entries(job.counts)
-      .filter(([, n]) => n > 0).map(([s, n]) => n + " " + s).join(" · ");
+      .filter(([, n]) => n > 0).map(([s, n]) => n + " " + t.statusWords(s)).join(" · ");
     document.getElementById("job-model").textContent = job.model_version || "not yet chosen";
     document.getElementById("job-dice").textContent = t.num(job.aggregates.mean_dice, 4)
       + (job.aggregates.labelled_studies ? " over " + job.aggregates.labelled_studies + " labelled" : "");

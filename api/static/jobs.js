@@ -13,10 +13,11 @@
       link.href = "/ui/jobs/" + job.id;
       link.textContent = "job " + job.id;
       t.cell(tr, "").appendChild(link);
+      t.cell(tr, job.name || "—", "name");
       const status = document.createElement("span");
       status.className = "status";
       status.dataset.status = job.status;
-      status.textContent = job.status;
+      status.textContent = t.statusWords(job.status);
       t.cell(tr, "").appendChild(status);
       const bar = document.createElement("progress");
       bar.max = 1;

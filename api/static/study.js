@@ -3,8 +3,26 @@
 "use strict";
 (() => {
   const t = window.tumorseg;
+  const viewer = document.getElementById("viewer");
   const mask = document.getElementById("mask-image");
   const base = document.getElementById("study-image");
+  const study = t.embedded("study-data");
+
+  // -- one box for the image and its layers: the viewer takes the study's proportions --
+  // (ui.css sizes it); the image, the canvas, the comparison and the lesion box fill it or
+  // are placed in fractions of it, so they stay together at any window size and zoom.
+  function fit(width, height) {
+    if (!width || !height) { return; }
+    viewer.style.setProperty("--study-width", String(width));
+    viewer.style.setProperty("--study-height", String(height));
+    viewer.classList.add("fitted");
+  }
+  if (study.metrics) { fit(study.metrics.width, study.metrics.height); }
+  if (base.complete && base.naturalWidth) {
+    fit(base.naturalWidth, base.naturalHeight);
+  } else {
+    base.addEventListener("load", () => fit(base.naturalWidth, base.naturalHeight));
+  }
   if (!mask) { return; }
   const canvas = document.createElement("canvas");
   canvas.id = "mask-layer";
@@ -59,30 +77,30 @@
   const box = document.getElementById("lesion-box");
   if (!table) { return; }
   const tbody = table.querySelector("tbody");
-  const lesions = t.embedded("study-data").lesions || [];
+  const lesions = study.lesions || [];
   const byNumber = new Map(lesions.map((l) => [l.number, l]));
   const sort = t.sortable(table, "number", () => draw());
   let selected = null;  // the clicked lesion's number
   let shown = null;  // the boxed lesion's number
 
-  // Box a lesion: its bbox (input pixels, ends excluded) scaled to the image as displayed
-  // (the image keeps its aspect ratio inside its element, centred when letterboxed).
+  // Box a lesion: its bbox (input pixels, ends excluded) in percent of the viewer's box,
+  // which is the image's, so it stays on the lesion when the window or the zoom changes.
   function place(number) {
     const lesion = number === null ? null : byNumber.get(number);
-    if (!lesion || !base.naturalWidth) {
+    const width = base.naturalWidth || (study.metrics && study.metrics.width);
+    const height = base.naturalHeight || (study.metrics && study.metrics.height);
+    if (!lesion || !width || !height) {
       box.hidden = true;
       delete box.dataset.lesion;
       shown = null;
       return;
     }
     const [row0, col0, row1, col1] = lesion.bbox;
-    const scale = Math.min(base.clientWidth / base.naturalWidth, base.clientHeight / base.naturalHeight);
-    const left = base.offsetLeft + (base.clientWidth - base.naturalWidth * scale) / 2;
-    const top = base.offsetTop + (base.clientHeight - base.naturalHeight * scale) / 2;
-    box.style.left = (left + col0 * scale) + "px";
-    box.style.top = (top + row0 * scale) + "px";
-    box.style.width = ((col1 - col0) * scale) + "px";
-    box.style.height = ((row1 - row0) * scale) + "px";
+    const percent = (value, whole) => (100 * value / whole) + "%";
+    box.style.left = percent(col0, width);
+    box.style.top = percent(row0, height);
+    box.style.width = percent(col1 - col0, width);
+    box.style.height = percent(row1 - row0, height);
     box.dataset.lesion = String(lesion.number);
     box.title = "lesion " + lesion.number;
     box.hidden = false;
@@ -139,7 +157,6 @@
     const n = rowOf(e);
     if (n !== null && (e.key === "Enter" || e.key === " ")) { e.preventDefault(); select(n); }
   });
-  window.addEventListener("resize", () => place(shown));
   base.addEventListener("load", () => place(shown));
   draw();
 })();

@@ -19,7 +19,16 @@ def run(args: argparse.Namespace) -> int:
     from config.settings import get_settings
 
     settings = get_settings()
-    uvicorn.run(
-        create_app(settings), host=args.host, port=args.port, log_level=settings.log_level.lower()
-    )
+    app = create_app(settings, public_url=public_url(args.host, args.port))
+    uvicorn.run(app, host=args.host, port=args.port, log_level=settings.log_level.lower())
     return 0
+
+
+def public_url(host: str, port: int) -> str:
+    """The address to open for an API bound to ``host``: this machine's for the wildcard
+    addresses, IPv6 literals in brackets."""
+    if host in ("0.0.0.0", "::", ""):
+        host = "127.0.0.1"
+    elif ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}"

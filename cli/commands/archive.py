@@ -74,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _scan(args: argparse.Namespace) -> int:
     from archive.scan import ScanError, scan_archive
+    from cli.tables import format_table
     from config.settings import get_settings
     from core.dispatch import Dispatcher
 
@@ -101,8 +102,10 @@ def _scan(args: argparse.Namespace) -> int:
     verb = "would submit" if report.dry_run else "submitted"
     job = f" as job {report.job_id}" if report.job_id is not None else ""
     print(f"{verb} {len(report.planned)} studies{job} for model {report.model_version}")
-    for item in report.planned:
-        print(f"  {item.kind:<5}  {item.content_hash[:12]}  {item.reason:<8}  {item.path}")
+    if report.planned:
+        rows = [(i.kind, i.content_hash[:12], i.reason, i.path) for i in report.planned]
+        table = format_table(("kind", "content hash", "reason", "path"), rows)
+        print("\n".join(f"  {line}" for line in table.splitlines()))
     print(f"already submitted before: {report.already_done}")
     for item in report.planned:
         if item.pacs is not None:
@@ -122,8 +125,12 @@ def _report(args: argparse.Namespace) -> int:
     settings = get_settings()
     zone = settings.archive_tzinfo
     day = args.date or datetime.now(zone).date()
-    with session_scope(settings.sqlalchemy_url) as session:
-        report = nightly_report(session, day, zone)
+    try:
+        with session_scope(settings.sqlalchemy_url) as session:
+            report = nightly_report(session, day, zone)
+    except ValueError as exc:
+        print(f"tumorseg archive report: {exc}", file=sys.stderr)
+        return 2
     print(to_json(report) if args.format == "json" else to_csv(report), end="")
     if args.format == "json":
         print()

@@ -32,7 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--split",
         choices=["all", "validation"],
         default="all",
-        help="all studies, or only those the artifact's training held out (its seed and fold)",
+        help="all studies, or only those the artifact's training held out (its seed and "
+        "fold); an ensemble's: each study by the members that held it out",
     )
     parser.add_argument("--device", default="auto")
     parser.add_argument("--precision", default="auto", help="auto | bf16 | fp16 | fp32")
@@ -64,8 +65,9 @@ def run(args: argparse.Namespace) -> int:
     """Score the artifact (or the baseline) and print the summary; 2 on bad input."""
     from tqdm import tqdm
 
-    from model.dataset import find_studies, held_out_by, split
+    from model.dataset import find_studies
     from model.evaluation import (
+        evaluate_files,
         evaluate_folder,
         paired,
         read_csv,
@@ -73,16 +75,23 @@ def run(args: argparse.Namespace) -> int:
         threshold_baseline,
         write_csv,
     )
+    from model.held_out import held_out_groups, member_splits, scored_by
     from model.manifest import ArtifactError, artifact_dir, read_manifest
 
     try:
         files = find_studies(args.data)
-        held_out = None
+        splits = None
         if args.split == "validation":
-            training = read_manifest(artifact_dir(args.artifact)).training
-            held_out = held_out_by(training)
-            files = split(files, *held_out)[1]
-    except (FileNotFoundError, ArtifactError, KeyError) as exc:
+            # each network's held-out studies; with --members N, those of the first N
+            splits = member_splits(read_manifest(artifact_dir(args.artifact)))
+            if args.baseline is None and args.members:
+                splits = splits[: args.members]
+            groups = held_out_groups(files, splits)
+            order = {f.name: i for i, f in enumerate(files)}
+            files = sorted((f for _, g in groups for f in g), key=lambda f: order[f.name])
+            if not files:
+                raise ArtifactError(f"no network of the artifact held out a study of {args.data}")
+    except (FileNotFoundError, ArtifactError) as exc:
         print(f"tumorseg evaluate: {exc}")
         return 2
     other = None
@@ -99,6 +108,7 @@ def run(args: argparse.Namespace) -> int:
         def predict(images: list[np.ndarray]) -> list[np.ndarray]:
             return [threshold_baseline(i) for i in images]
     else:
+        from model.held_out import evaluate_held_out
         from model.predictor import Predictor
 
         try:
@@ -112,11 +122,17 @@ def run(args: argparse.Namespace) -> int:
         members = predictor.n_members
         predict = predictor.masks
     with tqdm(total=len(files), desc="evaluate", unit="study", disable=args.json) as bar:
-        scores = evaluate_folder(args.data, predict, progress=bar.update, validation_of=held_out)
+        if splits is None:
+            scores = evaluate_folder(args.data, predict, progress=bar.update)
+        elif members is None:  # the baseline: the same rule on every held-out study
+            scores = evaluate_files(files, predict, progress=bar.update)
+        else:
+            scores = evaluate_held_out(args.data, predictor, splits, progress=bar.update)
     summary = {
         "model": name,
         **({} if members is None else {"members": members}),
         "split": args.split,
+        **({} if splits is None else {"scored_by": scored_by(groups)}),
         **summarize(scores),
         "csv": str(args.csv),
     }

@@ -22,6 +22,7 @@ def run(args: argparse.Namespace) -> int:
     import sys
 
     from api.services.auth import create_key
+    from cli.tables import format_table
     from config.settings import get_settings
     from db.migrate import upgrade_to_head
     from db.repositories import api_keys as keys_repo
@@ -44,12 +45,18 @@ def run(args: argparse.Namespace) -> int:
             print(key)
             return 0
         if args.action == "list":
-            for row in keys_repo.list_keys(session):
-                state = f"revoked {row.revoked_at:%Y-%m-%d}" if row.revoked_at else "active"
-                print(
-                    f"{row.id}\t{row.prefix}...\t{row.name}\t{row.tenant}\t"
-                    f"{'admin' if row.is_admin else 'client'}\t{state}"
+            rows = [
+                (
+                    str(row.id),
+                    f"{row.prefix}...",
+                    row.name,
+                    row.tenant,
+                    "admin" if row.is_admin else "client",
+                    f"revoked {row.revoked_at:%Y-%m-%d}" if row.revoked_at else "active",
                 )
+                for row in keys_repo.list_keys(session)
+            ]
+            print(format_table(("id", "prefix", "name", "tenant", "role", "state"), rows))
             return 0
         if keys_repo.revoke(session, args.key_id) is None:
             print(f"tumorseg keys: no key {args.key_id}", file=sys.stderr)

@@ -23,6 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from cli.tables import format_table
     from config.settings import get_settings
     from db.migrate import upgrade_to_head
     from db.repositories import model_versions
@@ -35,11 +36,20 @@ def run(args: argparse.Namespace) -> int:
             rows = model_versions.list_versions(session)
             if not rows:
                 print("no registered versions: workers use the bundled default artifact")
+                return 0
+            table = []
             for row in rows:
-                mark = "*" if row.promoted else " "
                 dice = (row.manifest.get("metrics", {}).get("validation", {}) or {}).get("dice")
-                shown = f"dice={dice:.4f}" if isinstance(dice, float) else "dice=-"
-                print(f"{mark} {row.version}  trained={row.trained}  {shown}  {row.path}")
+                table.append(
+                    (
+                        "*" if row.promoted else "",
+                        row.version,
+                        str(row.trained),
+                        f"{dice:.4f}" if isinstance(dice, float) else "-",
+                        row.path,
+                    )
+                )
+            print(format_table(("promoted", "version", "trained", "dice", "path"), table))
         return 0
     if args.action == "register":
         import json

@@ -14,6 +14,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--url", default=None, help="API base URL (TUMORSEG_API_URL)")
     parser.add_argument("--timeout", type=float, default=3600, help="--wait limit, seconds")
     parser.add_argument("--key", default=None, help="API key (TUMORSEG_API_KEY)")
+    parser.add_argument("--name", default=None, help="what to call the job (at most 120 chars)")
+    parser.add_argument(
+        "--spacing",
+        default=None,
+        metavar="MM",
+        help="the studies' pixel size in mm: S, or ROWS,COLUMNS (areas then in mm², cm)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -28,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         images = client.collect_images(args.paths)
         labels = client.select_labels(images, args.labels)
-        job = client.submit(url, images, labels, key)
+        job = client.submit(url, images, labels, key, name=args.name, spacing=args.spacing)
         print(job["id"])
         if not args.wait:
             return 0

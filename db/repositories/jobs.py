@@ -41,6 +41,7 @@ def create_job(
     studies: Sequence[NewStudy],
     tenant: str = DEFAULT_TENANT,
     source: JobSource = JobSource.API,
+    name: str | None = None,
 ) -> Job:
     """Add a job with its studies and flush so ids are assigned.
 
@@ -50,6 +51,7 @@ def create_job(
         studies: The studies, in submission order.
         tenant: Tenant that owns the job (the submitting key's).
         source: Where the job came from (API, /predict, archive scan).
+        name: What the submitter calls the job (at most ``JOB_NAME_LENGTH`` characters).
 
     Returns:
         The new job; studies with an ``error`` are already failed.
@@ -60,6 +62,7 @@ def create_job(
         queue=queue,
         tenant=tenant,
         source=source,
+        name=name,
         created_at=now,
         updated_at=now,
     )

@@ -193,6 +193,9 @@ def build_ensemble(
                     "fold": int(m.training["fold"]),
                     "version": m.version,
                     "steps": m.training["steps"],
+                    # what the member held out, for `tumorseg evaluate --split validation`
+                    "split_seed": held_out_by(m.training)[0],
+                    "folds": held_out_by(m.training)[1],
                 }
                 for m in manifests
             ],

@@ -49,3 +49,4 @@ def test_predict_times_out_with_504_and_cancels_the_study(client: TestClient) ->
     assert "within" in response.json()["detail"]
     newest = client.get("/v1/jobs", params={"limit": 1}).json()["items"][0]
     assert newest["status"] == "cancelled"
+    assert newest["name"] == "predict"  # /predict's jobs are named for it in job lists

@@ -269,3 +269,32 @@ def test_hostile_input_gets_a_clear_answer(
             mask = client.get(study["mask_url"])
             assert mask.status_code == 200
             assert mask.headers["content-type"] == "image/png"
+
+
+@pytest.mark.parametrize(
+    ("path", "params", "name", "limits"),
+    [
+        ("/v1/reports/nightly", {"date": "0001-01-01"}, "date", ("1970-01-01", "9999-12-30")),
+        ("/v1/reports/nightly", {"date": "9999-12-31"}, "date", ("1970-01-01", "9999-12-30")),
+        ("/v1/jobs", {"limit": "0"}, "limit", ("1", "200")),
+        ("/v1/jobs", {"limit": "201"}, "limit", ("1", "200")),
+        ("/v1/jobs", {"offset": "-1"}, "offset", ("0", "2147483647")),
+        ("/v1/jobs/0", {}, "job_id", ("1", "2147483647")),
+        ("/v1/studies/99999999999", {}, "study_id", ("1", "2147483647")),
+    ],
+)
+def test_values_out_of_range_get_a_422_that_names_the_range(
+    client: TestClient, path: str, params: dict[str, str], name: str, limits: tuple[str, str]
+) -> None:
+    response = client.get(path, params=params)
+    assert response.status_code == 422, response.text
+    (error,) = response.json()["detail"]
+    assert error["loc"][-1] == name
+    assert error["msg"] == f"Input should be from {limits[0]} to {limits[1]}"
+
+
+def test_report_dates_at_the_ends_of_the_range_are_answered(client: TestClient) -> None:
+    for day in ("1970-01-01", "9999-12-30"):
+        response = client.get("/v1/reports/nightly", params={"date": day})
+        assert response.status_code == 200, response.text
+        assert response.json()["studies"] == []

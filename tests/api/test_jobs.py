@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import struct
 import zlib
+from typing import Any
 
 import numpy as np
 import pytest
@@ -263,3 +264,49 @@ def test_submitting_runs_a_fixed_number_of_statements_whatever_the_job_s_size(
             per_size[n] = list(seen)
     assert per_size[2] == per_size[32], "no statement per study"
     assert per_size[32] == ["SELECT", "INSERT", "INSERT"]  # the key, the job, its studies
+
+
+def test_a_job_keeps_its_name_and_lists_show_it(client: TestClient) -> None:
+    named = client.post(
+        "/v1/jobs", files=_files(("a.png", SAMPLE)), data={"name": "  ward 3,\tMarch \x00 "}
+    )
+    assert named.status_code == 202, named.text
+    job = named.json()
+    assert job["name"] == "ward 3,March"  # control characters and outer blanks dropped
+    assert client.get(f"/v1/jobs/{job['id']}").json()["name"] == "ward 3,March"
+    unnamed = client.post("/v1/jobs", files=_files(("b.png", SAMPLE))).json()
+    assert unnamed["name"] is None
+    listed = {j["id"]: j["name"] for j in client.get("/v1/jobs").json()["items"]}
+    assert listed[job["id"]] == "ward 3,March"
+    assert listed[unnamed["id"]] is None
+
+
+def test_a_name_over_the_limit_is_refused_naming_it(client: TestClient) -> None:
+    response = client.post("/v1/jobs", files=_files(("a.png", SAMPLE)), data={"name": "x" * 121})
+    assert response.status_code == 422
+    assert "120" in response.text
+
+
+def test_the_links_of_a_new_job_lead_to_its_routes(client: TestClient) -> None:
+    """The OpenAPI links of POST /v1/jobs's answer name operations that exist, and their
+    parameters, read from a real answer, reach the job and its first study."""
+    spec = client.get("/openapi.json").json()
+    links = spec["paths"]["/v1/jobs"]["post"]["responses"]["202"]["links"]
+    job = client.post("/v1/jobs", files=_files(("a.png", SAMPLE), ("b.png", SAMPLE))).json()
+    reached = {}
+    for name, link in links.items():
+        pointer = link["operationRef"].removeprefix("#/paths/")
+        path, method = pointer.rsplit("/", 1)
+        path = path.replace("~1", "/").replace("~0", "~")
+        assert method in spec["paths"][path], name
+        ((parameter, expression),) = link["parameters"].items()
+        value: Any = job
+        for step in expression.removeprefix("$response.body#/").split("/"):
+            value = value[int(step)] if isinstance(value, list) else value[step]
+        response = client.request(method, path.replace(f"{{{parameter}}}", str(value)))
+        reached[name] = response.status_code
+    assert reached.pop("GetFirstStudyComparison") == 409  # no label
+    for image in ("GetFirstStudyMask", "GetFirstStudyOverlay"):
+        assert reached.pop(image) == 409  # queued: no mask yet
+    assert set(reached.values()) == {200}, reached
+    assert {"GetJob", "CancelJob", "GetFirstStudy", "GetResultsCsv"} <= set(reached)

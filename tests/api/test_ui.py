@@ -19,10 +19,10 @@ from PIL import Image
 from api.app import create_app
 from api.services.overlay import FALSE_POSITIVE_RGB, HIT_RGB, MISS_RGB
 from config.settings import Settings
-from db.models import Study, StudyStatus
+from db import status
 from db.repositories import api_keys as keys_repo
-from db.repositories import studies as studies_repo
 from db.session import session_scope
+from tests.api.stored_results import HEIGHT, WIDTH, masks, png, succeed
 from tests.conftest import SAMPLE_IMGS, bearer, create_api_key
 
 SAMPLE = (SAMPLE_IMGS / "patient_000.png").read_bytes()
@@ -205,108 +205,20 @@ def test_upload_form_creates_a_job_through_the_job_service(
     assert 'class="error"' in bad.text
 
 
-# -- a succeeded study, stored as a worker stores it --------------------------------
-HEIGHT, WIDTH = Image.open(io.BytesIO(SAMPLE)).size[::-1]
-VERSION = "viewer-test-v1"
-
-
-def _png(arr: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(arr).save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def _masks() -> tuple[np.ndarray, np.ndarray]:
-    """Two predicted lesions, one overlapping the label (hits and false positives), and a
-    label lesion the mask misses."""
-    mask = np.zeros((HEIGHT, WIDTH), np.uint8)
-    mask[100:110, 100:120] = 255  # lesion 1: columns 100-109 false positives, 110-119 hits
-    mask[300:306, 200:204] = 255  # lesion 2: false positive
-    label = np.zeros((HEIGHT, WIDTH), np.uint8)
-    label[100:110, 110:130] = 255  # columns 120-129 missed
-    return mask, label
-
-
-def _lesion(study_id: int, number: int, box: tuple[int, int, int, int]) -> dict[str, Any]:
-    r0, c0, r1, c1 = box
-    return {
-        "study_id": study_id,
-        "model_version": VERSION,
-        "number": number,
-        "area_px": (r1 - r0) * (c1 - c0),
-        "area_mm2": None,
-        "centroid_row": (r0 + r1 - 1) / 2,
-        "centroid_col": (c0 + c1 - 1) / 2,
-        "bbox_row0": r0,
-        "bbox_col0": c0,
-        "bbox_row1": r1,
-        "bbox_col1": c1,
-        "relative_height": 0.25 * number,
-        "peak_uptake": 0.9,
-        "mean_uptake": 0.5,
-        "peak_probability": 0.8,
-    }
-
-
-def _succeed(db_url: str, study_id: int, mask: np.ndarray) -> None:
-    with session_scope(db_url) as session:
-        study = session.get(Study, study_id)
-        assert study is not None
-        study.status = StudyStatus.SUCCEEDED
-        studies_repo.upsert_results(
-            session,
-            [
-                {
-                    "study_id": study_id,
-                    "model_version": VERSION,
-                    "mask_png": _png(mask),
-                    "height": HEIGHT,
-                    "width": WIDTH,
-                    "tumor_pixels": 224,
-                    "tumor_fraction": 0.01,
-                    "lesions": 2,
-                    "largest_lesion_px": 200,
-                    "uptake_mean": 0.5,
-                    "uptake_max": 0.9,
-                    "dice": 0.4,
-                    "precision": 0.45,
-                    "recall": 0.5,
-                    "inference_seconds": 0.1,
-                    "tumor_area_cm2": None,
-                    "sdmax_px": 223.6,
-                    "sdmax_cm": None,
-                    "sdmax_per_height": 0.5,
-                    "body_height_px": 447,
-                    "body_width_px": 300,
-                    "body_height_cm": None,
-                    "body_width_cm": None,
-                }
-            ],
-        )
-        studies_repo.replace_lesions(
-            session,
-            [(study_id, VERSION)],
-            [
-                _lesion(study_id, 1, (100, 100, 110, 120)),
-                _lesion(study_id, 2, (300, 200, 306, 204)),
-            ],
-        )
-
-
 @pytest.fixture(scope="module")
 def finished(browser: TestClient, api_settings: Settings) -> dict[str, Any]:
     """A job of a labelled and an unlabelled study, both succeeded, and its key."""
     key = create_api_key(api_settings.sqlalchemy_url, "ui-viewer", tenant="viewer")
-    mask, label = _masks()
+    mask, label = masks()
     files = [
         ("files", ("p1.png", SAMPLE, "image/png")),
         ("files", ("p2.png", SAMPLE, "image/png")),
-        ("labels", ("p1.png", _png(label), "image/png")),
+        ("labels", ("p1.png", png(label), "image/png")),
     ]
     job = browser.post("/v1/jobs", files=files, headers=bearer(key)).json()
     labelled, unlabelled = (s["id"] for s in job["studies"])
     for study_id in (labelled, unlabelled):
-        _succeed(api_settings.sqlalchemy_url, study_id, mask)
+        succeed(api_settings.sqlalchemy_url, study_id, mask)
     return {"key": key, "job": job["id"], "labelled": labelled, "unlabelled": unlabelled}
 
 
@@ -419,3 +331,85 @@ def test_job_page_links_its_tables_and_the_ui_serves_them(
     ]
     _sign_in(browser, create_api_key(api_settings.sqlalchemy_url, "ui-csv", tenant="csv-other"))
     assert browser.get(f"/ui/jobs/{job_id}/results.csv").status_code == 404
+
+
+def test_the_root_redirects_to_the_viewer(browser: TestClient) -> None:
+    response = browser.get("/", follow_redirects=False)
+    assert response.status_code in (301, 302, 303, 307, 308)
+    assert response.headers["location"] == "/ui"
+
+
+@pytest.mark.parametrize(
+    ("path", "status"),
+    [
+        ("/ui/jobs/2147483000", 404),
+        ("/ui/studies/2147483000", 404),
+        ("/ui/studies/2147483000/input.png", 404),
+        ("/ui/jobs/0", 422),
+        ("/ui/jobs/abc", 422),
+        ("/ui/no/such/page", 404),
+    ],
+)
+def test_a_missing_job_or_study_in_the_viewer_is_an_html_page(
+    browser: TestClient, api_settings: Settings, path: str, status: int
+) -> None:
+    _sign_in(browser, create_api_key(api_settings.sqlalchemy_url, "ui-missing"))
+    response = browser.get(path)
+    assert response.status_code == status
+    assert response.headers["content-type"].startswith("text/html")
+    assert 'id="error-page"' in response.text
+    assert 'href="/ui"' in response.text  # the way back
+    assert response.headers["x-frame-options"] == "DENY"
+    # the JSON that the pages poll stays JSON
+    polled = browser.get("/ui/api/jobs/2147483000")
+    assert polled.status_code == 404
+    assert polled.json()["detail"] == "job 2147483000 not found"
+
+
+def test_pages_show_statuses_as_words_and_the_job_name(
+    browser: TestClient, api_settings: Settings
+) -> None:
+    key = create_api_key(api_settings.sqlalchemy_url, "ui-words", tenant="words")
+    files = [
+        ("files", ("good.png", SAMPLE, "image/png")),
+        ("files", ("broken.png", b"not a png", "image/png")),
+    ]
+    job = browser.post("/v1/jobs", files=files, data={"name": "ward 3"}, headers=bearer(key))
+    good, broken = job.json()["studies"]
+    assert broken["status"] == "failed"
+    mask, _ = masks()
+    succeed(api_settings.sqlalchemy_url, good["id"], mask)
+    with session_scope(api_settings.sqlalchemy_url) as session:
+        status.refresh_jobs(session, [job.json()["id"]])
+    _sign_in(browser, key)
+    page = browser.get(f"/ui/jobs/{job.json()['id']}").text
+    heading = re.search(r"<h1>(.*?)</h1>", page, re.S)
+    assert heading
+    assert 'data-status="partially_failed">partially failed</span>' in heading.group(1)
+    assert "ward 3" in heading.group(1)
+    assert '<option value="succeeded">succeeded</option>' in page
+    listed = browser.get("/ui/api/jobs").json()["items"]
+    assert [(j["name"], j["status"]) for j in listed][0] == ("ward 3", "partially_failed")
+
+
+def test_the_upload_form_takes_a_name_and_a_pixel_spacing(
+    browser: TestClient, api_settings: Settings
+) -> None:
+    key = create_api_key(api_settings.sqlalchemy_url, "ui-named", tenant="named")
+    _sign_in(browser, key)
+    page = browser.get("/ui").text
+    assert 'name="name"' in page
+    assert 'name="spacing_mm"' in page
+    files = [("files", ("p.png", SAMPLE, "image/png"))]
+    form = {"csrf": _csrf(page), "name": "lab run", "spacing_mm": "4,3.5"}
+    response = browser.post("/ui/jobs", data=form, files=files, follow_redirects=False)
+    assert response.status_code == 303, response.text
+    job = browser.get(response.headers["location"].replace("/ui/", "/v1/"), headers=bearer(key))
+    assert job.json()["name"] == "lab run"
+    assert job.json()["studies"][0]["spacing_mm"] == [4.0, 3.5]
+    bad = browser.post(
+        "/ui/jobs", data={**form, "spacing_mm": "wide"}, files=files, follow_redirects=False
+    )
+    assert bad.status_code == 422
+    assert "ROWS,COLUMNS" in bad.text
+    assert 'id="upload-form"' in bad.text  # the form again, with the reason

@@ -47,14 +47,20 @@ def test_dry_run_prints_count_and_list_and_submits_nothing(
     assert main(["archive", "scan", "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("would submit 2 studies for model ")
-    listed = [line.split()[-1] for line in out.splitlines() if line.startswith("  ")]
-    assert listed == ["a.png", "b.png"]
+    listed = [line.split() for line in out.splitlines() if line.startswith("  ")]
+    assert listed[0] == ["kind", "content", "hash", "reason", "path"]  # a table with headers
+    assert [row[-1] for row in listed[1:]] == ["a.png", "b.png"]
     queued = redis.Redis.from_url(archive_settings.redis_url or "").llen(
         archive_settings.nightly_queue
     )
     assert queued == 0
     assert main(["archive", "scan"]) == 0  # the real scan finds the same two
-    assert capsys.readouterr().out.startswith("submitted 2 studies as job ")
+    out = capsys.readouterr().out
+    assert out.startswith("submitted 2 studies as job ")
+    with session_scope(archive_settings.sqlalchemy_url) as session:
+        job = jobs_repo.get_job(session, int(out.split()[5]))
+        assert job is not None
+        assert job.name == "archive scan"  # how job lists name it
     assert main(["archive", "scan", "--root", "/"]) == 2  # outside the archive
     assert "not inside a configured archive root" in capsys.readouterr().err
 
@@ -140,3 +146,10 @@ def _finish(settings: Settings, ids: dict[str, int], version: str) -> None:
         failed = studies_repo.get_study(session, ids["failed.png"])
         assert failed is not None
         failed.status, failed.error = StudyStatus.FAILED, "gave up: the worker died"
+
+
+def test_report_of_a_day_out_of_range_is_refused_naming_the_range(
+    cli_env: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["archive", "report", "--date", "0001-01-01"]) == 2
+    assert "outside 1970-01-01 to 9999-12-30" in capsys.readouterr().err

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from cli import client
 from cli.main import COMMANDS, build_parser, main
+from cli.stack import free_port
 from tests.conftest import SAMPLES
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -145,3 +149,30 @@ def test_biomarker_table_lists_succeeded_studies_with_their_values() -> None:
     assert lines[1].split() == ["1", "a.png", "120", "1.9", "2", "50.0", "20.0", "0.062", "800x300"]
     assert lines[2].split() == ["3", "c.png", "120", "-", "2", "50.0", "-", "0.062", "800x300"]
     assert len(lines) == 3
+
+
+def test_the_api_logs_where_the_viewer_is_at_start_up(tmp_path: Path, redis_base_url: str) -> None:
+    port = free_port()
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("TUMORSEG_")},
+        "TUMORSEG_DATABASE_URL": f"sqlite:///{tmp_path / 'api.db'}",
+        "TUMORSEG_REDIS_URL": redis_base_url,
+    }
+    log = tmp_path / "api.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "cli", "api", "--port", str(port)],
+            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while "Application startup complete" not in log.read_text():
+            assert proc.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+        assert f"web viewer: http://127.0.0.1:{port}/ui" in log.read_text()
+        root = httpx.get(f"http://127.0.0.1:{port}/", follow_redirects=False)
+        assert root.headers["location"] == "/ui"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

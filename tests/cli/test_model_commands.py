@@ -78,8 +78,9 @@ def test_register_promote_list(tiny_artifact: Path, tmp_path: Path) -> None:  # 
     assert f"registered {version}" in reg.stdout, reg.stderr
     assert tumorseg("model", "promote", "no-such-version", env=env).returncode == 2
     assert tumorseg("model", "promote", version, env=env).returncode == 0
-    listing = tumorseg("model", "list", env=env).stdout
-    assert f"* {version}" in listing
+    header, *rows = tumorseg("model", "list", env=env).stdout.splitlines()
+    assert header.split() == ["promoted", "version", "trained", "dice", "path"]
+    assert [row.split()[:2] for row in rows] == [["*", version]]
 
 
 def test_register_refuses_a_corrupt_artifact(tiny_artifact: Path, tmp_path: Path) -> None:  # noqa: F811
@@ -129,3 +130,39 @@ def test_register_checks_every_member(tiny_ensemble: Path, tmp_path: Path) -> No
     out = tumorseg("model", "register", str(tiny_ensemble), env=env)
     assert out.returncode == 2
     assert "member-2.safetensors" in out.stdout
+
+
+def test_evaluate_validation_scores_an_ensemble_by_the_members_that_held_out_each_study(
+    small_data: Path, tmp_path: Path
+) -> None:
+    from tests.model.test_held_out import constant, ensemble, runs
+
+    # member 1 calls every pixel tumor, member 2 none; seed 3 of 2 folds: fold 0 holds out
+    # two patients and the control, fold 1 the third patient
+    artifact = ensemble(tmp_path / "e", [constant(5.0), constant(-5.0)], [0, 1], runs(0, 1))
+    csv = tmp_path / "scores.csv"
+    out = tumorseg("evaluate", "--data", str(small_data), "--artifact", str(artifact),
+                   "--split", "validation", "--device", "cpu", "--json",
+                   "--csv", str(csv))  # fmt: skip
+    assert out.returncode == 0, out.stdout + out.stderr
+    summary = json.loads(out.stdout.strip().splitlines()[-1])
+    assert summary["members"] == 2
+    assert summary["scored_by"] == {"1": 2, "2": 1}
+    assert (summary["n_patients"], summary["n_controls"]) == (2, 1)
+    predicted_px = [int(r.split(",")[5]) for r in csv.read_text().splitlines()[1:]]
+    assert sorted(px > 0 for px in predicted_px) == [False, True, True]  # member 1's two
+    fast = tumorseg("evaluate", "--data", str(small_data), "--artifact", str(artifact),
+                    "--split", "validation", "--members", "1", "--device", "cpu", "--json",
+                    "--csv", str(tmp_path / "fast.csv"))  # fmt: skip
+    assert fast.returncode == 0, fast.stdout + fast.stderr
+    assert json.loads(fast.stdout.strip().splitlines()[-1])["scored_by"] == {"1": 2}
+
+
+def test_evaluate_validation_refuses_an_ensemble_that_does_not_say_what_it_held_out(
+    small_data: Path, tiny_ensemble: Path
+) -> None:
+    out = tumorseg("evaluate", "--data", str(small_data), "--artifact", str(tiny_ensemble),
+                   "--split", "validation", "--json")  # fmt: skip
+    assert out.returncode == 2
+    assert "does not say which studies its members held out" in out.stdout
+    assert "'seed'" not in out.stdout

@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -56,6 +57,67 @@ IMAGE_LOADED = (
 NATURAL_SIZE = (
     "const i = document.getElementById(arguments[0]); return [i.naturalWidth, i.naturalHeight];"
 )
+#: Window sizes the study page's layers are checked at: a laptop, two desktop screens and a
+#: portrait monitor (where a stretched mask layer was 2.2 times as tall as the image).
+WINDOW_SIZES = [(1366, 900), (1920, 1200), (2560, 1440), (1080, 1920)]
+#: Browser zoom at a window size: the page laid out in a viewport 1/zoom as wide and tall,
+#: drawn with zoom device pixels per CSS pixel.
+ZOOMS = [((1920, 1200), 1.5), ((1080, 1920), 1.25)]
+#: The box in which an <img> or <canvas> paints its pixels, in CSS px of the viewport:
+#: its content box, reduced by `object-fit` to the part its natural size fills.
+_DRAWN = """
+function drawn(el) {
+  const r = el.getBoundingClientRect();
+  const cs = getComputedStyle(el);
+  const px = (name) => parseFloat(cs[name]) || 0;
+  const x = r.left + px("borderLeftWidth") + px("paddingLeft");
+  const y = r.top + px("borderTopWidth") + px("paddingTop");
+  const w = r.right - px("borderRightWidth") - px("paddingRight") - x;
+  const h = r.bottom - px("borderBottomWidth") - px("paddingBottom") - y;
+  const nw = el.tagName === "CANVAS" ? el.width : el.naturalWidth;
+  const nh = el.tagName === "CANVAS" ? el.height : el.naturalHeight;
+  let s = null;
+  if (cs.objectFit === "contain") { s = Math.min(w / nw, h / nh); }
+  if (cs.objectFit === "scale-down") { s = Math.min(1, w / nw, h / nh); }
+  if (cs.objectFit === "cover") { s = Math.max(w / nw, h / nh); }
+  if (cs.objectFit === "none") { s = 1; }
+  const dw = s === null ? w : nw * s;
+  const dh = s === null ? h : nh * s;
+  return {x: x + (w - dw) / 2, y: y + (h - dh) / 2, width: dw, height: dh,
+          natural: [nw, nh], position: cs.objectPosition};
+}
+"""
+DRAWN_BOX = _DRAWN + "return drawn(document.getElementById(arguments[0]));"
+#: The lesion box mapped through the mask layer's drawn box into mask pixels (row0, col0,
+#: row1, col1), mask pixels per CSS px, and the mask's tumor pixels in the lesion's bbox:
+#: all of them, and those on each of its four edges.
+_BOX_ON_MASK = """
+const [r0, c0, r1, c1] = arguments[0];
+const canvas = document.getElementById("mask-layer");
+const box = document.getElementById("lesion-box").getBoundingClientRect();
+const m = drawn(canvas);
+const sx = canvas.width / m.width;
+const sy = canvas.height / m.height;
+const rows = r1 - r0;
+const cols = c1 - c0;
+const alpha = canvas.getContext("2d").getImageData(c0, r0, cols, rows).data;
+const on = (r, c) => alpha[4 * (r * cols + c) + 3] > 0;
+let inside = 0, top = 0, bottom = 0, left = 0, right = 0;
+for (let r = 0; r < rows; r++) {
+  for (let c = 0; c < cols; c++) {
+    if (!on(r, c)) { continue; }
+    inside++;
+    if (r === 0) { top++; }
+    if (r === rows - 1) { bottom++; }
+    if (c === 0) { left++; }
+    if (c === cols - 1) { right++; }
+  }
+}
+return {box: [(box.top - m.y) * sy, (box.left - m.x) * sx, (box.bottom - m.y) * sy,
+              (box.right - m.x) * sx],
+        scale: Math.max(sx, sy), inside: inside, edges: [top, left, bottom, right]};
+"""
+BOX_ON_MASK = _DRAWN + _BOX_ON_MASK
 #: Columns of the job page's table of studies.
 JOB_COLUMNS = ["#", "study", "status", "lesions", "largest lesion px", "tumor area",
                "tumor fraction", "sDmax", "sDmax / height", "Dice"]  # fmt: skip
@@ -129,18 +191,13 @@ def test_sign_in_upload_watch_the_job_and_view_a_study(
     pairs = patient_files(3)
     driver.find_element(By.ID, "files").send_keys("\n".join(str(img) for img, _ in pairs))
     driver.find_element(By.ID, "labels").send_keys("\n".join(str(lab) for _, lab in pairs))
+    driver.find_element(By.ID, "job-name").send_keys("browser upload")
     driver.find_element(By.ID, "submit-job").click()
     wait.until(ec.url_matches(r"/ui/jobs/\d+$"))
+    assert driver.find_element(By.ID, "job-name").text == "browser upload"
 
-    # the page polls the job: wait for its own status text, not for the API
-    finished = WebDriverWait(driver, 240).until(
-        lambda d: (
-            d.find_element(By.ID, "job-status").text
-            in {"succeeded", "partially_failed", "failed", "cancelled"}
-        ),
-        message=f"job did not finish on the page:\n{worker.log.read_text()[-3000:]}",
-    )
-    assert finished
+    # the page polls the job: wait for its own status, not for the API
+    _wait_finished(driver, worker)
     assert driver.find_element(By.ID, "job-status").text == "succeeded"
     assert driver.find_element(By.ID, "job-progress-text").text == "100 %"
     headers = driver.find_elements(By.CSS_SELECTOR, "#studies thead th")
@@ -177,6 +234,7 @@ def test_sign_in_upload_watch_the_job_and_view_a_study(
         ec.presence_of_element_located((By.CSS_SELECTOR, f"#jobs tr[data-job-id='{job_id}']"))
     )
     assert "succeeded" in listed.text
+    assert "browser upload" in listed.text  # the job's name
     assert "100 %" in listed.text
     bar = listed.find_element(By.TAG_NAME, "progress")
     assert float(bar.get_attribute("value") or 0) == 1.0
@@ -196,6 +254,60 @@ def test_sign_in_upload_watch_the_job_and_view_a_study(
     driver.find_element(By.ID, "mask-toggle").click()
     assert canvas.is_displayed()
     _lesions_and_comparison(driver, live_url, key, job_id)
+    _failures_in_words(driver, live_url, key, worker)
+
+
+def _wait_finished(driver: webdriver.Chrome, worker: WorkerProcess) -> None:
+    """Wait until the job page shows its job finished."""
+    WebDriverWait(driver, 240).until(
+        lambda d: (
+            d.find_element(By.ID, "job-status").get_attribute("data-status")
+            in {"succeeded", "partially_failed", "failed", "cancelled"}
+        ),
+        message=f"job did not finish on the page:\n{worker.log.read_text()[-3000:]}",
+    )
+
+
+def _failures_in_words(
+    driver: webdriver.Chrome, live_url: str, key: str, worker: WorkerProcess
+) -> None:
+    """A job with a study that is not an image: the job page says "partially failed" in
+    words, and the failed study's row shows why it failed."""
+    ((image, _),) = patient_files(1)
+    files = [
+        ("files", (image.name, image.read_bytes(), "image/png")),
+        ("files", ("scan.png", b"this is not a PNG", "image/png")),
+    ]
+    response = httpx.post(
+        f"{live_url}/v1/jobs", files=files, data={"name": "mixed"}, headers=bearer(key)
+    )
+    assert response.status_code == 202, response.text
+    job_id = response.json()["id"]
+    driver.get(f"{live_url}/ui/jobs/{job_id}")
+    _wait_finished(driver, worker)
+    status = driver.find_element(By.ID, "job-status")
+    assert status.get_attribute("data-status") == "partially_failed"
+    assert status.text == "partially failed"
+    counts = driver.find_element(By.ID, "job-counts").text
+    assert "_" not in counts
+    assert "1 failed" in counts
+    cells = {
+        r.find_elements(By.TAG_NAME, "td")[1].text: r.find_elements(By.TAG_NAME, "td")[2]
+        for r in _rows(driver)
+    }
+    failed = cells["scan.png"]
+    reason = failed.find_element(By.CSS_SELECTOR, ".reason")
+    assert reason.is_displayed()
+    assert "PNG" in reason.text  # the reason the intake gave, in the table itself
+    assert failed.text.startswith("failed")
+    assert cells[image.name].text == "succeeded"
+    driver.get(f"{live_url}/ui")
+    listed = WebDriverWait(driver, 30).until(
+        ec.presence_of_element_located((By.CSS_SELECTOR, f"#jobs tr[data-job-id='{job_id}']"))
+    )
+    assert "mixed" in listed.text
+    assert "partially failed" in listed.text
+    assert "partially_failed" not in listed.text
 
 
 def _lesions_and_comparison(driver: webdriver.Chrome, live_url: str, key: str, job_id: str) -> None:
@@ -234,6 +346,32 @@ def _lesions_and_comparison(driver: webdriver.Chrome, live_url: str, key: str, j
         wait.until(lambda d: box.get_attribute("data-lesion") == str(number))
     driver.save_screenshot(str(SCREENSHOT))
     assert SCREENSHOT.stat().st_size > 10_000
+    problems = []  # at every window size, the layers and the box stay on the image
+    for width, height in WINDOW_SIZES:
+        driver.set_window_size(width, height)
+        problems += _layer_off_image(driver, "mask-layer", (width, height))
+        problems += _box_off_mask(driver, lesions[number], size, (width, height))
+    for (width, height), zoom in ZOOMS:  # and zoomed in
+        driver.set_window_size(width, height)
+        inner = driver.execute_script("return [innerWidth, innerHeight];")
+        driver.execute_cdp_cmd(
+            "Emulation.setDeviceMetricsOverride",
+            {
+                "width": round(inner[0] / zoom),
+                "height": round(inner[1] / zoom),
+                "deviceScaleFactor": zoom,
+                "mobile": False,
+            },
+        )
+        window = (width, height)
+        problems += [f"{p} at {zoom:.0%}" for p in _layer_off_image(driver, "mask-layer", window)]
+        problems += [
+            f"{p} at {zoom:.0%}" for p in _box_off_mask(driver, lesions[number], size, window)
+        ]
+        driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+    driver.set_window_size(1280, 1000)
+    assert not problems, "\n".join(problems)
+    _assert_boxed(driver, box, lesions[number]["bbox"], size)
 
     by_area = sorted(lesions, key=lambda n: (lesions[n]["area_px"], n))
     header = driver.find_element(By.CSS_SELECTOR, "#lesions th[data-key=area_px]")
@@ -258,6 +396,49 @@ def _lesions_and_comparison(driver: webdriver.Chrome, live_url: str, key: str, j
     assert "miss" in legend.text
     assert "false positive" in legend.text
     assert box.is_displayed()  # the boxed lesion stays over either overlay
+    problems = []
+    for width, height in WINDOW_SIZES:
+        driver.set_window_size(width, height)
+        problems += _layer_off_image(driver, "comparison-image", (width, height))
+    driver.set_window_size(1280, 1000)
+    assert not problems, "\n".join(problems)
+
+
+def _layer_off_image(driver: webdriver.Chrome, layer: str, window: tuple[int, int]) -> list[str]:
+    """Where the layer does not paint its pixels in the box where the study image paints
+    its own, to within 1 CSS px on each side (nothing when it does)."""
+    image = driver.execute_script(DRAWN_BOX, "study-image")
+    over = driver.execute_script(DRAWN_BOX, layer)
+    assert image["position"] == over["position"] == "50% 50%"
+    assert over["natural"] == image["natural"], (layer, over, image)
+    assert image["height"] >= 360  # the viewer's least height: nothing collapsed
+    got = {k: round(over[k], 1) for k in ("x", "y", "width", "height")}
+    want = {k: round(image[k], 1) for k in ("x", "y", "width", "height")}
+    if all(abs(got[k] - want[k]) <= 1.0 for k in want):
+        return []
+    return [f"{window[0]}x{window[1]}: the {layer} is drawn at {got}, the image at {want}"]
+
+
+def _box_off_mask(
+    driver: webdriver.Chrome,
+    lesion: dict[str, Any],
+    size: tuple[int, int],
+    window: tuple[int, int],
+) -> list[str]:
+    """Where the clicked lesion's box, read through the mask layer, misses the lesion's bbox
+    by more than 1 CSS px (nothing when it covers it). The mask's tumor pixels fill that
+    bbox: the lesion's area at least, and tumor on each of its four edges (a bbox is tight)."""
+    bbox = lesion["bbox"]
+    on_mask = driver.execute_script(BOX_ON_MASK, bbox)
+    assert on_mask["inside"] >= lesion["area_px"], on_mask
+    assert all(n > 0 for n in on_mask["edges"]), on_mask
+    tolerance = on_mask["scale"]  # 1 CSS px in mask pixels
+    if all(abs(a - b) <= tolerance for a, b in zip(on_mask["box"], bbox, strict=True)):
+        return []
+    return [
+        f"{window[0]}x{window[1]}: the box of lesion {lesion['number']} sits on mask pixels "
+        f"{[round(v, 1) for v in on_mask['box']]}, its bbox is {bbox} (image {size})"
+    ]
 
 
 def _assert_boxed(

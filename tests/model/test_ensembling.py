@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from model.held_out import member_splits
 from model.manifest import ArtifactError, read_manifest
 from model.predictor import Predictor
 from model.training.ensembling import build_ensemble, pack_fold, pooled_maps, tune_pooled
@@ -45,6 +46,8 @@ def test_two_packed_folds_make_an_ensemble_tuned_on_their_pooled_maps(
     m = read_manifest(ensemble)
     assert m.n_members == 2
     assert [x["fold"] for x in m.members] == [0, 1]
+    assert member_splits(m) == [(3, 2, 0), (3, 2, 1)]  # each member's own run's split
+    assert [(r["split_seed"], r["folds"]) for r in m.training["members"]] == [(3, 2), (3, 2)]
     assert {"min_component_px", "min_peak", "flip_tta"} <= m.postprocessing.keys()
     oof = m.metrics["oof"]
     assert oof["n_patients"] == 4
