@@ -67,6 +67,7 @@ class PredictorCache:
             if self._predictor is None or stale:
                 import torch
 
+                from model.manifest import read_manifest
                 from model.predictor import Predictor  # lazy: keep torch out of the parent
 
                 if self._threads:
@@ -82,10 +83,11 @@ class PredictorCache:
                 )
                 self._model, self._pid = model, os.getpid()
                 logger.info(
-                    "loaded model %s (trained=%s, %d members, batch %d, %s) from %s; was %s",
+                    "loaded model %s (trained=%s, %d of %d members, batch %d, %s) from %s; was %s",
                     self._predictor.version,
                     self._predictor.trained,
                     self._predictor.n_members,
+                    read_manifest(model.path).n_members,
                     self._predictor.inference.batch_size,
                     self._predictor.inference.runtime,
                     model.path,

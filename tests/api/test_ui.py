@@ -22,7 +22,7 @@ from config.settings import Settings
 from db import status
 from db.repositories import api_keys as keys_repo
 from db.session import session_scope
-from tests.api.stored_results import HEIGHT, WIDTH, masks, png, succeed
+from tests.api.stored_results import HEIGHT, WIDTH, masks, png, succeed, unannounced
 from tests.conftest import SAMPLE_IMGS, bearer, create_api_key
 
 SAMPLE = (SAMPLE_IMGS / "patient_000.png").read_bytes()
@@ -379,7 +379,7 @@ def test_pages_show_statuses_as_words_and_the_job_name(
     assert broken["status"] == "failed"
     mask, _ = masks()
     succeed(api_settings.sqlalchemy_url, good["id"], mask)
-    with session_scope(api_settings.sqlalchemy_url) as session:
+    with session_scope(api_settings.sqlalchemy_url, unannounced) as session:
         status.refresh_jobs(session, [job.json()["id"]])
     _sign_in(browser, key)
     page = browser.get(f"/ui/jobs/{job.json()['id']}").text

@@ -182,7 +182,9 @@ class Worker:
 
     def new_claims(self) -> list[list[int]]:
         """The studies the worker claimed since the last call, as one chunk (empty when
-        none): read from the database, where each claim is a lease in its node's name."""
+        none): read from the database, where each claim counts one more attempt and leaves
+        a lease in its node's name. Attempts made before the worker started (by an earlier
+        process of the same node, say) are in `seen` from the start."""
         with session_scope(self.db_url) as session:
             rows = session.execute(
                 select(Study.id, Study.attempts).where(
@@ -201,6 +203,13 @@ class Worker:
             self.proc.wait(timeout=30)
 
 
+def attempts_so_far(db_url: str) -> set[tuple[int, int]]:
+    """(study id, attempts) of every study claimed at least once: the claims made so far."""
+    with session_scope(db_url) as session:
+        rows = session.execute(select(Study.id, Study.attempts).where(Study.attempts > 0))
+        return {(int(i), int(a)) for i, a in rows}
+
+
 @dataclass
 class Fleet:
     """Starts workers on the chaos settings and stops every one it started."""
@@ -216,6 +225,8 @@ class Fleet:
         it becomes ready while the test goes on."""
         n = len(self.workers)
         log = self.log_dir / f"worker-{n}.log"
+        url = self.settings.sqlalchemy_url
+        before = attempts_so_far(url)  # claims of earlier processes are not this one's
         with log.open("wb") as out:
             proc = subprocess.Popen(
                 [
@@ -235,7 +246,7 @@ class Fleet:
                 start_new_session=True,
             )
         node = (hostname or f"chaos{n}@%h").replace("%h", socket.gethostname())
-        worker = Worker(proc, log, node, self.settings.sqlalchemy_url)
+        worker = Worker(proc, log, node, url, seen=before)
         self.workers.append(worker)
         return worker
 

@@ -82,11 +82,12 @@ def fleet(defaults: Settings, tmp_path: Path) -> Iterator[Fleet]:
 
 
 def _small(png: bytes) -> bytes:
-    """A real study at a quarter of its side: the test is about recovery, and the model's
-    seconds per study (on 2 shared cores) would otherwise decide the job's end."""
+    """A real study at half its side: the test is about recovery, and the model's seconds
+    per study (on 2 shared cores) would otherwise decide the job's end; at a quarter, a
+    study redelivered alone runs for less than the test's poll and no kill can land."""
     image = Image.open(io.BytesIO(png))
     out = io.BytesIO()
-    image.resize((image.width // 4, image.height // 4), Image.Resampling.BILINEAR).save(
+    image.resize((image.width // 2, image.height // 2), Image.Resampling.BILINEAR).save(
         out, format="PNG"
     )
     return out.getvalue()
@@ -186,7 +187,7 @@ def test_three_sigkilled_workers_at_the_defaults_lose_nothing_and_the_job_ends_i
                 for i in chunk:
                     killed_per_study[i] = killed_per_study.get(i, 0) + 1
                 worker = fleet.start(restarts[len(kills) - 1])
-        time.sleep(0.1)
+        time.sleep(0.02)  # a study redelivered alone runs for a fraction of a second
     last_kill = kills[-1][0]
 
     took = _wait_finished(settings, job_id, fleet, since=last_kill)
