@@ -19,32 +19,27 @@
 #     opentelemetry-api importlib-metadata zipp h11 anyio sniffio
 # Start-up, the wheels and loading the data take about 2 minutes of a call.
 #
-# RUNS entries are name:fold:crop:batch:lr:dropout:weight_decay:p_control:input_scale:augmentation
-# (5 folds, seed 0); RUNS= (empty) trains nothing. SKIP_INFERENCE=1 leaves out the inference
+# RUNS entries are name:fold:seed:flags, the flags comma-separated `tumorseg train` flags
+# on top of the released recipe (model/training/recipes.py), e.g.
+#   RUNS="p0:0:0:--paste-lesions=0.5,--hard-negatives=0.5 p1:1:0:--paste-lesions=0.5"
+# RUNS= (empty) trains nothing. Each run is packed as a one-member fp16 artifact with its
+# out-of-fold maps (`tumorseg ensemble pack`, about 10 MB), one fold a tar, ready for
+# `tumorseg ensemble compare` and `build`. SKIP_INFERENCE=1 leaves out the inference
 # benchmark and the CUDA test; CONCURRENCY lists the worker process counts of the pipeline
 # benchmark.
-# RECIPE=whole trains `tumorseg train --recipe whole` instead (whole studies batched and
-# augmented on the GPU: no crop loaders; the crop field is ignored) and packs each fold as
-# a one-member fp16 artifact with its out-of-fold maps (`tumorseg ensemble pack`, about
-# 10 MB), one fold a tar, ready for `tumorseg ensemble build`. Five folds:
-#   RECIPE=whole RUNS="w0:0:0:8:2e-3:0:1e-4:0.25:0.5:standard w1:1:0:8:... w4:4:0:8:..."
 # The network is small, so one training leaves the GPU mostly idle; the crop loaders need
 # the CPU cores (WORKERS per run). What comes back is at most 8 files, so artifacts travel
-# two to a tar and the logs in one.
+# one to a tar and the logs in one.
 set -u
 OUT=${OUT:-out/gpu}
 DATA=${DATA:-../shared/data/dmiai2023}
 BUDGET=${BUDGET:-240}
 DEVICE=${DEVICE:-cuda}
 WORKERS=${WORKERS:-2}
-RECIPE=${RECIPE:-crops}
 PY=${PY:-python3}
-# Default: the next open question (docs/experiments.md): strong augmentation at half scale,
-# the best recipe on folds 0-2 (0.723; fold 3 on the CPU: 0.687), on folds 3 and 4 on the
-# GPU like folds 0-2, so that it has a 5-fold mean to set against the released recipe's
-# 0.709. Earlier runs: s0-s2 (0.5:192 strong), f0-f2 and F0-F1 (1.0:384 strong).
-RUNS=${RUNS-"S3:3:192:16:2e-3:0:1e-4:0.25:0.5:strong S4:4:192:16:2e-3:0:1e-4:0.25:0.5:strong"}
-STEPS_PER_EPOCH=${STEPS_PER_EPOCH:-250}
+# Default: the uptake-aware crops (lesions pasted with max, control crops on bright uptake)
+# on folds 0 and 1, the comparison's first two folds (docs/MODEL.md).
+RUNS=${RUNS-"p0:0:0:--paste-lesions=0.5,--hard-negatives=0.5 p1:1:0:--paste-lesions=0.5,--hard-negatives=0.5"}
 CONCURRENCY=${CONCURRENCY:-1}
 N=${N:-400}
 export PYTHONUNBUFFERED=1 TQDM_DISABLE=1
@@ -62,41 +57,25 @@ fi
     nproc
 } >"$LOGS/misc.log" 2>&1
 
-train() {  # name fold crop batch lr dropout weight_decay p_control input_scale augmentation
-    if [ "$RECIPE" = whole ]; then
-        recipe=(--recipe whole)
-    else
-        recipe=(--crop-size "$3" --p-control "$8" --augmentation "${10}" --workers "$WORKERS")
-    fi
+train() {  # name fold seed flags
+    IFS=, read -r -a flags <<<"$4"
     $PY -m cli train --data "$DATA" --out "/tmp/train-$1" --device "$DEVICE" --fold "$2" \
-        --batch-size "$4" --lr "$5" --dropout "$6" --weight-decay "$7" --input-scale "$9" \
-        "${recipe[@]}" --epochs 1000 --steps-per-epoch "$STEPS_PER_EPOCH" \
-        --time-budget "$BUDGET" --seed 0 ${LIMIT:+--limit $LIMIT} >"$LOGS/train-$1.log" 2>&1
+        --seed "$3" --split-seed 0 --workers "$WORKERS" "${flags[@]}" \
+        --time-budget "$BUDGET" ${LIMIT:+--limit $LIMIT} >"$LOGS/train-$1.log" 2>&1
     mkdir -p /tmp/art
-    if [ "$RECIPE" = whole ]; then
-        $PY -m cli ensemble pack /tmp/train-"$1"/attention-unet-* --into /tmp/art --name "$1" \
-            >>"$LOGS/train-$1.log" 2>&1
-    else
-        mkdir -p "/tmp/art/$1" && cp /tmp/train-"$1"/attention-unet-*/* "/tmp/art/$1/"
-    fi
+    $PY -m cli ensemble pack /tmp/train-"$1"/attention-unet-* --into /tmp/art --name "$1" \
+        >>"$LOGS/train-$1.log" 2>&1
 }
 for r in $RUNS; do
-    IFS=: read -r name fold crop batch lr dropout wd pctrl scale aug <<<"$r"
-    train "$name" "$fold" "$crop" "$batch" "$lr" "$dropout" "$wd" "$pctrl" "$scale" "$aug" &
+    IFS=: read -r name fold seed flags <<<"$r"
+    train "$name" "$fold" "$seed" "$flags" &
 done
 wait
 i=0
-set --
-[ -d /tmp/art ] && set -- /tmp/art/*/
-while [ $# -gt 0 ]; do  # two crop artifacts (2 x 8 MB) per tar, one packed whole-image fold
+for run in /tmp/art/*/; do  # one packed fold (about 10 MB) per tar
+    [ -d "$run" ] || continue
     i=$((i + 1))
-    if [ "$RECIPE" = whole ]; then
-        tar -C /tmp/art -cf "$OUT/artifacts-$i.tar" "$(basename "$1")"
-    else
-        tar -C /tmp/art -cf "$OUT/artifacts-$i.tar" "$(basename "$1")" ${2:+"$(basename "$2")"}
-        shift
-    fi
-    [ $# -gt 0 ] && shift
+    tar -C /tmp/art -cf "$OUT/artifacts-$i.tar" "$(basename "$run")"
 done
 tar -C "$LOGS" -cf "$OUT/train-logs.tar" .  # kept even if a later step runs out of time
 [ -n "${SKIP_BENCH:-}" ] && exit 0

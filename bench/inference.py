@@ -12,10 +12,13 @@ network, post-processing), and "network only" times the forward passes alone on 
 batch already on the device, of the most common padded shape (the figure to hold against
 a model-throughput target; on CUDA also in channels_last). The
 agreement column checks that speed was not bought with quality: our
-masks against the fp32, one-study-at-a-time whole-image masks of the same weights.
+masks against the fp32, one-study-at-a-time whole-image masks of the same weights (torch).
+
+With `--runtimes torch openvino` each setting runs in both runtimes (`model/runtime.py`):
+torch and OpenVINO's CPU plugin, fp32 and bf16, the same artifact, every member.
 
 Usage: .venv/bin/python -m bench.inference [--n 64] [--batch-sizes 1 4 8 16] [--repeat 3]
-       [--json]
+       [--runtimes torch openvino] [--json]
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from model.bucketing import padded, padding_waste
 from model.dataset import find_studies
 from model.metrics import dice
 from model.network import DEFAULT_ARCHITECTURE, build_network
-from model.predictor import Predictor, bf16_supported, forward
+from model.predictor import Predictor, bf16_supported
 from model.preprocessing import decode_image, decode_mask, scaled_size
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "dmiai2023"
@@ -89,23 +92,23 @@ def _sync(device: torch.device) -> None:
 def network_rate(
     pred: Predictor, shape: tuple[int, int], seconds: float = 2.0, channels_last: bool = False
 ) -> float:
-    """Studies/s of one member network alone: repeated forward passes on one
-    device-resident batch of the predictor's batch size of images of `shape`, synchronised;
-    no decode, resampling, copies or post-processing. `channels_last` converts a (CUDA)
-    network for the measurement and back."""
-    batch_size, dtype = pred.inference.batch_size, pred.inference.autocast_dtype
-    network = pred.networks[0]
+    """Studies/s of one member network alone, in the predictor's runtime: repeated forward
+    passes on one device-resident batch of the predictor's batch size of images of
+    `shape`, synchronised; no decode, resampling, copies or post-processing.
+    `channels_last` converts a (CUDA) network for the measurement and back."""
+    batch_size = pred.inference.batch_size
+    network, member = pred.networks[0], pred.members[0]
     x = torch.rand((batch_size, 1, *shape), device=pred.device)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
         network.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     try:
         with torch.inference_mode():
-            forward(network, x, dtype)  # warm-up (cuDNN picks its algorithms here)
+            member(x)  # warm-up (cuDNN picks its algorithms here)
             _sync(pred.device)
             done, start = 0, time.perf_counter()
             while done < 3 or time.perf_counter() - start < seconds:
-                forward(network, x, dtype)
+                member(x)
                 done += 1
             _sync(pred.device)
             return done * batch_size / (time.perf_counter() - start)
@@ -128,6 +131,7 @@ def run(
     data: Path = DATA,
     artifact: Path | None = None,
     repeat: int = 1,
+    runtimes: tuple[str, ...] = ("torch",),
 ) -> dict:
     device = torch.device(device_name)
     files = pick(n, data)
@@ -173,9 +177,16 @@ def run(
     precisions = ["fp32"] + (["bf16"] if bf16_supported(device) else [])
     shape = common_shape(decoded, reference.inference.input_scale, reference.inference.multiple)
     best = 0.0
-    for precision, bs in [(precision, bs) for precision in precisions for bs in batch_sizes]:
+    cache = Path(__file__).resolve().parents[1] / "var" / "bench-openvino"
+    settings = [(r, p, bs) for r in runtimes for p in precisions for bs in batch_sizes]
+    for runtime, precision, bs in settings:
         pred = Predictor.from_artifact(
-            artifact, device=device_name, batch_size=bs, precision=precision
+            artifact,
+            device=device_name,
+            batch_size=bs,
+            precision=precision,
+            runtime=runtime,
+            cache_dir=cache,
         )
         pred.masks(decoded[: 2 * bs])  # warm-up (kernels are made per shape)
         if device.type == "cuda":
@@ -205,7 +216,9 @@ def run(
         best = max(best, rate)
         rows.append(
             {
-                "path": "ours: 1ch, whole image, bucketed",
+                "path": f"ours: 1ch, whole image, bucketed, {runtime}",
+                "runtime": runtime,
+                "members": pred.n_members,
                 "batch": bs,
                 "precision": precision,
                 "studies_per_s": rate,
@@ -261,6 +274,13 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="cpu | cuda (both paths run there)")
     parser.add_argument("--data", type=Path, default=DATA, help="folder in the DM i AI layout")
     parser.add_argument("--artifact", type=Path, default=None, help="default: the released one")
+    parser.add_argument(
+        "--runtimes",
+        nargs="+",
+        default=["torch"],
+        choices=["torch", "openvino"],
+        help="where our networks run (model/runtime.py); each setting in each runtime",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     result = run(
@@ -271,6 +291,7 @@ def main() -> None:
         args.data,
         args.artifact,
         args.repeat,
+        tuple(args.runtimes),
     )
     if args.json:
         print(json.dumps(result))

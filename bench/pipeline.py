@@ -11,7 +11,7 @@ job, polls `GET /v1/jobs/{id}` until it finishes, and reports:
 - p50/p95 latency of `GET /v1/jobs/{id}` during the run;
 - peak RSS of the worker (all its processes) and of the API;
 - where the worker's time went: its chunk reports' phases (claim, decode, predict,
-  finish, store) for the timed job, summed over chunks and processes.
+  findings, store) for the timed job, summed over chunks and processes.
 
 Usage: .venv/bin/python -m bench.pipeline [--n 200] [--concurrency 1] [--json]
 """
@@ -38,12 +38,16 @@ from cli.stack import Processes, free_port, wait_ready
 
 def model_time(pngs: list[bytes], batch_size: int, warm: int) -> tuple[float, str, int]:
     """Seconds the released predictor needs for these studies, decoded beforehand, after a
-    warm-up pass over the first `warm` of them; its version, and the batch size it ran (0
-    resolves to the device's best)."""
+    warm-up pass over the first `warm` of them, in the runtime the worker picks at the
+    defaults (`auto`); its version, and the batch size it ran (0 resolves to the device's
+    best)."""
     from model.predictor import Predictor
     from model.preprocessing import decode_image
 
-    pred = Predictor.from_artifact(None, device="auto", batch_size=batch_size)
+    cache = Path(tempfile.gettempdir()) / "tumorseg-bench-openvino"
+    pred = Predictor.from_artifact(
+        None, device="auto", batch_size=batch_size, runtime="auto", cache_dir=cache
+    )
     images = [decode_image(p) for p in pngs]
     pred.masks(images[: max(warm, 1)])  # warm-up: each new input shape costs a first time
     start = time.perf_counter()
@@ -69,7 +73,10 @@ def chunk_phases(worker_log: Path, offset: int, n: int, wait_s: float = 5.0) -> 
             for line in lines
             if "worker.segmentation: chunk [" in line and REPORT_START in line
         ]
-        studies = sum(len(r["succeeded"]) + len(r["failed"]) + len(r["skipped"]) for r in reports)
+        studies = sum(
+            len(r["succeeded"]) + len(r["failed"]) + len(r["skipped"]) + len(r.get("rejected", []))
+            for r in reports
+        )
         if studies >= n or time.monotonic() > deadline:
             break
         time.sleep(0.1)
