@@ -14,6 +14,13 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+#: What the uptake figures are: every study reaches the model as a PNG rendering.
+RELATIVE_UPTAKE = (
+    "relative uptake, the PNG's gray inverted, which saturates at 1 where the rendering "
+    "clips: compare within a study only, not across studies (no SUV; a PACS study's "
+    "SUVmax is in the structured report sent back to it)"
+)
+
 
 class StudyMetrics(BaseModel):
     """Per-study numbers from the model version that produced the mask."""
@@ -25,12 +32,19 @@ class StudyMetrics(BaseModel):
     tumor_fraction: float | None = Field(description="Tumor pixels / body pixels.")
     lesions: int = Field(description="Connected tumor regions.")
     largest_lesion_px: int
-    uptake_mean: float | None = Field(description="Mean uptake in the mask, 0..1.")
-    uptake_max: float | None
+    uptake_mean: float | None = Field(
+        description="Mean uptake in the mask, 0..1: " + RELATIVE_UPTAKE
+    )
+    uptake_max: float | None = Field(
+        description="Highest uptake in the mask, 0..1: " + RELATIVE_UPTAKE
+    )
     dice: float | None = Field(description="Against the label; None without one.")
     precision: float | None
     recall: float | None
-    inference_seconds: float | None
+    inference_seconds: float | None = Field(
+        description="The study's share of the network's time: its batch's seconds over the "
+        "studies in the batch."
+    )
 
 
 class StudyBiomarkers(BaseModel):
@@ -63,8 +77,8 @@ class LesionOut(BaseModel):
     relative_height: float | None = Field(
         description="Centroid's height in the body: 0 at its top, 1 at its bottom."
     )
-    peak_uptake: float = Field(description="Highest uptake in the lesion, 0..1.")
-    mean_uptake: float
+    peak_uptake: float = Field(description="Highest uptake in the lesion, 0..1: " + RELATIVE_UPTAKE)
+    mean_uptake: float = Field(description="Mean uptake in the lesion, 0..1: " + RELATIVE_UPTAKE)
     peak_probability: float | None = Field(description="The model's highest probability in it.")
 
 
