@@ -132,6 +132,7 @@ def run(
     artifact: Path | None = None,
     repeat: int = 1,
     runtimes: tuple[str, ...] = ("torch",),
+    members: int = 0,
 ) -> dict:
     device = torch.device(device_name)
     files = pick(n, data)
@@ -187,6 +188,7 @@ def run(
             precision=precision,
             runtime=runtime,
             cache_dir=cache,
+            members=members,
         )
         pred.masks(decoded[: 2 * bs])  # warm-up (kernels are made per shape)
         if device.type == "cuda":
@@ -281,6 +283,9 @@ def main() -> None:
         choices=["torch", "openvino"],
         help="where our networks run (model/runtime.py); each setting in each runtime",
     )
+    parser.add_argument(
+        "--members", type=int, default=0, help="an ensemble's members to run (0: all; 1: fast)"
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     result = run(
@@ -292,6 +297,7 @@ def main() -> None:
         args.artifact,
         args.repeat,
         tuple(args.runtimes),
+        args.members,
     )
     if args.json:
         print(json.dumps(result))

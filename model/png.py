@@ -55,7 +55,7 @@ class InvalidImage(ValueError):
         self.too_large = too_large
 
 
-def validate_png(data: bytes, what: str, limits: ImageLimits) -> None:
+def validate_png(data: bytes, what: str, limits: ImageLimits) -> tuple[int, int]:
     """Check that `data` is a complete PNG with intact chunks within `limits`, without
     inflating its pixels.
 
@@ -64,10 +64,14 @@ def validate_png(data: bytes, what: str, limits: ImageLimits) -> None:
         what: How to name the file in messages, e.g. `"patient_001.png"`.
         limits: Size bounds.
 
+    Returns:
+        Its (height, width).
+
     Raises:
         InvalidImage: With a message naming the file and the problem.
     """
-    _read(data, what, limits, inflate=False)
+    img = _read(data, what, limits, inflate=False)
+    return img.height, img.width
 
 
 def read_png(data: bytes, what: str, limits: ImageLimits) -> Image.Image:

@@ -81,12 +81,14 @@ def submit_job(
     except LabelMatchError as exc:
         raise ServiceError(422, str(exc)) from exc
 
-    new_studies = []
+    new_studies, heights = [], []
     for i, upload in enumerate(files):
         label = labels[pairs[i]] if i in pairs else None
-        error = _check(upload, settings, single=len(files) == 1)
+        error, height = _check(upload, settings, single=len(files) == 1)
+        heights.append(height)
         if error is None and label is not None:
-            error = _check(label, settings, single=len(files) == 1, what=f"label {label.filename}")
+            what = f"label {label.filename}"
+            error, _ = _check(label, settings, single=len(files) == 1, what=what)
         new_studies.append(
             jobs_repo.NewStudy(
                 filename=upload.filename,
@@ -100,7 +102,10 @@ def submit_job(
     job = jobs_repo.create_job(
         session, queue or settings.interactive_queue, new_studies, tenant, source=source, name=name
     )
-    ids = [s.id for s in job.studies if s.status is StudyStatus.QUEUED]
+    # sent tallest last: a chunk then holds studies of similar height, whose batches the
+    # worker pads little (docs/BENCHMARKS.md, pipeline)
+    queued = [s for s in job.studies if s.status is StudyStatus.QUEUED]
+    ids = [s.id for s in sorted(queued, key=lambda s: heights[s.position])]
     send_after_commit(session, ids, job.queue)
     logger.info("job %d: %d studies, %d queued", job.id, len(files), len(ids))
     return job
@@ -167,15 +172,18 @@ def safe_filename(name: str, index: int) -> str:
     return base[-200:]
 
 
-def _check(upload: Upload, settings: Settings, single: bool, what: str | None = None) -> str | None:
+def _check(
+    upload: Upload, settings: Settings, single: bool, what: str | None = None
+) -> tuple[str | None, int]:
+    """(Why the PNG is unusable or None, its height: 0 when unusable)."""
     limits = ImageLimits(settings.max_image_side, settings.max_image_pixels)
     try:
-        validate_png(upload.data, what or upload.filename, limits)
+        height, _ = validate_png(upload.data, what or upload.filename, limits)
     except InvalidImage as exc:
         if single:
             raise ServiceError(413 if exc.too_large else 422, str(exc)) from exc
-        return str(exc)
-    return None
+        return str(exc), 0
+    return None, height
 
 
 def cancel_job(session: Session, job_id: int, principal: Principal) -> Job:

@@ -310,3 +310,29 @@ def test_the_links_of_a_new_job_lead_to_its_routes(client: TestClient) -> None:
         assert reached.pop(image) == 409  # queued: no mask yet
     assert set(reached.values()) == {200}, reached
     assert {"GetJob", "CancelJob", "GetFirstStudy", "GetResultsCsv"} <= set(reached)
+
+
+def test_a_job_s_chunks_hold_studies_of_similar_height(
+    client: TestClient, api_settings: Settings
+) -> None:
+    import base64
+    import io
+    import json
+
+    from PIL import Image
+
+    def resized(height: int) -> bytes:
+        out = io.BytesIO()
+        Image.open(io.BytesIO(SAMPLE)).resize((200, height)).save(out, format="PNG")
+        return out.getvalue()
+
+    broker = redis.Redis.from_url(api_settings.redis_url or "")
+    queue = api_settings.interactive_queue
+    before = broker.llen(queue)
+    heights = [400, 250, 400, 250, 250]  # chunk_size 4, at most 5 studies a job
+    files = _files(*[(f"s{i}.png", resized(h)) for i, h in enumerate(heights)])
+    job = client.post("/v1/jobs", files=files).json()
+    by_id = {s["id"]: heights[s["position"]] for s in job["studies"]}
+    sent = broker.lrange(queue, 0, broker.llen(queue) - before - 1)  # LPUSH: newest first
+    chunks = [json.loads(base64.b64decode(json.loads(m)["body"]))[0][0] for m in reversed(sent)]
+    assert [[by_id[i] for i in chunk] for chunk in chunks] == [[250, 250, 250, 400], [400]]
