@@ -92,8 +92,21 @@ def paired_bootstrap(
 
 def at_floor(arm: Arm, floor: float, two_tier: bool) -> tuple[np.ndarray, np.ndarray, Any]:
     """Each study's Dice and predicted pixels under the rule chosen without its fold at
-    a floor of `floor` clean controls, and the folds' choices."""
-    return oof_tuning.crossfit_per_study(arm.plain, arm.tta, arm.fold_ids, floor, two_tier)
+    a floor of `floor` clean controls, and the folds' choices (one fold: its alternate
+    halves, as `tune_pooled` does)."""
+    ids = arm.fold_ids
+    groups = ids if len(set(ids)) > 1 else [i % 2 for i in range(len(ids))]
+    return oof_tuning.crossfit_per_study(arm.plain, arm.tta, groups, floor, two_tier)
+
+
+def frontier_at(arm: Arm, floor: float, two_tier: bool) -> dict[str, Any]:
+    """The arm's frontier read at `floor` in sample: the best Dice among rules (plain and
+    TTA maps) that keep at least `floor` of the controls clean, and that rule."""
+    settings = oof_tuning.grid(arm.plain, False, two_tier=two_tier) + oof_tuning.grid(
+        arm.tta, True, two_tier=two_tier
+    )
+    chosen = oof_tuning.choose(settings, floor)
+    return asdict(chosen)
 
 
 def recall_at_fp(arm: Arm, budget: float, two_tier: bool) -> dict[str, Any]:
@@ -150,6 +163,8 @@ def compare(
             ),
             "rules_a": ca,
             "rules_b": cb,
+            "in_sample_a": frontier_at(a, floor, two_tier),
+            "in_sample_b": frontier_at(b, floor, two_tier),
         }
     for budget in fp_budgets:
         out["recall"][f"{budget:g}"] = {
