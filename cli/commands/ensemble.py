@@ -71,6 +71,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="false-positive components per control at which lesion recall is read",
     )
     cmp.add_argument("--two-tier", action="store_true", help="two-tier rules in both arms")
+    cmp.add_argument(
+        "--two-tier-b",
+        action="store_true",
+        help="two-tier rules in arm B only (the same folds in both arms: one rule family "
+        "against the other)",
+    )
     cmp.add_argument("--boot", type=int, default=2000, help="bootstrap resamples")
     cmp.add_argument("--json", action="store_true", help="print one JSON object")
 
@@ -134,7 +140,15 @@ def _compare(args: argparse.Namespace) -> None:
 
     a = load_arm("a", args.a, args.data)
     b = load_arm("b", args.b, args.data)
-    result = compare(a, b, args.floors, args.fp_budget, args.two_tier, args.boot)
+    result = compare(
+        a,
+        b,
+        args.floors,
+        args.fp_budget,
+        args.two_tier,
+        args.boot,
+        two_tier_b=args.two_tier or args.two_tier_b,
+    )
     if args.json:
         print(json.dumps(result, indent=2))
         return

@@ -131,9 +131,12 @@ def compare(
     fp_budgets: Sequence[float] = (0.25,),
     two_tier: bool = False,
     n_boot: int = 2000,
+    two_tier_b: bool | None = None,
 ) -> dict[str, Any]:
     """Arm B against arm A at each clean-controls floor (cross-fitted), paired by study,
-    and their lesion recall at each false-positive budget.
+    and their lesion recall at each false-positive budget. `two_tier` lets the rules of
+    both arms have a second tier; `two_tier_b`, when given, B's alone (the same maps
+    under two rule families).
 
     Raises:
         ValueError: The arms do not hold out the same studies.
@@ -149,12 +152,14 @@ def compare(
         "n_patients": int(pats.sum()),
         "n_controls": int((~pats).sum()),
         "two_tier": two_tier,
+        "two_tier_b": two_tier if two_tier_b is None else two_tier_b,
         "floors": {},
         "recall": {},
     }
+    tier_b = two_tier if two_tier_b is None else two_tier_b
     for floor in floors:
         da, pa, ca = at_floor(a, floor, two_tier)
-        db, pb, cb = at_floor(b, floor, two_tier)
+        db, pb, cb = at_floor(b, floor, tier_b)
         db_in_a, pb_in_a = np.empty_like(da), np.empty_like(pa)
         db_in_a[to_a], pb_in_a[to_a] = db, pb
         out["floors"][f"{floor:.2f}"] = {
@@ -164,11 +169,11 @@ def compare(
             "rules_a": ca,
             "rules_b": cb,
             "in_sample_a": frontier_at(a, floor, two_tier),
-            "in_sample_b": frontier_at(b, floor, two_tier),
+            "in_sample_b": frontier_at(b, floor, tier_b),
         }
     for budget in fp_budgets:
         out["recall"][f"{budget:g}"] = {
             "a": recall_at_fp(a, budget, two_tier),
-            "b": recall_at_fp(b, budget, two_tier),
+            "b": recall_at_fp(b, budget, tier_b),
         }
     return out
