@@ -49,14 +49,17 @@ def test_a_study_that_kills_its_worker_fails_alone_and_its_chunk_is_done(
         ids = list(
             session.scalars(select(Study.id).where(Study.job_id == job_id).order_by(Study.position))
         )
-    poison, mates = ids[1], [ids[0], *ids[2:4]]
+    poison = ids[1]
+    mates: list[int] = []  # the studies claimed with the poison study the first time
 
     # Like an OOM kill of whichever pool process holds the poison study, every time.
     worker = fleet.start()
     kills, deadline = 0, time.monotonic() + 150
     while kills < settings.max_deliveries:
         assert time.monotonic() < deadline, f"{kills} kills\n{fleet.logs()}"
-        if any(poison in claim for claim in worker.new_claims()):
+        claimed = next((claim for claim in worker.new_claims() if poison in claim), None)
+        if claimed is not None:
+            mates = mates or [i for i in claimed if i != poison]
             with session_scope(settings.sqlalchemy_url) as session:
                 study = session.get(Study, poison)
                 assert study is not None
@@ -79,7 +82,9 @@ def test_a_study_that_kills_its_worker_fails_alone_and_its_chunk_is_done(
     assert final[poison] is StudyStatus.FAILED
     assert f"gave up after {settings.max_deliveries} deliveries" in (by_id[poison][2] or "")
     assert all(final[i] is StudyStatus.SUCCEEDED for i in ids if i != poison), by_id
-    # the chunk-mates were claimed with the poison study once, then one at a time
+    # the chunk-mates were claimed with the poison study once, then one at a time (the
+    # poison study is the tallest, so it is sent last, in a chunk with the next tallest)
+    assert mates, "the poison study was claimed alone: the test needs it in a chunk"
     assert all(by_id[i][1] == 2 for i in mates), {i: by_id[i][1] for i in mates}
     with TestClient(create_app(settings), headers=create_key(settings)) as client:
         job = client.get(f"/v1/jobs/{job_id}").json()
