@@ -29,8 +29,10 @@ class Rule:
     Attributes:
         threshold: Pixels with probability above it are candidates.
         min_component_px: Components smaller than this are dropped (0: none).
-        min_peak: Components without a pixel at or above it are dropped; None: no peak
-            rule (one at or below the threshold is none either).
+        min_peak: Components without a pixel that reaches it are dropped; None: no peak
+            rule (one at or below the threshold is none either). A pixel reaches a peak
+            when its uint8 probability does (`reaches`): rules are chosen on uint8 maps,
+            where 1.0 is a saturated pixel, so the cut 1.0 means 254.5/255 and above.
         small_component_px: The second tier: a component dropped by the first two
             conditions is kept all the same when it has this many pixels and one at or
             above `small_peak`.
@@ -66,6 +68,10 @@ class Rule:
         """The peaks the levels mark, lowest first: a pixel's level is 1 above the
         threshold plus one for each cut it reaches."""
         return tuple(sorted({p for p in (self.min_peak, self.small_peak) if p is not None}))
+
+    def cut_levels(self) -> tuple[int, ...]:
+        """The cuts as uint8 probability levels: round(255 × cut)."""
+        return tuple(quantized_cut(c) for c in self.cuts)
 
     def level(self, peak: float | None) -> int:
         """The level a component's highest pixel must reach for `peak` (1: none)."""
@@ -135,12 +141,19 @@ def components(levels: np.ndarray, rule: Rule) -> Components:
     return Components(levels.shape, box, labels, sizes, keep)
 
 
+def quantized_cut(cut: float) -> int:
+    """A peak as the uint8 probability level that reaches it: round(255 × cut)."""
+    return int(round(255.0 * cut))
+
+
 def levels(prob: np.ndarray, rule: Rule) -> np.ndarray:
     """The predictor's uint8 levels of a float probability map: 1 above the threshold,
-    plus one for each of the rule's cuts reached."""
+    plus one for each of the rule's cuts its uint8 probability (round(255 × p)) reaches,
+    as on the uint8 maps the rule was chosen on."""
     out = (prob > rule.threshold).astype(np.uint8)
-    for cut in rule.cuts:
-        out += (prob >= cut).astype(np.uint8)
+    q = np.rint(np.clip(prob, 0.0, 1.0) * 255.0)
+    for cut in rule.cut_levels():
+        out += (q >= cut).astype(np.uint8)
     return out
 
 

@@ -189,13 +189,15 @@ def host_arrays(flat: torch.Tensor, maps: Sequence[torch.Tensor]) -> list[np.nda
 
 
 def device_levels(maps: Sequence[torch.Tensor], rule: Rule) -> list[np.ndarray]:
-    """uint8 levels of `maps` under `rule`, compared on the device: a quarter of the
-    bytes of the float maps to copy."""
+    """uint8 levels of `maps` under `rule` (`postprocessing.levels`), compared on the
+    device: a quarter of the bytes of the float maps to copy."""
     parts = []
     for m in maps:
         level = (m > rule.threshold).to(torch.uint8).reshape(-1)
-        for cut in rule.cuts:
-            level += (m >= cut).to(torch.uint8).reshape(-1)
+        if rule.cuts:
+            q = m.clamp(0.0, 1.0).mul(255.0).round_()
+            for cut in rule.cut_levels():
+                level += (q >= cut).to(torch.uint8).reshape(-1)
         parts.append(level)
     return host_arrays(torch.cat(parts), maps)
 

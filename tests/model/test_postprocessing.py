@@ -109,3 +109,26 @@ def test_the_two_tier_rule_keeps_large_moderate_and_small_very_bright_components
     # a manifest's block reads back to the same rule
     block = {"min_component_px": 120, "min_peak": 0.6, "small_component_px": 5, "small_peak": 0.99}
     assert Rule.of(0.5, block) == rule
+
+
+def test_a_peak_is_reached_as_on_the_uint8_maps_the_rule_was_chosen_on() -> None:
+    """Rules are chosen on uint8 maps, where a peak of 1.0 is a saturated pixel (255):
+    a float 0.999 reaches it, in numpy and in the predictor's torch path alike."""
+    import torch
+
+    from model.postprocessing import Rule, components, levels
+    from model.predictor import device_levels
+
+    prob = np.zeros((30, 30), np.float32)
+    prob[2:8, 2:8] = 0.6
+    prob[4, 4] = 0.999  # round(255 × 0.999) = 255: reaches 1.0
+    prob[20:26, 20:26] = 0.6
+    prob[22, 22] = 0.997  # round(255 × 0.997) = 254: does not
+    rule = Rule(0.5, 100, 0.9, small_component_px=10, small_peak=1.0)
+    assert rule.cut_levels() == (230, 255)
+    for lv in (levels(prob, rule), device_levels([torch.from_numpy(prob)], rule)[0]):
+        assert lv[4, 4] == 3
+        assert lv[22, 22] == 2
+        mask = components(lv, rule).mask()
+        assert mask[2:8, 2:8].all()
+        assert not mask[20:26, 20:26].any()
