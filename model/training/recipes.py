@@ -40,7 +40,7 @@ class Recipe:
 
 
 RECIPES: dict[str, Recipe] = {
-    # The members of attention-unet-ens-20261203-05161575 (model/folds/eff-lite0-dicebce-20261203).
+    # The members of attention-unet-ens-20261206-05161575 (model/folds/eff-lite0-dicebce-20261203).
     "released": Recipe(
         architecture="efficient-attention-unet",
         pretrained="imagenet",
