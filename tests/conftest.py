@@ -34,6 +34,7 @@ from config.settings import Settings
 from db.migrate import upgrade_to_head
 from db.models import Study, StudyStatus
 from db.session import dispose_engines
+from tests.child_processes import tied_to_tests
 from tests.temporary_database import temporary_database
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -213,7 +214,7 @@ def running_worker(settings: Settings, log_path: Path) -> Iterator[WorkerProcess
     """A real ``tumorseg worker`` subprocess on ``settings`` until the block ends."""
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "cli", "worker", "--concurrency", "1"],
+            tied_to_tests([sys.executable, "-m", "cli", "worker", "--concurrency", "1"]),
             cwd=REPO_ROOT,
             env=settings_env(settings),
             stdout=log,

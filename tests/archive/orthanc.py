@@ -20,6 +20,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.child_processes import tied_to_tests
+
 ORTHANC = shutil.which("Orthanc") or "/usr/sbin/Orthanc"
 PLUGIN_DIRS = (Path("/usr/share/orthanc/plugins"), Path("/usr/lib/orthanc"))
 
@@ -93,7 +95,7 @@ class Orthanc:
         """Start the server and wait until its REST API and DICOMweb answer."""
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
-                [ORTHANC, str(self.folder / "orthanc.json")],
+                tied_to_tests([ORTHANC, str(self.folder / "orthanc.json")]),
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,

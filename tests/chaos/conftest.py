@@ -28,6 +28,7 @@ from config.settings import Settings
 from core.dispatch import Dispatcher
 from db.models import Job, Study, StudyStatus
 from db.session import session_scope
+from tests.child_processes import tied_to_tests
 from tests.conftest import REPO_ROOT, bearer, patient_files, settings_env, temporary_pg_database
 from worker.reaper import reap
 
@@ -49,21 +50,23 @@ class RedisServer:
         ``persist``, like the embedded default) and wait until it answers."""
         log = (self.workdir / "redis.log").open("ab")
         self.proc = subprocess.Popen(
-            [
-                str(REDIS_SERVER),
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--dir",
-                str(self.workdir),
-                "--appendonly",
-                "yes" if self.persist else "no",
-                "--appendfsync",
-                "always",
-                "--save",
-                "",
-            ],
+            tied_to_tests(
+                [
+                    str(REDIS_SERVER),
+                    "--port",
+                    str(self.port),
+                    "--bind",
+                    "127.0.0.1",
+                    "--dir",
+                    str(self.workdir),
+                    "--appendonly",
+                    "yes" if self.persist else "no",
+                    "--appendfsync",
+                    "always",
+                    "--save",
+                    "",
+                ]
+            ),
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -229,16 +232,18 @@ class Fleet:
         before = attempts_so_far(url)  # claims of earlier processes are not this one's
         with log.open("wb") as out:
             proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "cli",
-                    "worker",
-                    "--concurrency",
-                    "1",
-                    "--hostname",
-                    hostname or f"chaos{n}@%h",
-                ],
+                tied_to_tests(
+                    [
+                        sys.executable,
+                        "-m",
+                        "cli",
+                        "worker",
+                        "--concurrency",
+                        "1",
+                        "--hostname",
+                        hostname or f"chaos{n}@%h",
+                    ]
+                ),
                 cwd=REPO_ROOT,
                 env=self.env or settings_env(self.settings),
                 stdout=out,

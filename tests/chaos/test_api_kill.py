@@ -24,6 +24,7 @@ from core.dispatch import Dispatcher
 from db.models import Job, Study, StudyStatus, utcnow
 from db.session import session_scope
 from tests.chaos.conftest import _free_port, create_key, study_files
+from tests.child_processes import tied_to_tests
 from tests.conftest import REPO_ROOT, settings_env
 from worker.reaper import reap
 
@@ -42,7 +43,7 @@ class ApiProcess:
         """Start and wait until /healthz answers."""
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "cli", "api", "--port", str(self.port)],
+                tied_to_tests([sys.executable, "-m", "cli", "api", "--port", str(self.port)]),
                 cwd=REPO_ROOT,
                 env=settings_env(self.settings),
                 stdout=out,

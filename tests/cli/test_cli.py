@@ -14,6 +14,7 @@ import pytest
 from cli import client
 from cli.main import COMMANDS, build_parser, main
 from cli.stack import free_port
+from tests.child_processes import tied_to_tests
 from tests.conftest import SAMPLES
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -161,7 +162,7 @@ def test_the_api_logs_where_the_viewer_is_at_start_up(tmp_path: Path, redis_base
     log = tmp_path / "api.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "cli", "api", "--port", str(port)],
+            tied_to_tests([sys.executable, "-m", "cli", "api", "--port", str(port)]),
             cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
         )  # fmt: skip
     try:

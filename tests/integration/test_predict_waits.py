@@ -31,6 +31,7 @@ from config.settings import Settings
 from core.job_notices import finished_channel
 from db.models import Job, JobSource
 from db.session import session_scope
+from tests.child_processes import tied_to_tests
 from tests.conftest import REPO_ROOT, SAMPLE_IMGS, bearer, create_api_key, settings_env
 
 logger = logging.getLogger(__name__)
@@ -69,7 +70,7 @@ def waiting_api(settings: Settings, tmp_path_factory: pytest.TempPathFactory) ->
         log = tmp_path_factory.mktemp("api") / "api.log"
         with log.open("wb") as out:
             proc = subprocess.Popen(
-                [sys.executable, "-c", SERVE, str(port)],
+                tied_to_tests([sys.executable, "-c", SERVE, str(port)]),
                 cwd=REPO_ROOT,
                 env=settings_env(own),
                 stdout=out,
