@@ -199,9 +199,10 @@ class CropSampler:
 
 
 #: How loader workers start. Not by forking the training process: it may hold thread
-#: pools (OpenVINO's, CUDA's), and forking it after OpenVINO had run crashed it with a
-#: segmentation fault (3 times in 3). A fork server starts clean, and each worker gets
-#: the sampler pickled once (the whole development set: 518 MB a worker, under a second).
+#: pools (OpenVINO's, CUDA's), and with forked workers a process that had run OpenVINO
+#: crashed with a segmentation fault when they exited (3 times in 3). Workers of a fork
+#: server are not the training process's children; each gets the sampler pickled once
+#: (the whole development set: 518 MB a worker, under a second).
 LOADER_START = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
 
 

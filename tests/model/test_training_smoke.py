@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import signal
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +21,18 @@ from model.training.trainer import TrainConfig, lr_factor, train
 from tests.model.conftest import TINY_ARCH
 
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "dmiai2023"
+
+
+@pytest.fixture(autouse=True)
+def _sigchld_as_before() -> Iterator[None]:
+    """torch's loader installs a SIGCHLD handler for the whole process and leaves it
+    there. `tumorseg train` ends with its loader, but this test process goes on, and once
+    OpenVINO had run in it, the next child to exit (a later test's subprocess) crashed it
+    in that handler with a segmentation fault (2 times in 2; none with the handler put
+    back)."""
+    before = signal.getsignal(signal.SIGCHLD)
+    yield
+    signal.signal(signal.SIGCHLD, before)
 
 
 @pytest.fixture
