@@ -122,8 +122,18 @@ def test_seeds_of_one_fold_score_its_studies_with_their_mean(
 
 
 def test_the_released_ensemble_says_what_each_member_held_out() -> None:
-    # built before the members' splits were recorded: they share the recipe's seed and folds
     manifest = read_manifest(released_artifact_dir())
+    recorded = [(m["split_seed"], m["folds"], m["fold"]) for m in manifest.training["members"]]
+    assert recorded == [(0, 5, k) for k in range(5)]
+    assert member_splits(manifest) == recorded
+
+
+def test_an_ensemble_built_before_splits_were_recorded_holds_out_its_recipe_s_folds() -> None:
+    # the previous release: its members share the recipe's seed and number of folds
+    root = (
+        released_artifact_dir().parents[1] / "superseded" / "attention-unet-ens-20261203-05161575"
+    )
+    manifest = read_manifest(root)
     assert "split_seed" not in manifest.training["members"][0]
     assert member_splits(manifest) == [(0, 5, k) for k in range(5)]
 
