@@ -151,9 +151,10 @@ def levels(prob: np.ndarray, rule: Rule) -> np.ndarray:
     plus one for each of the rule's cuts its uint8 probability (round(255 × p)) reaches,
     as on the uint8 maps the rule was chosen on."""
     out = (prob > rule.threshold).astype(np.uint8)
-    q = np.rint(np.clip(prob, 0.0, 1.0) * 255.0)
-    for cut in rule.cut_levels():
-        out += (q >= cut).astype(np.uint8)
+    if rule.cuts:
+        q = np.rint(np.clip(prob, 0.0, 1.0) * 255.0)
+        for cut in rule.cut_levels():
+            out += (q >= cut).astype(np.uint8)
     return out
 
 
